@@ -1,0 +1,58 @@
+"""What every command shares: `--home`, `--json`, one-line errors and exit codes (0 done, 1 failed, 2 usage)."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+import orjson
+
+from curation.errors import CurateError
+
+home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Curate home folder (default: $CURATE_HOME, else ./.curate).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+
+
+def reports(func: Callable) -> Callable:
+    """Decorate a command body that returns a dict: print it as JSON or through its `human` formatter.
+
+    The body gets `home` and `as_json`; it returns `(result, human_text)` or just `result`.
+    CurateError becomes one line on stderr and exit code 1.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        as_json = kwargs.get("as_json", False)
+        try:
+            out = func(*args, **kwargs)
+        except CurateError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; work committed so far is kept, run the same command again to resume", code=130)
+        if out is None:
+            return
+        result, human = out if isinstance(out, tuple) else (out, None)
+        if as_json:
+            click.echo(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode())
+        elif human is not None:
+            click.echo(human)
+        else:
+            click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str).decode())
+
+    return wrapper
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def progress_enabled(as_json: bool) -> bool | None:
+    """tqdm's `disable`: None shows a bar only on a terminal; --json never draws one on stdout anyway."""
+    return None

@@ -1,0 +1,42 @@
+"""The `curate` command. Each command group lives in its own module and stays thin."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# (module, attribute) of each command or group; imported when the CLI starts, each module imports its heavy
+# library code inside the command so that `curate --help` stays fast.
+COMMANDS = [
+    ("curation.cli.ingest", "ingest"),
+    ("curation.cli.export", "export"),
+    ("curation.cli.demo", "demo"),
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="curate")
+def cli() -> None:
+    """Curate: find where your LLM fails, have people rate it, and retrain the reward model.
+
+    The loop: ingest → embed → cluster → annotate (Argilla) → export preferences → reward train → score.
+    Every command takes --home DIR (default $CURATE_HOME, else ./.curate); reporting commands take --json.
+    Exit codes: 0 done, 1 failed (one-line message on stderr), 2 usage error.
+    """
+
+
+for module_name, attr in COMMANDS:
+    try:
+        cli.add_command(getattr(importlib.import_module(module_name), attr))
+    except ModuleNotFoundError as exc:  # an optional extra is missing: keep the rest of the CLI usable
+        if not exc.name or not exc.name.startswith(("curation", "annotations", "loops")):
+            continue
+        raise
+
+
+def main() -> None:
+    cli(prog_name="curate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The conversation store: one database for all of Curate's state.
+
+SQLite (WAL) at `$CURATE_HOME/curate.db` by default; PostgreSQL when `CURATE_DATABASE_URL` names one.
+Opening the store always brings its schema up to date (as `llm` does), so no command needs a separate migrate step.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+import sqlalchemy as sa
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic import command
+
+from curation.config import resolve_home
+from curation.errors import StoreError
+from curation.store import tables
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> str:
+    """Now as the store's timestamp text."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+class Store:
+    """A handle on the database. Cheap to create; use `Store.open(home)`."""
+
+    def __init__(self, engine: sa.Engine, home: Path):
+        self.engine = engine
+        self.home = home
+
+    @classmethod
+    def open(cls, home: str | os.PathLike | None = None, url: str | None = None, migrate: bool = True) -> "Store":
+        """Open (creating if needed) the store for `home`, and migrate it to the newest schema."""
+        home_path = resolve_home(home)
+        url = url or os.environ.get("CURATE_DATABASE_URL")
+        try:
+            home_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the Curate home {home_path}: {exc.strerror}; pass --home DIR") from None
+        if url is None:
+            url = f"sqlite:///{home_path / 'curate.db'}"
+        engine = _make_engine(url)
+        store = cls(engine, home_path)
+        if migrate:
+            store.migrate()
+        return store
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def quarantine_dir(self) -> Path:
+        path = self.home / "quarantine"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema; several processes may call this at once."""
+        try:
+            if revision == "head" and self.revision() == head_revision():
+                return
+            with self._migration_lock(), self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
+                cfg = _alembic_config()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"cannot open the store at {self.engine.url.render_as_string()}: {_first_line(exc)}") from None
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.dialect != "sqlite":
+            yield
+            return
+        with open(self.home / ".migrate.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def begin(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """A connection inside one transaction, committed on success."""
+        return self.engine.begin()
+
+    def connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        return self.engine.connect()
+
+    # runs: every stage records the run that produced its rows
+    def start_run(self, kind: str, params: dict | None = None) -> str:
+        run_id = str(uuid.uuid4())
+        with self.begin() as conn:
+            conn.execute(
+                tables.runs.insert().values(
+                    id=run_id, kind=kind, started_at=utcnow(), status="running", params=dumps(params or {})
+                )
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "done", summary: dict | None = None) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                tables.runs.update()
+                .where(tables.runs.c.id == run_id)
+                .values(finished_at=utcnow(), status=status, summary=dumps(summary or {}))
+            )
+
+    def count(self, table: sa.Table) -> int:
+        with self.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+
+
+def _make_engine(url: str) -> sa.Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.close()
+
+            return engine
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise StoreError(
+            f"cannot use database URL {url!r}: {exc}; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        ) from None
