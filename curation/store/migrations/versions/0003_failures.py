@@ -1,4 +1,4 @@
-"""Tables for annotation datasets, pushed records, raw responses and consensus ratings (annotations stage).
+"""Tables for clusters, cluster history, failure signals and the reward slot (find-the-failures stage).
 
 Revision ID: 0003
 Revises: 0002

@@ -1,13 +1,13 @@
-"""Tables for embeddings, clusters, cluster history, failure signals and the reward slot (find-the-failures stage).
+"""Tables for annotation records, raw responses and consensus ratings (annotations stage).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0004
+Revises: 0003
 """
 import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 
-revision = "0002"
-down_revision = "0001"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
