@@ -16,6 +16,11 @@ def annotate() -> None:
 
 # Commands live in small modules: the server's (serve, users) and the routing ones (push, pull, status).
 for module_name in ("curation.cli.annotate_server", "curation.cli.annotate_route"):
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:  # not written yet, or the `server` extra is not installed
+        if exc.name != module_name:
+            raise
+        continue
     for command in module.COMMANDS:
         annotate.add_command(command)

@@ -28,10 +28,10 @@ def cli() -> None:
 for module_name, attr in COMMANDS:
     try:
         cli.add_command(getattr(importlib.import_module(module_name), attr))
-    except ModuleNotFoundError as exc:  # an optional extra is missing: keep the rest of the CLI usable
-        if not exc.name or not exc.name.startswith(("curation", "annotations", "loops")):
-            continue
-        raise
+    except ModuleNotFoundError as exc:
+        # An optional extra (argilla, …) is missing, or a stage's CLI module is not written yet: keep the rest usable.
+        if exc.name and exc.name.startswith(("curation", "annotations", "loops")) and not exc.name.startswith("curation.cli."):
+            raise
 
 
 def main() -> None:
