@@ -9,6 +9,7 @@ import click
 # library code inside the command so that `curate --help` stays fast.
 COMMANDS = [
     ("curation.cli.ingest", "ingest"),
+    ("curation.cli.embed", "embed"),
     ("curation.cli.export", "export"),
     ("curation.cli.demo", "demo"),
 ]

@@ -1,0 +1,29 @@
+"""`curate embed`: vectors for the conversations that have none yet in this model+view+backend space."""
+from __future__ import annotations
+
+import click
+
+from curation.cli.common import home_option, json_option, reports
+
+
+@click.command()
+@click.option("--model", default=None, help="Model name or path (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default=None,
+              help="auto (default) = openvino int8 when installed, else torch; onnx/openvino are int8, exported once.")
+@click.option("--view", type=click.Choice(["last_turn", "thread"]), default=None,
+              help="What is embedded: the last user turn and its reply (default), or the whole thread.")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Texts per forward pass (default 16).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores).")
+@home_option
+@json_option
+@reports
+def embed(model, backend, view, batch_size, threads, home, as_json):  # noqa: ANN001
+    """Embed new conversations; a rerun on unchanged data does nothing."""
+    from curation.embed import embed as run_embed
+    from curation.store import Store
+
+    result = run_embed(Store.open(home), model=model, backend=backend, view=view, batch_size=batch_size,
+                       threads=threads)
+    human = (f"embedded {result['embedded']} conversations ({result['reused']} reused identical texts), "
+             f"skipped {result['skipped']} already embedded, in {result['seconds']}s [{result['space']}]")
+    return result, human

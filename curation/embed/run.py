@@ -1,0 +1,152 @@
+"""`curate embed`: embed every conversation that has no vector in this model+view+backend space yet.
+
+Incremental by construction: conversations are read in id order, a chunk at a time, skipping those that already have a
+vector, so a rerun on unchanged data reads no messages and loads no model. Memory is bounded by the chunk size.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from curation.config import load_config_file
+from curation.embed.embedder import Embedder
+from curation.embed.vectors import ensure_space, find_space, space_name, vectors_by_hash, write_vectors
+from curation.embed.views import View, get_view
+from curation.errors import ConfigError
+from curation.store import Store, loads
+from curation.store.embedding_tables import embeddings
+from curation.store.tables import conversations
+
+
+@dataclass
+class EmbedSettings:
+    """How `curate embed` runs; each field can be set in curate.toml `[embed]` or as `CURATE_EMBED_<NAME>`."""
+
+    model: str | None = field(default=None, metadata={"help": "model name or path (default: bundled all-MiniLM-L6-v2)"})
+    backend: str = field(default="auto", metadata={"help": "auto, torch, onnx or openvino (int8 for the last two)"})
+    view: str = field(default="last_turn", metadata={"help": "what text is embedded: last_turn or thread"})
+    batch_size: int = field(default=16, metadata={"help": "texts per forward pass (small batches pad less)"})
+    chunk_size: int = field(default=2_048, metadata={"help": "conversations read, embedded and written per transaction"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for the backend (default: all cores)"})
+
+    @classmethod
+    def resolve(cls, store: Store, **overrides: Any) -> "EmbedSettings":
+        """Defaults < curate.toml `[embed]` < `CURATE_EMBED_*` environment < explicit arguments."""
+        names = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in load_config_file(store.home).get("embed", {}).items():
+            if key not in names:
+                raise ConfigError(f"curate.toml [embed]: unknown key {key!r}; allowed: {', '.join(names)}")
+            values[key] = value
+        for name in names:
+            env = os.environ.get(f"CURATE_EMBED_{name.upper()}")
+            if env is not None:
+                values[name] = int(env) if name in ("batch_size", "chunk_size", "threads") else env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def embed(
+    store: Store,
+    model: str | None = None,
+    backend: str | None = None,
+    view: str | View | None = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    threads: int | None = None,
+    embedder: Embedder | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Embed the conversations missing from the space; returns {"embedded", "skipped", "model", "seconds", …}.
+
+    `embedder` replaces the one built from `model`/`backend`/`batch_size`/`threads` (any object with `label`,
+    `backend_label` and `encode(texts)`). `progress` is tqdm's `disable` inverted: None shows a bar on a terminal.
+    """
+    started = time.perf_counter()
+    settings = EmbedSettings.resolve(
+        store, model=model, backend=backend, view=view if isinstance(view, str) else None,
+        batch_size=batch_size, chunk_size=chunk_size, threads=threads,
+    )
+    chosen_view = get_view(view if view is not None and not isinstance(view, str) else settings.view)
+    if embedder is None:
+        embedder = Embedder(settings.model, settings.backend, batch_size=settings.batch_size,
+                            threads=settings.threads, cache_dir=store.home / "models")
+    name = space_name(embedder.label, chosen_view.name, embedder.backend_label)
+    space = find_space(store, name)
+    total = store.count(conversations)
+    missing = _count_missing(store, space["id"] if space else None, total)
+    result = {"embedded": 0, "skipped": total - missing, "model": embedder.label, "seconds": 0.0,
+              "backend": embedder.backend_label, "view": chosen_view.name, "space": name, "reused": 0}
+    if missing == 0:  # the common periodic case: no model load, no run row
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        return result
+
+    run_id = store.start_run("embed", {"space": name, "batch_size": settings.batch_size, "chunk_size": settings.chunk_size})
+    result["run_id"] = run_id
+    space_id = space["id"] if space else None
+    try:
+        with tqdm(total=missing, unit="conv", desc="embed", disable=None if progress is None else not progress) as bar:
+            for ids, texts in _pending_chunks(store, space_id, chosen_view, settings.chunk_size):
+                hashes = [text_hash(t) for t in texts]
+                known = vectors_by_hash(store, space_id, list(set(hashes))) if space_id is not None else {}
+                todo = [i for i, h in enumerate(hashes) if h not in known]
+                fresh = embedder.encode([texts[i] for i in todo]) if todo else None
+                if space_id is None:
+                    space_id = ensure_space(store, name, embedder.label, chosen_view.name, embedder.backend_label,
+                                            int(fresh.shape[1]), run_id)
+                vectors: list[Any] = [None] * len(ids)
+                for row, i in enumerate(todo):
+                    vectors[i] = fresh[row]
+                for i, h in enumerate(hashes):
+                    if vectors[i] is None:
+                        vectors[i] = np.frombuffer(known[h], dtype="<f4")
+                write_vectors(store, space_id, zip(ids, hashes, vectors), run_id)
+                result["embedded"] += len(ids)
+                result["reused"] += len(ids) - len(todo)
+                bar.update(len(ids))
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", {**result, "error": str(exc)[:500]})
+        raise
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    store.finish_run(run_id, "done", result)
+    return result
+
+
+def _missing_clause(space_id: int | None) -> sa.ColumnElement[bool]:
+    if space_id is None:
+        return sa.true()
+    has_vector = sa.select(1).where(embeddings.c.space_id == space_id, embeddings.c.conversation_id == conversations.c.id)
+    return ~sa.exists(has_vector)
+
+
+def _count_missing(store: Store, space_id: int | None, total: int) -> int:
+    if space_id is None:
+        return total
+    with store.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(conversations).where(_missing_clause(space_id))).scalar_one()
+
+
+def _pending_chunks(store: Store, space_id: int | None, view: View, chunk_size: int):
+    """Yield (ids, view texts) of conversations without a vector, in id order, one chunk at a time (keyset paging)."""
+    after = None
+    while True:
+        query = sa.select(conversations.c.id, conversations.c.messages).where(_missing_clause(space_id))
+        if after is not None:
+            query = query.where(conversations.c.id > after)
+        with store.connect() as conn:
+            rows = conn.execute(query.order_by(conversations.c.id).limit(chunk_size)).all()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield [r[0] for r in rows], [view(loads(r[1]) or []) for r in rows]
