@@ -1,0 +1,216 @@
+"""Ingest conversation logs into the store: streaming, batched, idempotent, with a quarantine for bad records.
+
+Every record read is accounted for: `read == ingested + duplicates + quarantined`. For the oasst tree format a
+record is one message, placed in one or more threads or quarantined.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import IO, Any, Iterable
+
+import orjson
+from tqdm import tqdm
+
+from curation.config import IngestSettings
+from curation.errors import StrictModeError
+from curation.ingest import oasst
+from curation.ingest.readers import Item, Source, expand, read
+from curation.ingest.records import Conversation, Limits, Reject, chat_record, classify, event_record, sharegpt_record
+from curation.store import Store, existing_ids, insert_rows, utcnow
+from curation.store.tables import conversations, feedback
+
+__all__ = ["ingest", "ingest_records"]
+
+PARSERS = {"chat": chat_record, "sharegpt": sharegpt_record}
+EXPECTED = {"openai": "chat", "sharegpt": "sharegpt"}
+
+
+def ingest(
+    store: Store,
+    paths: list[str | Path],
+    fmt: str = "auto",
+    strict: bool = False,
+    settings: IngestSettings | None = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Ingest files, folders or datasets; returns the summary (`read`, `ingested`, `duplicates`, `quarantined`, …).
+
+    `progress=None` draws a bar only on a terminal. With `strict`, any quarantined record raises StrictModeError
+    after the valid ones are stored (the summary is on the exception as `.summary`).
+    """
+    sources = expand([str(p) for p in paths], fmt)
+    settings = settings or IngestSettings.resolve(store.home)
+    run_id = store.start_run("ingest", {"paths": [s.path for s in sources], "format": fmt})
+    job = _Job(store, run_id, settings)
+    total = sum(s.size for s in sources if s.kind == "jsonl") or None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=None if progress is None else not progress)
+    try:
+        for source in sources:
+            job.run(source, fmt, bar.update)
+        job.flush()
+    except BaseException:
+        job.close()
+        store.finish_run(run_id, "failed", job.summary())
+        raise
+    finally:
+        bar.close()
+    job.close()
+    summary = job.summary()
+    store.finish_run(run_id, "done", summary)
+    if strict and summary["quarantined"]:
+        error = StrictModeError(
+            f"{summary['quarantined']} record(s) quarantined with reasons in {summary['quarantine_file']}; "
+            "fix them and ingest that file again, or drop --strict"
+        )
+        error.summary = summary
+        raise error
+    return summary
+
+
+def ingest_records(store: Store, records: Iterable[dict], source: str = "api", settings: IngestSettings | None = None) -> dict:
+    """Ingest in-memory records (chat, ShareGPT or feedback events); used by the logging API and tests."""
+    settings = settings or IngestSettings.resolve(store.home)
+    run_id = store.start_run("ingest", {"source": source})
+    job = _Job(store, run_id, settings)
+    items = (Item(source, i, orjson.dumps(r, default=str), r) for i, r in enumerate(records, 1))
+    job.run_items(items, "auto", source)
+    job.flush()
+    job.close()
+    summary = job.summary()
+    store.finish_run(run_id, "done", summary)
+    return summary
+
+
+class _Job:
+    """One ingest run: validates items, batches inserts (one transaction per batch), writes the quarantine."""
+
+    def __init__(self, store: Store, run_id: str, settings: IngestSettings):
+        self.store = store
+        self.run_id = run_id
+        self.batch_size = settings.batch_size
+        self.limits = Limits(settings.max_messages, settings.max_chars, settings.user_salt)
+        self.counts = dict(read=0, ingested=0, duplicates=0, quarantined=0, conversations=0, feedback_events=0)
+        self.pending: list[tuple[Conversation, str]] = []
+        self.events: list[tuple[dict, tuple[str, int]]] = []
+        self.quarantine_path = store.quarantine_dir / f"ingest-{run_id}.jsonl"
+        self._quarantine: IO[bytes] | None = None
+
+    def run(self, source: Source, fmt: str, on_bytes) -> None:  # noqa: ANN001
+        self.run_items(read(source, on_bytes if source.kind == "jsonl" else None), fmt, source.path)
+
+    def run_items(self, items: Iterable[Item], fmt: str, source: str) -> None:
+        items = iter(items)
+        first = next(items, None)
+        if first is None:
+            return
+        items = _chain(first, items)
+        if fmt == "oasst" or (fmt in ("auto", "parquet", "hf") and classify(first.obj) == "oasst"):
+            for threads, rejected, n_read in oasst.conversations(items, self.limits):
+                self.counts["read"] += n_read
+                for item, reason in rejected:
+                    self.reject(item, reason)
+                for conv in threads:
+                    self.pending.append((conv, source))
+                self._maybe_flush()
+            return
+        expected = EXPECTED.get(fmt)
+        for item in items:
+            self.counts["read"] += 1
+            if item.error:
+                self.reject(item, item.error)
+                continue
+            kind = classify(item.obj)
+            try:
+                if kind == "event":
+                    self.events.append((event_record(item.obj), (source, item.line)))
+                elif kind in PARSERS and (expected is None or kind == expected):
+                    conv = PARSERS[kind](item.obj, self.limits)
+                    conv.lines = (item.line,)
+                    self.pending.append((conv, source))
+                else:
+                    raise Reject(_unknown_reason(item.obj, fmt))
+            except Reject as exc:
+                self.reject(item, str(exc))
+            self._maybe_flush()
+
+    def reject(self, item: Item, reason: str) -> None:
+        self.counts["quarantined"] += 1
+        if self._quarantine is None:
+            self._quarantine = open(self.quarantine_path, "ab")
+        entry = {"file": item.source, "line": item.line, "reason": reason, "raw": item.raw.decode("utf-8", "backslashreplace")}
+        self._quarantine.write(orjson.dumps(entry) + b"\n")
+
+    def _maybe_flush(self) -> None:
+        if len(self.pending) + len(self.events) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending batch in one transaction; duplicates (already stored or repeated) are counted, not written."""
+        if not self.pending and not self.events:
+            return
+        now = utcnow()
+        batch: dict[str, tuple[Conversation, str]] = {}
+        repeated: list[Conversation] = []
+        for conv, source in self.pending:
+            if conv.row["id"] in batch:
+                repeated.append(conv)
+            else:
+                batch[conv.row["id"]] = (conv, source)
+        events = {}
+        for row, _where in self.events:
+            events.setdefault(row["id"], row)
+        with self.store.begin() as conn:
+            stored = existing_ids(conn, conversations.c.id, list(batch))
+            new = [(c, s) for cid, (c, s) in batch.items() if cid not in stored]
+            rows = [{**c.row, "source": s, "run_id": self.run_id, "ingested_at": now} for c, s in new]
+            insert_rows(conn, conversations, rows)
+            fb_rows = [{**f, "run_id": self.run_id} for c, _ in batch.values() for f in c.feedback]
+            fb_rows += [{**row, "run_id": self.run_id} for row in events.values()]
+            known_fb = existing_ids(conn, feedback.c.id, [f["id"] for f in fb_rows]) if fb_rows else set()
+            fb_new = [f for f in {f["id"]: f for f in fb_rows}.values() if f["id"] not in known_fb]
+            insert_rows(conn, feedback, fb_new)
+        new_ids = {c.row["id"] for c, _ in new}
+        ingested_lines = {(s, line) for c, s in new for line in c.lines}
+        seen_lines = {(s, line) for c, s in self.pending for line in c.lines}
+        event_new = {row["id"] for row in fb_new}
+        for row, where in self.events:
+            if row["id"] in event_new:
+                ingested_lines.add(where)
+                event_new.discard(row["id"])
+            seen_lines.add(where)
+        self.counts["ingested"] += len(ingested_lines)
+        self.counts["duplicates"] += len(seen_lines - ingested_lines)
+        self.counts["conversations"] += len(new_ids)
+        self.counts["feedback_events"] += len(fb_new)
+        del repeated
+        self.pending.clear()
+        self.events.clear()
+
+    def close(self) -> None:
+        if self._quarantine is not None:
+            self._quarantine.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **{k: self.counts[k] for k in ("read", "ingested", "duplicates", "quarantined")},
+            "quarantine_file": str(self.quarantine_path) if self.counts["quarantined"] else None,
+            "conversations": self.counts["conversations"],
+            "feedback_events": self.counts["feedback_events"],
+            "run_id": self.run_id,
+        }
+
+
+def _chain(first: Item, rest):  # noqa: ANN001, ANN202
+    yield first
+    yield from rest
+
+
+def _unknown_reason(obj: Any, fmt: str) -> str:
+    if not isinstance(obj, dict):
+        return "record is not a JSON object"
+    if fmt == "openai":
+        return "missing 'messages'"
+    if fmt == "sharegpt":
+        return "missing 'conversations'"
+    return "unrecognised record: expected 'messages' (OpenAI chat), 'conversations' (ShareGPT), or a feedback event"

@@ -173,3 +173,37 @@ def _make_engine(url: str) -> sa.Engine:
         raise StoreError(
             f"cannot use database URL {url!r}: {exc}; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
         ) from None
+
+
+def insert_ignore(store: Store, table: sa.Table) -> sa.Insert:
+    """INSERT that skips rows whose key already exists, on SQLite and PostgreSQL alike."""
+    if store.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict], ignore_existing: bool = True) -> None:
+    """Bulk insert through the driver's executemany, skipping SQLAlchemy's per-row work (the ingest hot path).
+
+    Values go in as they are, so callers pass what the column stores (text, numbers, None).
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+        + (" ON CONFLICT DO NOTHING" if ignore_existing else "")
+    )
+    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+
+
+def existing_ids(conn: sa.Connection, column: sa.Column, ids: list[str]) -> set[str]:
+    """Which of `ids` are already in `column`, queried in chunks that every backend accepts."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 5_000):
+        chunk = ids[start : start + 5_000]
+        found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
+    return found
