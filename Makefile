@@ -19,8 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/curate demo $(DEMO_ARGS)
 
+# Pass 1: the whole suite on SQLite. Pass 2: every test that touches the store again on a real PostgreSQL
+# (CURATE_TEST_DATABASE_URL if set, else a throwaway server from Debian's packages; skipped, with a notice, without them).
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@url="$${CURATE_TEST_DATABASE_URL:-$$(./scripts/test-postgres.sh)}"; \
+	if [ -z "$$url" ]; then echo "PostgreSQL pass skipped: apt-get install -y postgresql to run it"; \
+	else HF_HUB_OFFLINE=1 CURATE_TEST_BACKEND=postgresql CURATE_TEST_DATABASE_URL="$$url" \
+	  $(BIN)/python -m pytest -q $(PYTEST_ARGS); fi
 
 docs: $(STAMP)
 	$(BIN)/python -m curation.cli.docs > docs/cli.md

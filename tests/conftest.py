@@ -1,7 +1,8 @@
 """Shared fixtures: a fresh Curate home per test, the store on SQLite or PostgreSQL, the CLI, the real data.
 
-The whole suite runs against SQLite by default. With `CURATE_TEST_DATABASE_URL=postgresql+psycopg://…` set
-(`.ci/run` and `make test` do this when PostgreSQL is up), every test gets its own PostgreSQL schema instead.
+The suite runs against SQLite by default. `make test` then runs it again with `CURATE_TEST_BACKEND=postgresql` and
+`CURATE_TEST_DATABASE_URL=postgresql+psycopg://…` (a server that scripts/test-postgres.sh starts): in that pass every
+test that touches the store gets its own PostgreSQL schema, and tests that never open a store are not repeated.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
-PG_URL = os.environ.get("CURATE_TEST_DATABASE_URL")
+PG_URL = os.environ.get("CURATE_TEST_DATABASE_URL") if os.environ.get("CURATE_TEST_BACKEND") == "postgresql" else None
 
 # Area fixtures live beside their tests; list each module here once.
 pytest_plugins: list[str] = []
@@ -27,6 +28,14 @@ pytest_plugins: list[str] = []
 
 def pytest_report_header(config):  # noqa: ANN001
     return f"curate store backend: {'postgresql' if PG_URL else 'sqlite'}"
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+    if not PG_URL:
+        return
+    keep = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
 
 
 @pytest.fixture(scope="session")
