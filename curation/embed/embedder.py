@@ -6,7 +6,7 @@
 - `openvino`: int8 by OpenVINO's static quantisation (`export_static_quantized_openvino_model`), calibrated on the
   caller's own texts written to a local folder, because the library's default calibration set is downloaded from the
   hub and Curate never downloads what the user did not name.
-- `auto`: openvino when it is installed (the fastest that keeps cosine ≥ 0.99 to fp32, see docs/performance.md), else torch.
+- `auto`: the fastest that keeps cosine ≥ 0.99 to fp32 on this machine (see docs/performance.md); for now torch.
 Exports are written once under `cache_dir/<model>/<backend>/` (the store puts that under `$CURATE_HOME/models/`).
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def resolve_backend(backend: str | None) -> str:
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "openvino" if _has("openvino") and _has("optimum.intel") else "torch"
+        return "torch"
     needs = {"onnx": ("onnxruntime", "optimum.onnxruntime"), "openvino": ("openvino", "optimum.intel")}.get(backend, ())
     missing = [name for name in needs if not _has(name)]
     if missing:
@@ -225,7 +225,7 @@ class Embedder:
 
 
 def _onnx_file(folder: Path) -> str:
-    found = sorted((folder / "onnx").glob("model_qint8_*.onnx"))
+    found = sorted((folder / "onnx").glob("model_*int8_*.onnx"))  # qint8, or quint8 for avx2
     if not found:
         raise EmbedError(f"no quantised ONNX model in {folder}; delete that folder and run again to re-export it")
     return f"onnx/{found[0].name}"
