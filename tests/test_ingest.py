@@ -167,3 +167,22 @@ def test_gzip_sample_ingests_in_batches_under_one_run(store, tmp_path):
     with store.connect() as conn:
         runs = conn.execute(sa.select(conversations.c.run_id).distinct()).scalars().all()
     assert runs == [summary["run_id"]]
+
+
+def test_parallel_validation_matches_serial(home, store, tmp_path, monkeypatch):
+    import curation.ingest as ingest_module
+    from curation.config import IngestSettings
+    from curation.sample import generate
+
+    records = [orjson.dumps(r) for r in generate(4_000, seed=8)]
+    records[10:10] = [raw for raw, _ in BAD[:7]]  # bad lines inside the first chunk
+    path = write_lines(tmp_path / "big.jsonl", records + [orjson.dumps(chat(1)), orjson.dumps(chat(1))])
+    monkeypatch.setattr(ingest_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest_module, "CHUNK_LINES", 300)
+    summary = ingest(store, [path], settings=IngestSettings(workers=2, batch_size=700))
+    assert summary["read"] == 4_009 and summary["quarantined"] == 7
+    assert summary["ingested"] == 4_001 and summary["duplicates"] == 1
+    reasons = [e["reason"] for e in quarantine_entries(summary)]
+    assert reasons[0].startswith("malformed JSON") and reasons[1].startswith("invalid UTF-8")
+    assert [e["line"] for e in quarantine_entries(summary)] == list(range(11, 18))
+    assert store.count(conversations) == 4_001

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from curation.config import IngestSettings
 from curation.errors import StrictModeError
 from curation.ingest import oasst
-from curation.ingest.readers import Item, Source, expand, read
+from curation.ingest.readers import Item, Source, expand, jsonl_lines, parse_line, read
 from curation.ingest.records import Conversation, Limits, Reject, chat_record, classify, event_record, sharegpt_record
 from curation.store import Store, existing_ids, insert_rows, utcnow
 from curation.store.tables import conversations, feedback
@@ -24,6 +24,8 @@ __all__ = ["ingest", "ingest_records"]
 
 PARSERS = {"chat": chat_record, "sharegpt": sharegpt_record}
 EXPECTED = {"openai": "chat", "sharegpt": "sharegpt"}
+PARALLEL_MIN_BYTES = 8 << 20  # below this, starting worker processes costs more than it saves
+CHUNK_LINES = 2_000
 
 
 def ingest(
@@ -89,6 +91,7 @@ class _Job:
         self.store = store
         self.run_id = run_id
         self.batch_size = settings.batch_size
+        self.workers = settings.workers
         self.limits = Limits(settings.max_messages, settings.max_chars, settings.user_salt)
         self.counts = dict(read=0, ingested=0, duplicates=0, quarantined=0, conversations=0, feedback_events=0)
         self.pending: list[tuple[Conversation, str]] = []
@@ -97,6 +100,17 @@ class _Job:
         self._quarantine: IO[bytes] | None = None
 
     def run(self, source: Source, fmt: str, on_bytes) -> None:  # noqa: ANN001
+        if source.kind == "jsonl" and self.workers > 1 and source.size >= PARALLEL_MIN_BYTES:
+            lines = jsonl_lines(source.path, on_bytes)
+            first = next(lines, None)
+            if first is None:
+                return
+            lines = _chain(first, lines)
+            if not (fmt == "oasst" or classify(parse_line(source.path, *first).obj) == "oasst"):
+                self._run_parallel(source.path, lines, fmt)
+                return
+            self.run_items((parse_line(source.path, n, raw) for n, raw in lines), fmt, source.path)
+            return
         self.run_items(read(source, on_bytes if source.kind == "jsonl" else None), fmt, source.path)
 
     def run_items(self, items: Iterable[Item], fmt: str, source: str) -> None:
@@ -114,25 +128,38 @@ class _Job:
                     self.pending.append((conv, source))
                 self._maybe_flush()
             return
-        expected = EXPECTED.get(fmt)
         for item in items:
-            self.counts["read"] += 1
-            if item.error:
-                self.reject(item, item.error)
-                continue
-            kind = classify(item.obj)
-            try:
-                if kind == "event":
-                    self.events.append((event_record(item.obj), (source, item.line)))
-                elif kind in PARSERS and (expected is None or kind == expected):
-                    conv = PARSERS[kind](item.obj, self.limits)
-                    conv.lines = (item.line,)
-                    self.pending.append((conv, source))
-                else:
-                    raise Reject(_unknown_reason(item.obj, fmt))
-            except Reject as exc:
-                self.reject(item, str(exc))
-            self._maybe_flush()
+            self._take(source, item.line, item.raw, *parse_item(item, fmt, self.limits))
+
+    def _run_parallel(self, path: str, lines, fmt: str) -> None:  # noqa: ANN001
+        """Validate chunks of lines in worker processes while this one writes batches; at most a few chunks in flight."""
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        from collections import deque
+
+        with cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
+            window: deque = deque()
+            chunk: list[tuple[int, bytes]] = []
+            for entry in _chain_end(lines):
+                if entry is not None:
+                    chunk.append(entry)
+                if chunk and (len(chunk) >= CHUNK_LINES or entry is None):
+                    window.append(pool.submit(_parse_chunk, path, fmt, self.limits, chunk))
+                    chunk = []
+                while window and (len(window) > 2 * self.workers or entry is None):
+                    for number, raw, kind, payload in window.popleft().result():
+                        self._take(path, number, raw, kind, payload)
+
+    def _take(self, source: str, line: int, raw: bytes | None, kind: str, payload: Any) -> None:
+        self.counts["read"] += 1
+        if kind == "conv":
+            payload.lines = (line,)
+            self.pending.append((payload, source))
+        elif kind == "event":
+            self.events.append((payload, (source, line)))
+        else:
+            self.reject(Item(source, line, raw or b""), payload)
+        self._maybe_flush()
 
     def reject(self, item: Item, reason: str) -> None:
         self.counts["quarantined"] += 1
@@ -201,9 +228,40 @@ class _Job:
         }
 
 
-def _chain(first: Item, rest):  # noqa: ANN001, ANN202
+def parse_item(item: Item, fmt: str, limits: Limits) -> tuple[str, Any]:
+    """("conv", Conversation) | ("event", feedback row) | ("reject", reason) for one record."""
+    if item.error:
+        return "reject", item.error
+    kind = classify(item.obj)
+    expected = EXPECTED.get(fmt)
+    try:
+        if kind == "event":
+            return "event", event_record(item.obj)
+        if kind in PARSERS and (expected is None or kind == expected):
+            return "conv", PARSERS[kind](item.obj, limits)
+        raise Reject(_unknown_reason(item.obj, fmt))
+    except Reject as exc:
+        return "reject", str(exc)
+
+
+def _parse_chunk(path: str, fmt: str, limits: Limits, lines: list[tuple[int, bytes]]) -> list[tuple]:
+    """Worker side: raw bytes travel back only for rejected lines, which the quarantine needs."""
+    out = []
+    for number, raw in lines:
+        kind, payload = parse_item(parse_line(path, number, raw), fmt, limits)
+        out.append((number, raw if kind == "reject" else None, kind, payload))
+    return out
+
+
+def _chain(first, rest):  # noqa: ANN001, ANN202
     yield first
     yield from rest
+
+
+def _chain_end(items):  # noqa: ANN001, ANN202
+    """The items, then None to mark the end."""
+    yield from items
+    yield None
 
 
 def _unknown_reason(obj: Any, fmt: str) -> str:

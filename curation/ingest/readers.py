@@ -97,21 +97,29 @@ def read(source: Source, on_bytes: Callable[[int], None] | None = None) -> Itera
 
 def read_jsonl(path: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[Item]:
     """JSON Lines, plain or gzip (detected by its magic bytes, whatever the name)."""
+    return (parse_line(path, number, raw) for number, raw in jsonl_lines(path, on_bytes))
+
+
+def parse_line(path: str, number: int, raw: bytes) -> Item:
+    try:
+        return Item(path, number, raw, orjson.loads(raw))
+    except orjson.JSONDecodeError as exc:
+        return Item(path, number, raw, None, _json_reason(raw, exc))
+
+
+def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, stripped bytes) for each non-blank line."""
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     handle = gzip.open(path, "rb") if gz else open(path, "rb", buffering=1 << 20)
-    loads = orjson.loads
+    number = 0
     try:
         for number, raw in enumerate(handle, 1):
             if on_bytes is not None and not gz:
                 on_bytes(len(raw))
             raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                yield Item(path, number, raw, loads(raw))
-            except orjson.JSONDecodeError as exc:
-                yield Item(path, number, raw, None, _json_reason(raw, exc))
+            if raw:
+                yield number, raw
     except (OSError, EOFError) as exc:  # a truncated gzip stream: keep what was read, say where it broke
         raise InputError(f"{path}: cannot read past line {number}: {exc}; the file is truncated or corrupt") from None
     finally:

@@ -37,8 +37,6 @@ def upgrade() -> None:
         sa.Column("run_id", sa.String(36)),
         sa.Column("ingested_at", sa.Text, nullable=False),
     )
-    op.create_index("ix_conversations_created_at", "conversations", ["created_at"])
-    op.create_index("ix_conversations_user_hash", "conversations", ["user_hash"])
     op.create_table(
         "feedback",
         sa.Column("id", sa.String(64), primary_key=True),
