@@ -23,7 +23,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 PG_URL = os.environ.get("CURATE_TEST_DATABASE_URL") if os.environ.get("CURATE_TEST_BACKEND") == "postgresql" else None
 
 # Area fixtures live beside their tests; list each module here once.
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures_argilla"]
 
 
 def pytest_report_header(config):  # noqa: ANN001

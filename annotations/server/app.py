@@ -1,0 +1,104 @@
+"""Run argilla-server 2.8.0 in this process: SQLite under HOME/argilla/, Curate's search engine, no Redis.
+
+argilla-server reads its settings from the environment and builds its app and database engines when it is first
+imported, so `configure()` sets the environment and installs the in-process job queues before that import.
+A process serves one home; `background.start_background` and the CLI start a fresh process for each.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from annotations.server import jobs
+from annotations.server.settings import ServerSettings, port_is_free
+from curation.errors import ConfigError, CurateError
+
+_LOGGER = logging.getLogger("curate.argilla")
+
+
+def configure(settings: ServerSettings) -> None:
+    """Point argilla-server at this home. Must run before anything imports `argilla_server`."""
+    env = settings.environment()
+    if "argilla_server" in sys.modules:
+        if os.environ.get("ARGILLA_HOME_PATH") != env["ARGILLA_HOME_PATH"]:
+            raise CurateError(
+                "this Python process already serves another Argilla home; run the command in a fresh process"
+            )
+        return
+    settings.folder.mkdir(parents=True, exist_ok=True)
+    os.environ.update(env)
+    jobs.install()
+
+
+def migrate() -> None:
+    """Bring argilla-server's database to its head revision with its own Alembic scripts."""
+    from alembic import command
+    from alembic.config import Config
+
+    from argilla_server.database import ALEMBIC_CONFIG_FILE
+
+    # No config file name: argilla's env.py would otherwise run logging.fileConfig and silence our loggers.
+    config = Config()
+    config.set_main_option("script_location", os.path.join(os.path.dirname(ALEMBIC_CONFIG_FILE), "alembic"))
+    command.upgrade(config, "head")
+
+
+async def _prepare(settings: ServerSettings) -> None:
+    from annotations.server.users import ensure_config_users, ensure_owner
+    from argilla_server.database import async_engine
+
+    await ensure_owner(settings)
+    await ensure_config_users(settings)
+    # The pooled connections belong to this short-lived loop; the server opens its own.
+    await async_engine.dispose()
+
+
+def prepare(settings: ServerSettings) -> None:
+    """Configure, migrate and create the owner and configured users (idempotent)."""
+    configure(settings)
+    migrate()
+    import annotations.server.engine  # noqa: F401 - registers the "curate" search engine
+
+    asyncio.run(_prepare(settings))
+
+
+def serve(settings: ServerSettings, log_level: str = "warning") -> None:
+    """Serve until SIGINT/SIGTERM. Raises CurateError when the port is taken or the host is unsafe."""
+    settings.check_exposure()
+    if not port_is_free(settings.host, settings.port):
+        raise CurateError(
+            f"port {settings.port} on {settings.host} is already in use; stop what runs there or pass --port"
+        )
+    prepare(settings)
+    import uvicorn
+
+    from argilla_server._app import app
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    # uvicorn installs SIGINT/SIGTERM handlers that finish open requests and run the lifespan shutdown.
+    server.run()
+    if not server.started:
+        raise CurateError(f"the Argilla server could not start on {settings.host}:{settings.port}; see the log above")
+
+
+def add_user(settings: ServerSettings, name: str, role: str, password: str, workspaces: list[str] | None = None) -> dict:
+    from annotations.server.users import add_user as _add_user
+
+    prepare(settings)
+
+    async def run() -> dict:
+        from argilla_server.database import async_engine
+
+        try:
+            return await _add_user(name, role, password, workspaces)
+        finally:
+            await async_engine.dispose()
+
+    return asyncio.run(run())
+
+
+__all__ = ["ConfigError", "add_user", "configure", "prepare", "serve"]

@@ -1,0 +1,503 @@
+"""The in-process search engine that argilla-server uses in place of Elasticsearch.
+
+It implements every abstract method of `argilla_server.search_engine.base.SearchEngine` with the semantics of
+the Elasticsearch engine in `search_engine/commons.py`: per-user response status, terms/range filters on
+metadata, suggestions, responses and record properties, sorting (missing values last), simple_query_string text
+search (chat fields too), cosine similarity over vectors (most and least similar, excluding the record itself),
+progress counts and metadata metrics. One difference is deliberate: when a user asks for their queue with no sort,
+records come in routing-priority order (highest `failure_score` first) instead of Elasticsearch's per-user shuffle.
+
+Indexes live in memory, shared by every engine instance of the process, and are rebuilt from argilla-server's own
+database the first time an engine is created, so a restart loses nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from typing import Any, Iterable, List, Optional, Union
+from uuid import UUID
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from annotations.server.index import STATUS_CODES, DatasetIndex, sort_key
+from argilla_server.enums import SimilarityOrder
+from argilla_server.models import (
+    Dataset,
+    MetadataProperty,
+    Record,
+    Response,
+    Suggestion,
+    User,
+    VectorSettings,
+)
+from argilla_server.search_engine.base import (
+    AndFilter,
+    Filter,
+    FloatMetadataMetrics,
+    IntegerMetadataMetrics,
+    MetadataFilterScope,
+    MetadataMetrics,
+    Order,
+    RangeFilter,
+    RecordFilterScope,
+    ResponseFilterScope,
+    SearchEngine,
+    SearchResponseItem,
+    SearchResponses,
+    SuggestionFilterScope,
+    TermsFilter,
+    TermsMetrics,
+    TextQuery,
+)
+
+ENGINE_NAME = "curate"
+_LOGGER = logging.getLogger("curate.argilla")
+_INDEXES: dict[UUID, DatasetIndex] = {}
+_LOADED = asyncio.Event()  # set once the indexes hold the database's records
+_LOAD_LOCK: asyncio.Lock | None = None
+REBUILD_BATCH = 2_000
+
+
+def queue_settings() -> tuple[str, str]:
+    """(order, priority metadata property) of a user's unsorted queue: priority | random | inserted."""
+    order = os.environ.get("CURATE_ANNOTATE_QUEUE_ORDER", "priority")
+    return order, os.environ.get("CURATE_ANNOTATE_PRIORITY_FIELD", "failure_score")
+
+
+def _value(x: Any) -> Any:
+    return getattr(x, "value", x)
+
+
+def _schema(dataset: Dataset) -> tuple[dict, dict, list]:
+    fields = {f.name: f.settings["type"] for f in dataset.fields}
+    metadata = {p.name: str(_value(p.type)) for p in dataset.metadata_properties}
+    return fields, metadata, [q.name for q in dataset.questions]
+
+
+def _response_doc(response: Response) -> dict:
+    values = {q: (v or {}).get("value") for q, v in (response.values or {}).items()}
+    return {"id": str(response.id), "user_id": str(response.user_id), "status": str(_value(response.status)), "values": values}
+
+
+def _suggestion_doc(suggestion: Suggestion) -> dict:
+    return {"value": suggestion.value, "score": suggestion.score, "agent": suggestion.agent, "type": _value(suggestion.type)}
+
+
+def _record_doc(record: Record, fields: dict[str, str]) -> dict:
+    text = {}
+    for name, kind in fields.items():
+        value = (record.fields or {}).get(name)
+        if kind == "image" or value is None:
+            continue
+        if kind == "chat" and isinstance(value, list):
+            value = " ".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
+        text[name] = str(value)
+    return {
+        "id": record.id,
+        "external_id": record.external_id,
+        "status": str(_value(record.status)),
+        "inserted_at": record.inserted_at.timestamp() if record.inserted_at else 0.0,
+        "updated_at": record.updated_at.timestamp() if record.updated_at else 0.0,
+        "text": text,
+        "metadata": dict(record.metadata_ or {}),
+        "suggestions": {s.question.name: _suggestion_doc(s) for s in record.suggestions},
+        "responses": [_response_doc(r) for r in record.responses],
+        "vectors": {str(v.vector_settings_id): v.value for v in record.vectors},
+    }
+
+
+async def rebuild_from_database() -> int:
+    """Index every published dataset's records from argilla-server's database; returns the record count."""
+    from argilla_server.database import AsyncSessionLocal
+
+    total = 0
+    async with AsyncSessionLocal() as db:
+        datasets = (
+            await db.scalars(
+                select(Dataset).options(
+                    selectinload(Dataset.fields),
+                    selectinload(Dataset.questions),
+                    selectinload(Dataset.metadata_properties),
+                    selectinload(Dataset.vectors_settings),
+                )
+            )
+        ).all()
+        for dataset in datasets:
+            if dataset.is_draft:
+                continue
+            index = _INDEXES[dataset.id] = DatasetIndex(*_schema(dataset))
+            while True:
+                query = (
+                    select(Record)
+                    .where(Record.dataset_id == dataset.id)
+                    .order_by(Record.inserted_at, Record.id)
+                    .options(
+                        selectinload(Record.responses),
+                        selectinload(Record.suggestions).selectinload(Suggestion.question),
+                        selectinload(Record.vectors),
+                    )
+                    .limit(REBUILD_BATCH)
+                    .offset(index.size)
+                )
+                records = (await db.scalars(query)).all()
+                for record in records:
+                    index.upsert(_record_doc(record, index.fields))
+                total += len(records)
+                db.expunge_all()
+                if len(records) < REBUILD_BATCH:
+                    break
+    return total
+
+
+class CurateSearchEngine(SearchEngine):
+    """argilla-server's SearchEngine over the process-wide in-memory indexes."""
+
+    @classmethod
+    async def new_instance(cls) -> "CurateSearchEngine":
+        global _LOAD_LOCK
+        if not _LOADED.is_set():
+            _LOAD_LOCK = _LOAD_LOCK or asyncio.Lock()
+            async with _LOAD_LOCK:
+                if not _LOADED.is_set():
+                    count = await rebuild_from_database()
+                    _LOGGER.info("search index rebuilt from the database: %d records", count)
+                    _LOADED.set()
+        return cls()
+
+    async def close(self) -> None:
+        pass  # the indexes outlive each request's engine instance
+
+    async def ping(self) -> bool:
+        return _LOADED.is_set()
+
+    async def info(self) -> dict:
+        return {"name": ENGINE_NAME, "indexes": len(_INDEXES), "records": sum(i.size for i in _INDEXES.values())}
+
+    # ---- writes --------------------------------------------------------------------------------------------
+
+    def _index(self, dataset_id: UUID) -> DatasetIndex | None:
+        return _INDEXES.get(dataset_id)
+
+    async def create_index(self, dataset: Dataset) -> None:
+        _INDEXES[dataset.id] = DatasetIndex(*_schema(dataset))
+
+    async def delete_index(self, dataset: Dataset) -> None:
+        _INDEXES.pop(dataset.id, None)
+
+    async def configure_metadata_property(self, dataset: Dataset, metadata_property: MetadataProperty) -> None:
+        index = self._index(dataset.id)
+        if index is not None:
+            index.configure_metadata(metadata_property.name, str(_value(metadata_property.type)))
+
+    async def configure_index_vectors(self, vector_settings: VectorSettings) -> None:
+        pass  # a vector column is created with its first value
+
+    async def index_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
+        index = self._index(dataset.id)
+        if index is None:
+            index = _INDEXES[dataset.id] = DatasetIndex(*_schema(dataset))
+        index.fields = {f.name: f.settings["type"] for f in dataset.fields}
+        for record in records:
+            index.upsert(_record_doc(record, index.fields))
+
+    async def partial_record_update(self, record: Record, **update) -> None:
+        index = self._index(record.dataset_id)
+        if index is not None and "status" in update:
+            index.set_status(record.id, str(_value(update["status"])))
+
+    async def delete_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
+        index = self._index(dataset.id)
+        for record in records if index is not None else []:
+            index.delete(record.id)
+
+    def _slot(self, record: Record) -> tuple[DatasetIndex | None, int | None]:
+        index = self._index(record.dataset_id)
+        return index, (index.slot_of.get(record.id) if index is not None else None)
+
+    async def update_record_response(self, response: Response) -> None:
+        index, slot = self._slot(response.record)
+        if slot is not None:
+            index.set_response(slot, _response_doc(response))
+
+    async def delete_record_response(self, response: Response) -> None:
+        index, slot = self._slot(response.record)
+        if slot is not None:
+            index.remove_response(slot, str(response.user_id))
+
+    async def update_record_suggestion(self, suggestion: Suggestion) -> None:
+        index, slot = self._slot(suggestion.record)
+        if slot is not None:
+            index.set_suggestion(slot, suggestion.question.name, _suggestion_doc(suggestion))
+
+    async def delete_record_suggestion(self, suggestion: Suggestion) -> None:
+        index, slot = self._slot(suggestion.record)
+        if slot is not None:
+            index.set_suggestion(slot, suggestion.question.name, None)
+
+    # ---- progress and metrics ------------------------------------------------------------------------------
+
+    async def get_dataset_progress(self, dataset: Dataset) -> dict:
+        index = self._index(dataset.id)
+        if dataset.is_draft or index is None:
+            return {}
+        live = index.live()
+        completed = int((index.completed[: index.size] & live).sum())
+        return {"total": int(live.sum()), "completed": completed, "pending": int(live.sum()) - completed}
+
+    async def get_dataset_user_progress(self, dataset: Dataset, user: User) -> dict:
+        index = self._index(dataset.id)
+        if dataset.is_draft or index is None:
+            return {}
+        codes = index.user_codes(str(user.id))[index.live()]
+        counts = {name: int((codes == code).sum()) for name, code in STATUS_CODES.items()}
+        return {"total": sum(counts.values()), **{k: v for k, v in counts.items() if v}}
+
+    async def compute_metrics_for(self, metadata_property: MetadataProperty) -> MetadataMetrics:
+        index = self._index(metadata_property.dataset_id)
+        kind = str(_value(metadata_property.type))
+        if kind == "terms":
+            counts: dict[str, int] = {}
+            if index is not None:
+                for values in index.metadata_values(metadata_property.name)[index.live()]:
+                    for term in values or ():
+                        counts[term] = counts.get(term, 0) + 1
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            return TermsMetrics(total=sum(counts.values()), values=[TermsMetrics.TermCount(term=t, count=c) for t, c in ranked])
+        values = np.array([]) if index is None else index.metadata_values(metadata_property.name)[index.live()]
+        values = values[~np.isnan(values)]
+        if kind == "integer":
+            return IntegerMetadataMetrics(min=int(values.min()) if len(values) else None, max=int(values.max()) if len(values) else None)
+        return FloatMetadataMetrics(min=float(values.min()) if len(values) else None, max=float(values.max()) if len(values) else None)
+
+    # ---- search --------------------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        dataset: Dataset,
+        query: Optional[Union[TextQuery, str]] = None,
+        filter: Optional[Filter] = None,  # noqa: A002 - argilla-server's own keyword
+        sort: Optional[List[Order]] = None,
+        offset: int = 0,
+        limit: int = 100,
+        user_id: Optional[Union[UUID, str]] = None,
+    ) -> SearchResponses:
+        index = self._index(dataset.id)
+        if index is None:
+            return SearchResponses(items=[], total=0)
+        mask = index.live()
+        scores = None
+        if query is not None:
+            text = TextQuery(q=query) if isinstance(query, str) else query
+            scores = index.text_scores(text.q, text.field)
+            mask &= scores > 0
+        if filter is not None:
+            mask &= _filter_mask(index, filter)
+        if sort:
+            order = np.lexsort([_order_key(index, o) for o in reversed(sort)])
+        elif scores is not None:
+            order = np.lexsort([np.arange(index.size), -scores])
+        else:
+            order = _default_order(index, user_id)
+        hits = order[mask[order]]
+        page = hits[offset : offset + limit]
+        items = [
+            SearchResponseItem(record_id=index.ids[slot], score=float(scores[slot]) if scores is not None else 1.0)
+            for slot in page
+        ]
+        return SearchResponses(items=items, total=int(mask.sum()))
+
+    async def similarity_search(
+        self,
+        dataset: Dataset,
+        vector_settings: VectorSettings,
+        value: Optional[List[float]] = None,
+        record: Optional[Record] = None,
+        query: Optional[Union[TextQuery, str]] = None,
+        filter: Optional[Filter] = None,  # noqa: A002
+        max_results: int = 100,
+        order: SimilarityOrder = SimilarityOrder.most_similar,
+        threshold: Optional[float] = None,
+    ) -> SearchResponses:
+        if bool(value) == bool(record):
+            raise ValueError("Must provide either vector value or record to compute the similarity search")
+        vector_value = value or record.vector_value_by_vector_settings(vector_settings)
+        if not vector_value:
+            raise ValueError("Cannot find a vector value to apply with provided info")
+        index = self._index(dataset.id)
+        key = str(vector_settings.id)
+        if index is None or key not in index.vectors:
+            return SearchResponses(items=[], total=0)
+        mask = index.live() & index.has_vector[key][: index.size]
+        if record is not None and record.id in index.slot_of:
+            mask[index.slot_of[record.id]] = False
+        if filter is not None:
+            mask &= _filter_mask(index, filter)
+        if query is not None:
+            text = TextQuery(q=query) if isinstance(query, str) else query
+            mask &= index.text_scores(text.q, text.field) > 0
+        candidates = np.flatnonzero(mask)
+        probe = np.asarray(vector_value, dtype=np.float32)
+        probe /= np.linalg.norm(probe) or 1.0
+        if order == SimilarityOrder.least_similar:
+            probe = -probe
+        # Elasticsearch's cosine score, (1 + cos) / 2, so thresholds mean the same on both engines.
+        scores = (1.0 + index.vectors[key][candidates] @ probe) / 2.0
+        k = min(max_results, len(candidates))
+        top = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(candidates) else np.arange(len(candidates))
+        top = top[np.lexsort([candidates[top], -scores[top]])]
+        items = [
+            SearchResponseItem(record_id=index.ids[candidates[i]], score=float(scores[i]))
+            for i in top
+            if threshold is None or scores[i] >= threshold
+        ]
+        return SearchResponses(items=items, total=len(items))
+
+
+SearchEngine.register(ENGINE_NAME)(CurateSearchEngine)
+
+
+# ---- filters and sorting ---------------------------------------------------------------------------------------
+
+
+def _default_order(index: DatasetIndex, user_id: Optional[Union[UUID, str]]) -> np.ndarray:
+    """Insertion order; for a user's queue, priority (or a per-user shuffle, as Argilla does) by configuration."""
+    queue_order, priority = queue_settings()
+    slots = np.arange(index.size)
+    if user_id is None or queue_order == "inserted":
+        return slots
+    if queue_order == "random":
+        seed = int.from_bytes(hashlib.sha256(str(user_id).encode()).digest()[:8], "little")
+        return index.cached_order(("random", str(user_id)), lambda: np.random.default_rng(seed).permutation(index.size))
+    return index.cached_order(
+        ("priority", priority),
+        lambda: np.lexsort([slots, sort_key(index.metadata_values(priority), descending=True)]),
+    )
+
+
+def _filter_mask(index: DatasetIndex, flt: Filter) -> np.ndarray:
+    if isinstance(flt, AndFilter):
+        mask = np.ones(index.size, dtype=bool)
+        for sub in flt.filters:
+            mask &= _filter_mask(index, sub)
+        return mask
+    scope = flt.scope
+    if isinstance(scope, ResponseFilterScope):
+        return _response_mask(index, flt)
+    if isinstance(scope, MetadataFilterScope):
+        values = index.metadata_values(scope.metadata_property)
+    elif isinstance(scope, SuggestionFilterScope):
+        prop = scope.property or "value"
+        values = index.slot_values(lambda s: ((index.suggestions[s] or {}).get(scope.question) or {}).get(prop))
+    elif isinstance(scope, RecordFilterScope):
+        values = _record_property(index, scope.property)
+    else:
+        raise ValueError(f"Cannot process request for search scope {scope}")
+    return _match(values, flt)
+
+
+def _record_property(index: DatasetIndex, prop: str) -> np.ndarray:
+    n = index.size
+    if prop == "status":
+        return np.where(index.completed[:n], "completed", "pending").astype(object)
+    if prop == "id":
+        return np.array([str(i) if i else None for i in index.ids], dtype=object)
+    if prop == "external_id":
+        return index.external_id[:n]
+    if prop in ("inserted_at", "updated_at"):
+        return getattr(index, prop)[:n]
+    raise ValueError(f"Cannot process record property {prop}")
+
+
+def _match(values: np.ndarray, flt: Filter) -> np.ndarray:
+    """Terms: any of the value's terms is listed. Range: ge <= value <= le. Missing values never match."""
+    if isinstance(flt, RangeFilter):
+        if values.dtype == object:
+            values = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values], dtype=np.float64)
+        values = values.astype(np.float64)
+        mask = ~np.isnan(values)
+        if flt.ge is not None:
+            mask &= values >= flt.ge
+        if flt.le is not None:
+            mask &= values <= flt.le
+        return mask
+    if isinstance(flt, TermsFilter):
+        wanted = {str(v) for v in flt.values}
+        if values.dtype != object:
+            return np.isin(values.astype(str), list(wanted))
+
+        def hit(v: Any) -> bool:
+            if v is None:
+                return False
+            if isinstance(v, (list, tuple)):
+                return any(str(x) in wanted for x in v)
+            return str(v) in wanted
+
+        return np.fromiter((hit(v) for v in values), dtype=bool, count=len(values))
+    raise ValueError(f"Cannot process request for filter {flt}")
+
+
+def _response_mask(index: DatasetIndex, flt: Filter) -> np.ndarray:
+    scope: ResponseFilterScope = flt.scope
+    user = str(scope.user.id) if scope.user else None
+    if scope.question is None:
+        if scope.property != "status" or not isinstance(flt, TermsFilter):
+            raise ValueError(f"Cannot process filter scope {scope}")
+        wanted = {STATUS_CODES[str(v)] for v in flt.values if str(v) in STATUS_CODES}
+        if user is not None:
+            codes = index.user_codes(user)
+            mask = np.isin(codes, list(wanted))
+            if "pending" in {str(v) for v in flt.values}:
+                mask |= codes == 0
+            return mask
+        mask = np.zeros(index.size, dtype=bool)
+        if "pending" in {str(v) for v in flt.values}:
+            mask |= index.n_responses[: index.size] == 0
+        for slot in np.flatnonzero(index.n_responses[: index.size]):
+            if any(STATUS_CODES.get(r["status"]) in wanted for r in index.responses[slot].values()):
+                mask[slot] = True
+        return mask
+    mask = np.zeros(index.size, dtype=bool)
+    for slot in np.flatnonzero(index.n_responses[: index.size]):
+        for uid, response in index.responses[slot].items():
+            if user is not None and uid != user:
+                continue
+            if _match(np.array([response["values"].get(scope.question)], dtype=object), flt)[0]:
+                mask[slot] = True
+                break
+    return mask
+
+
+def _order_key(index: DatasetIndex, order: Order) -> np.ndarray:
+    scope = order.scope
+    descending = str(_value(order.order)) == "desc"
+    if isinstance(scope, MetadataFilterScope):
+        values = index.metadata_values(scope.metadata_property)
+    elif isinstance(scope, SuggestionFilterScope):
+        prop = scope.property or "value"
+        values = index.slot_values(lambda s: ((index.suggestions[s] or {}).get(scope.question) or {}).get(prop))
+    elif isinstance(scope, RecordFilterScope):
+        values = _record_property(index, scope.property)
+    elif isinstance(scope, ResponseFilterScope):
+        values = _response_sort_values(index, scope)
+    else:
+        raise ValueError(f"Cannot process request for search scope {scope}")
+    return sort_key(values, descending)
+
+
+def _response_sort_values(index: DatasetIndex, scope: ResponseFilterScope) -> np.ndarray:
+    """Elasticsearch sorts on the mean of the (user's) responses' values; statuses sort as their names."""
+    user = str(scope.user.id) if scope.user else None
+    out = np.full(index.size, None, dtype=object)
+    for slot in np.flatnonzero(index.n_responses[: index.size]):
+        picked = [r for uid, r in index.responses[slot].items() if user is None or uid == user]
+        if scope.question:
+            numbers = [r["values"].get(scope.question) for r in picked]
+            numbers = [v for v in numbers if isinstance(v, (int, float))]
+            out[slot] = float(np.mean(numbers)) if numbers else None
+        elif picked:
+            out[slot] = picked[0]["status"]
+    return out
