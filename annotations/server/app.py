@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import sys
+from typing import Callable
 
 from annotations.server import jobs
 from annotations.server.settings import ServerSettings, port_is_free
@@ -64,8 +65,11 @@ def prepare(settings: ServerSettings) -> None:
     asyncio.run(_prepare(settings))
 
 
-def serve(settings: ServerSettings, log_level: str = "warning") -> None:
-    """Serve until SIGINT/SIGTERM. Raises CurateError when the port is taken or the host is unsafe."""
+def serve(settings: ServerSettings, log_level: str = "warning", announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. Raises CurateError when the port is taken or the host is unsafe.
+
+    `announce` receives one line (the URL and where the key comes from, never the key) once the server is set up.
+    """
     settings.check_exposure()
     if not port_is_free(settings.host, settings.port):
         raise CurateError(
@@ -79,6 +83,9 @@ def serve(settings: ServerSettings, log_level: str = "warning") -> None:
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
+    if announce is not None:
+        where = "the default key (loopback only)" if settings.uses_defaults() else "$ARGILLA_API_KEY"
+        announce(f"Argilla for {settings.home} at {settings.url} (owner {settings.owner!r}, API key: {where}); Ctrl+C stops it")
     # uvicorn installs SIGINT/SIGTERM handlers that finish open requests and run the lifespan shutdown.
     server.run()
     if not server.started:

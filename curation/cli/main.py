@@ -10,6 +10,7 @@ import click
 COMMANDS = [
     ("curation.cli.ingest", "ingest"),
     ("curation.cli.embed", "embed"),
+    ("curation.cli.annotate", "annotate"),
     ("curation.cli.export", "export"),
     ("curation.cli.demo", "demo"),
 ]
