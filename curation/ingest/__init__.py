@@ -16,14 +16,13 @@ from curation.config import IngestSettings
 from curation.errors import StrictModeError
 from curation.ingest import oasst
 from curation.ingest.readers import Item, Source, expand, jsonl_lines, parse_line, read
-from curation.ingest.records import Conversation, Limits, Reject, chat_record, classify, event_record, sharegpt_record
+from curation.ingest.parse import parse_chunk, parse_item
+from curation.ingest.records import Conversation, Limits, classify
 from curation.store import Store, existing_ids, insert_rows, utcnow
 from curation.store.tables import conversations, feedback
 
 __all__ = ["ingest", "ingest_records"]
 
-PARSERS = {"chat": chat_record, "sharegpt": sharegpt_record}
-EXPECTED = {"openai": "chat", "sharegpt": "sharegpt"}
 PARALLEL_MIN_BYTES = 8 << 20  # below this, starting worker processes costs more than it saves
 CHUNK_LINES = 2_000
 
@@ -137,14 +136,16 @@ class _Job:
         import multiprocessing as mp
         from collections import deque
 
-        with cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
+        # fork where the OS has it: workers start at once and share the parent's imported modules
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method)) as pool:
             window: deque = deque()
             chunk: list[tuple[int, bytes]] = []
             for entry in _chain_end(lines):
                 if entry is not None:
                     chunk.append(entry)
                 if chunk and (len(chunk) >= CHUNK_LINES or entry is None):
-                    window.append(pool.submit(_parse_chunk, path, fmt, self.limits, chunk))
+                    window.append(pool.submit(parse_chunk, path, fmt, self.limits, chunk))
                     chunk = []
                 while window and (len(window) > 2 * self.workers or entry is None):
                     for number, raw, kind, payload in window.popleft().result():
@@ -228,31 +229,6 @@ class _Job:
         }
 
 
-def parse_item(item: Item, fmt: str, limits: Limits) -> tuple[str, Any]:
-    """("conv", Conversation) | ("event", feedback row) | ("reject", reason) for one record."""
-    if item.error:
-        return "reject", item.error
-    kind = classify(item.obj)
-    expected = EXPECTED.get(fmt)
-    try:
-        if kind == "event":
-            return "event", event_record(item.obj)
-        if kind in PARSERS and (expected is None or kind == expected):
-            return "conv", PARSERS[kind](item.obj, limits)
-        raise Reject(_unknown_reason(item.obj, fmt))
-    except Reject as exc:
-        return "reject", str(exc)
-
-
-def _parse_chunk(path: str, fmt: str, limits: Limits, lines: list[tuple[int, bytes]]) -> list[tuple]:
-    """Worker side: raw bytes travel back only for rejected lines, which the quarantine needs."""
-    out = []
-    for number, raw in lines:
-        kind, payload = parse_item(parse_line(path, number, raw), fmt, limits)
-        out.append((number, raw if kind == "reject" else None, kind, payload))
-    return out
-
-
 def _chain(first, rest):  # noqa: ANN001, ANN202
     yield first
     yield from rest
@@ -262,13 +238,3 @@ def _chain_end(items):  # noqa: ANN001, ANN202
     """The items, then None to mark the end."""
     yield from items
     yield None
-
-
-def _unknown_reason(obj: Any, fmt: str) -> str:
-    if not isinstance(obj, dict):
-        return "record is not a JSON object"
-    if fmt == "openai":
-        return "missing 'messages'"
-    if fmt == "sharegpt":
-        return "missing 'conversations'"
-    return "unrecognised record: expected 'messages' (OpenAI chat), 'conversations' (ShareGPT), or a feedback event"
