@@ -1,0 +1,135 @@
+"""Clusterers with scikit-learn semantics, and the `k="auto"` criterion.
+
+The orchestrator (`curation.cluster.run`) needs only `fit(X)` and `labels_` from a clusterer (label −1 = noise),
+as BERTopic does; it computes centroids itself in the embedding space, so any scikit-learn clusterer fits in.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
+from sklearn.metrics import silhouette_score
+
+CHUNK = 65_536
+
+
+def normalise(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return (X / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each row's most similar centroid and that cosine similarity, in chunks so memory stays flat."""
+    index = np.empty(len(X), dtype=np.int32)
+    sim = np.empty(len(X), dtype=np.float32)
+    C = centroids.astype(np.float32, copy=False).T
+    for start in range(0, len(X), chunk):
+        S = X[start : start + chunk] @ C
+        index[start : start + chunk] = S.argmax(axis=1)
+        sim[start : start + chunk] = S[np.arange(len(S)), index[start : start + chunk]]
+    return index, sim
+
+
+def k_grid(n: int, k_max: int = 1_000) -> list[int]:
+    """Candidate k values: five, spaced geometrically over [k₀/2, 2·k₀] around the rule of thumb k₀ = √(n/2)."""
+    k0 = np.sqrt(n / 2)
+    low, high = max(2, int(round(k0 / 2))), min(k_max, n - 1, max(2, int(round(2 * k0))))
+    if high <= low:
+        return [max(1, min(low, n))]
+    return sorted({int(round(k)) for k in np.geomspace(low, high, num=5)})
+
+
+def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 20_000) -> int:
+    """`k="auto"`: among `k_grid(n)`, the k with the highest mean cosine silhouette, on a seeded sample.
+
+    Silhouette alone is not enough for text embeddings: topics overlap, and on such data it prefers k = 2 (one
+    cluster of code, one of everything else), which tells a reader nothing. So the search stays within a factor
+    of two of the √(n/2) rule of thumb, and silhouette picks the best-separated k in that band. Each candidate is
+    fitted on up to `sample` rows and scored on up to 5,000 of them, so the cost does not grow with n.
+    """
+    rng = np.random.default_rng(random_state)
+    rows = np.sort(rng.choice(len(X), size=sample, replace=False)) if len(X) > sample else np.arange(len(X))
+    S = X[rows]
+    score_rows = rng.choice(len(S), size=min(5_000, len(S)), replace=False)
+    grid = k_grid(len(X))
+    best_k, best = grid[0], -np.inf
+    for k in grid:
+        if k >= len(S):
+            break
+        labels = _kmeans(k, random_state, len(S)).fit(S).labels_
+        if len(np.unique(labels[score_rows])) < 2:
+            continue
+        score = silhouette_score(S[score_rows], labels[score_rows], metric="cosine")
+        if score > best:
+            best_k, best = k, score
+    return best_k
+
+
+def _kmeans(k: int, random_state: int, n: int) -> KMeans | MiniBatchKMeans:
+    """Full k-means while it is cheap (it finds better minima), mini-batch beyond 10,000 rows."""
+    if n <= 10_000:
+        return KMeans(n_clusters=k, random_state=random_state, n_init=3)
+    return MiniBatchKMeans(n_clusters=k, random_state=random_state, batch_size=4096, n_init=3,
+                           max_no_improvement=20, reassignment_ratio=0.01)
+
+
+class AutoKMeans(ClusterMixin, BaseEstimator):
+    """Spherical mini-batch k-means on L2-normalised vectors; k chosen by `choose_k` when `n_clusters="auto"`.
+
+    Fits on at most `fit_sample` rows (seeded) and assigns the rest to the nearest centroid, so time and memory
+    stay flat from thousands to millions of rows.
+    """
+
+    def __init__(self, n_clusters: int | str = "auto", fit_sample: int = 200_000, random_state: int = 0):
+        self.n_clusters = n_clusters
+        self.fit_sample = fit_sample
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y=None) -> "AutoKMeans":  # noqa: ANN001
+        X = normalise(np.asarray(X, dtype=np.float32))
+        k = choose_k(X, self.random_state) if self.n_clusters == "auto" else int(self.n_clusters)
+        k = max(1, min(k, len(X)))
+        rows = np.arange(len(X))
+        if len(X) > self.fit_sample:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(len(X), self.fit_sample, replace=False))
+        model = _kmeans(k, self.random_state, len(rows)).fit(X[rows])
+        self.cluster_centers_ = normalise(model.cluster_centers_)
+        self.labels_, _ = nearest(X, self.cluster_centers_)
+        self.n_clusters_ = k
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return nearest(normalise(np.asarray(X, dtype=np.float32)), self.cluster_centers_)[0]
+
+
+class SampledHDBSCAN(ClusterMixin, BaseEstimator):
+    """scikit-learn's HDBSCAN on a seeded sample of at most `fit_sample` rows (it is super-linear in n).
+
+    Rows outside the sample get label −1 here; the orchestrator assigns them, and noise, to the nearest centroid.
+    `min_cluster_size="auto"` is max(5, sample size / 200).
+    """
+
+    def __init__(self, min_cluster_size: int | str = "auto", fit_sample: int = 20_000, random_state: int = 0):
+        self.min_cluster_size = min_cluster_size
+        self.fit_sample = fit_sample
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y=None) -> "SampledHDBSCAN":  # noqa: ANN001
+        X = normalise(np.asarray(X, dtype=np.float32))
+        rows = np.arange(len(X))
+        if len(X) > self.fit_sample:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(len(X), self.fit_sample, replace=False))
+        size = max(5, len(rows) // 200) if self.min_cluster_size == "auto" else int(self.min_cluster_size)
+        # On unit vectors Euclidean distance is a monotone function of cosine, and it is what HDBSCAN's trees index.
+        sample_labels = HDBSCAN(min_cluster_size=min(size, len(rows)), min_samples=min(5, len(rows)), copy=True).fit(X[rows]).labels_
+        self.labels_ = np.full(len(X), -1, dtype=np.int32)
+        self.labels_[rows] = sample_labels
+        return self
+
+
+def make_clusterer(algorithm: str, k: int | str, random_state: int) -> BaseEstimator:
+    if algorithm == "kmeans":
+        return AutoKMeans(n_clusters=k, random_state=random_state)
+    if algorithm == "hdbscan":
+        return SampledHDBSCAN(random_state=random_state)
+    raise ValueError(algorithm)

@@ -1,0 +1,269 @@
+"""`curate cluster`: assign every embedded conversation to a cluster whose id survives later runs.
+
+A run either *extends* the stored clustering or *refits* it:
+- extend: conversations without an assignment join their nearest cluster when their cosine similarity reaches
+  that cluster's radius (the similarity 95% of its members reach); the rest join it marked `novel`.
+- refit: when there is no clustering yet, when `refit=True`, when the embedding space changed, or (with
+  `refit="auto"`) when novel conversations exceed `drift` (10%) of all. The new clusters are matched to the old
+  ones (`identity.match`), so ids and their history survive.
+Every run then relabels the clusters, counts distinct users, and appends each cluster's size and failure rate to
+`cluster_history`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from curation.cluster.identity import MIN_SIMILARITY, centroids_of, match, radii
+from curation.cluster.labels import CTfidfLabeller
+from curation.cluster.model import make_clusterer, nearest, normalise
+from curation.cluster.rank import prompt_of, wilson
+from curation.errors import CurateError
+from curation.signals import DEFAULT_THRESHOLD, score_failures
+from curation.signals.base import text_of
+from curation.store import Store, dumps, loads, utcnow
+from curation.store.failure_tables import cluster_assignments, cluster_history, clusters
+from curation.store.tables import conversations
+
+DRIFT = 0.1
+WRITE_CHUNK = 50_000
+LABEL_DOCS = 60  # texts per cluster for keywords: the most central half, a seeded random half
+N_EXAMPLES = 10
+
+
+class ClusterError(CurateError):
+    """Clustering cannot run on what the store holds."""
+
+
+def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed: int = 0, *,
+            space: str | None = None, vectors: tuple[list[str], np.ndarray] | None = None,
+            clusterer: Any = None, reducer: Any = None, labeller: Any = None, refit: bool | str = "auto",
+            drift: float = DRIFT, min_similarity: float = MIN_SIMILARITY, score: bool = True,
+            threshold: float = DEFAULT_THRESHOLD, progress: bool | None = None) -> dict:
+    """Cluster the embedded conversations and record the result; returns {"clusters", "assigned", "novel", "run_id", …}.
+
+    `clusterer` is any object with `fit(X)` and `labels_` (−1 = noise); `reducer` (optional) any object with
+    `fit_transform(X)` applied before clustering; `labeller` any object with `label({id: [texts]})` (see labels.py).
+    `vectors=(ids, X)` bypasses the store's embeddings (benchmarks, notebooks). With `score`, failure scores are
+    refreshed first so the history records current failure rates.
+    """
+    if algorithm not in ("kmeans", "hdbscan"):
+        raise ClusterError(f"unknown algorithm {algorithm!r}; use kmeans or hdbscan")
+    if k != "auto" and (not str(k).isdigit() or int(k) < 1):
+        raise ClusterError(f"--k must be auto or a positive integer, not {k!r}")
+    started = time.perf_counter()
+    if score:
+        score_failures(store, threshold=threshold, progress=progress)
+    if vectors is None:
+        from curation.embed import load_vectors  # the embed stage; imported here so cluster works from vectors alone
+
+        ids, X = load_vectors(store, space)
+    else:
+        ids, X = list(vectors[0]), np.asarray(vectors[1])
+    if not ids:
+        raise ClusterError("no vectors to cluster; run `curate embed` first")
+    X = normalise(X)
+    space_name = space or "default"
+    run_id = store.start_run("cluster", {"k": k, "algorithm": algorithm, "seed": seed, "space": space_name,
+                                         "refit": refit, "drift": drift, "n": len(ids)})
+    try:
+        old = _active_clusters(store)
+        compatible = bool(old["ids"]) and old["dim"] == X.shape[1] and old["space"] == {space_name}
+        previous = _assignments(store)
+        index = sim = novel = None
+        if compatible and refit is not True:
+            index, sim, novel = _extend(X, ids, previous, old)
+        if index is None or (refit == "auto" and novel.sum() > drift * len(ids)):
+            index, sim, novel, ids_of = _refit(X, k, algorithm, seed, clusterer, reducer, old, min_similarity)
+            refitted = True
+        else:
+            ids_of, refitted = old["ids"], False
+        cluster_id = np.asarray(ids_of, dtype=np.int64)[index]
+        centroids = _centroids(X, index, len(ids_of), old, refitted)
+        member_radii = radii(sim, index, len(ids_of))
+        changed = _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted)
+        texts, examples = _label_texts(store, ids, index, sim, len(ids_of), seed)
+        labels = (labeller or CTfidfLabeller()).label({ids_of[c]: t for c, t in texts.items()})
+        _write_clusters(store, ids_of, centroids, member_radii, index, labels, examples, ids, space_name, run_id, old)
+        _write_history(store, run_id, threshold)
+        summary = {"clusters": len(set(cluster_id.tolist())), "assigned": changed, "novel": int(novel.sum()),
+                   "refit": refitted, "run_id": run_id, "space": space_name,
+                   "seconds": round(time.perf_counter() - started, 3)}
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+    store.finish_run(run_id, "done", summary)
+    return summary
+
+
+def _active_clusters(store: Store) -> dict:
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(clusters.c.id, clusters.c.centroid, clusters.c.radius, clusters.c.space)
+                            .where(clusters.c.retired_run_id.is_(None)).order_by(clusters.c.id)).all()
+    if not rows:
+        return {"ids": [], "centroids": None, "radius": None, "dim": None, "space": set()}
+    C = np.stack([np.frombuffer(r.centroid, dtype="<f4") for r in rows])
+    return {"ids": [r.id for r in rows], "centroids": C, "radius": np.array([r.radius for r in rows], dtype=np.float32),
+            "dim": C.shape[1], "space": {r.space for r in rows}}
+
+
+def _assignments(store: Store) -> dict[str, tuple[int, float, int]]:
+    with store.connect() as conn:
+        return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(sa.select(
+            cluster_assignments.c.conversation_id, cluster_assignments.c.cluster_id,
+            cluster_assignments.c.similarity, cluster_assignments.c.novel))}
+
+
+def _extend(X: np.ndarray, ids: list[str], previous: dict, old: dict):
+    """Keep stored assignments; put new conversations in their nearest cluster, novel when outside its radius."""
+    position = {cid: i for i, cid in enumerate(old["ids"])}
+    index = np.empty(len(ids), dtype=np.int32)
+    sim = np.empty(len(ids), dtype=np.float32)
+    novel = np.zeros(len(ids), dtype=bool)
+    fresh = []
+    for i, cid in enumerate(ids):
+        kept = previous.get(cid)
+        if kept is not None and kept[0] in position:
+            index[i], sim[i], novel[i] = position[kept[0]], kept[1] or 0.0, bool(kept[2])
+        else:
+            fresh.append(i)
+    if fresh:
+        rows = np.asarray(fresh)
+        index[rows], sim[rows] = nearest(X[rows], old["centroids"])
+        novel[rows] = sim[rows] < old["radius"][index[rows]]
+    return index, sim, novel
+
+
+def _refit(X, k, algorithm, seed, clusterer, reducer, old, min_similarity):  # noqa: ANN001, ANN202
+    model = clusterer if clusterer is not None else make_clusterer(algorithm, k, seed)
+    Z = reducer.fit_transform(X) if reducer is not None else X
+    labels = np.asarray(model.fit(Z).labels_)
+    if (labels >= 0).sum() == 0:
+        labels = np.zeros(len(X), dtype=np.int64)  # all noise: one cluster is the honest answer
+    _, C = centroids_of(X, labels)
+    index, sim = nearest(X, C)  # noise and unsampled rows join their nearest cluster
+    used = np.unique(index)
+    C = C[used]
+    index = np.searchsorted(used, index).astype(np.int32)
+    if old["ids"] and old["dim"] == X.shape[1]:
+        ids_of = match(old["ids"], old["centroids"], C, min_similarity)
+    else:
+        ids_of = match(old["ids"], np.zeros((0, X.shape[1]), np.float32), C, min_similarity)
+    return index, sim, np.zeros(len(X), dtype=bool), ids_of
+
+
+def _centroids(X, index, k, old, refitted):  # noqa: ANN001, ANN202
+    """Refit: members' mean. Extend: the stored centroid, so a cluster's meaning does not creep between refits."""
+    if not refitted:
+        return old["centroids"]
+    present, C = centroids_of(X, index)
+    out = np.zeros((k, X.shape[1]), dtype=np.float32)
+    out[present] = C
+    return out
+
+
+def _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted) -> int:  # noqa: ANN001
+    """Write only rows that changed; returns how many."""
+    rows = []
+    for i, cid in enumerate(ids):
+        kept = previous.get(cid)
+        if refitted or kept is None or kept[0] != cluster_id[i]:
+            rows.append({"conversation_id": cid, "cluster_id": int(cluster_id[i]), "similarity": float(sim[i]),
+                         "run_id": run_id, "novel": int(novel[i])})
+    with store.begin() as conn:
+        if refitted:
+            conn.execute(cluster_assignments.delete())
+        else:
+            changed = [r["conversation_id"] for r in rows if r["conversation_id"] in previous]
+            for start in range(0, len(changed), 5_000):
+                conn.execute(cluster_assignments.delete().where(
+                    cluster_assignments.c.conversation_id.in_(changed[start : start + 5_000])))
+        for start in range(0, len(rows), WRITE_CHUNK):
+            conn.execute(cluster_assignments.insert(), rows[start : start + WRITE_CHUNK])
+    return len(rows)
+
+
+def _label_texts(store, ids, index, sim, k, seed):  # noqa: ANN001, ANN202
+    """Per cluster: texts of its most central and some random members (for keywords), and its central example ids."""
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((-sim, index))  # by cluster, most central first
+    bounds = np.searchsorted(index[order], np.arange(k + 1))
+    wanted: dict[int, list[str]] = {}
+    examples: dict[int, list[str]] = {}
+    for c in range(k):
+        members = order[bounds[c] : bounds[c + 1]]
+        half = LABEL_DOCS // 2
+        picked = list(members[:half])
+        if len(members) > half:
+            picked += list(rng.choice(members[half:], size=min(half, len(members) - half), replace=False))
+        wanted[c] = [ids[i] for i in picked]
+        examples[c] = [ids[i] for i in members[:N_EXAMPLES]]
+    text_of_id = _user_texts(store, [cid for group in wanted.values() for cid in group])
+    return {c: [text_of_id[i] for i in group if i in text_of_id] for c, group in wanted.items()}, examples
+
+
+def _user_texts(store: Store, ids: list[str]) -> dict[str, str]:
+    """What a conversation is about, for keywords: its user turns (the replies would add the model's own words)."""
+    out = {}
+    with store.connect() as conn:
+        for start in range(0, len(ids), 5_000):
+            for cid, messages in conn.execute(sa.select(conversations.c.id, conversations.c.messages)
+                                              .where(conversations.c.id.in_(ids[start : start + 5_000]))):
+                messages = loads(messages)
+                out[cid] = " ".join(text_of(m) for m in messages if m.get("role") == "user") or prompt_of(messages)
+    return out
+
+
+def _write_clusters(store, ids_of, centroids, member_radii, index, labels, examples, ids, space, run_id, old):  # noqa: ANN001
+    sizes = np.bincount(index, minlength=len(ids_of))
+    users = _distinct_users(store)
+    existing = set(_all_cluster_ids(store))
+    kept = set(ids_of)
+    with store.begin() as conn:
+        for c, cid in enumerate(ids_of):
+            label, keywords = labels.get(cid, (None, []))
+            values = {"label": label, "keywords": dumps(keywords), "examples": dumps(examples.get(c, [])),
+                      "centroid": centroids[c].astype("<f4").tobytes(), "space": space,
+                      "radius": float(member_radii[c]), "size": int(sizes[c]), "n_users": users.get(cid, 0),
+                      "updated_run_id": run_id, "retired_run_id": None if sizes[c] else run_id}
+            if cid in existing:
+                conn.execute(clusters.update().where(clusters.c.id == cid).values(**values))
+            else:
+                conn.execute(clusters.insert().values(id=cid, created_run_id=run_id, **values))
+        retired = [cid for cid in old["ids"] if cid not in kept]
+        if retired:
+            conn.execute(clusters.update().where(clusters.c.id.in_(retired)).values(retired_run_id=run_id, size=0))
+
+
+def _all_cluster_ids(store: Store) -> list[int]:
+    with store.connect() as conn:
+        return list(conn.execute(sa.select(clusters.c.id)).scalars())
+
+
+def _distinct_users(store: Store) -> dict[int, int]:
+    query = (sa.select(cluster_assignments.c.cluster_id, sa.func.count(sa.distinct(conversations.c.user_hash)))
+             .select_from(cluster_assignments.join(conversations, conversations.c.id == cluster_assignments.c.conversation_id))
+             .group_by(cluster_assignments.c.cluster_id))
+    with store.connect() as conn:
+        return dict(conn.execute(query).all())
+
+
+def _write_history(store: Store, run_id: str, threshold: float) -> None:
+    from curation.cluster.rank import cluster_stats
+
+    stats = cluster_stats(store, threshold)
+    if not stats:
+        return
+    ids = sorted(stats)
+    n = np.array([stats[c][0] for c in ids])
+    f = np.array([stats[c][1] for c in ids])
+    low, high = wilson(f, n)
+    at = utcnow()
+    with store.begin() as conn:
+        conn.execute(cluster_history.insert(), [
+            {"run_id": run_id, "cluster_id": int(c), "size": int(n[i]), "failures": int(f[i]),
+             "failure_rate": float(f[i] / n[i]), "ci_low": float(low[i]), "ci_high": float(high[i]),
+             "novel": int(stats[c][2]), "at": at} for i, c in enumerate(ids)])

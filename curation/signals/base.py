@@ -1,0 +1,86 @@
+"""What a failure detector sees and what it returns.
+
+A detector is any object with a `name`, a default `weight` and `__call__(conversation) -> Signal | None`.
+They all share that one signature, so the scorer never branches on their type and users add their own
+(see `docs/concepts-failures.md`). A positive weight marks evidence of failure; a negative weight marks evidence
+of success (a thumbs up) that lowers the score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One detector's finding about one conversation: `value` is its strength in 0..1, `why` says what fired."""
+
+    name: str
+    value: float
+    why: str
+
+
+@dataclass
+class ConversationView:
+    """A conversation as detectors see it: the messages, the feedback events, and the reward when one is stored.
+
+    `reward_pct` is the conversation's reward percentile (0 = the lowest) among all conversations the same reward
+    model scored, so detectors need not know each model's scale.
+    """
+
+    id: str
+    messages: list[dict]
+    feedback: list[dict] = field(default_factory=list)  # {"type", "value", "turn", "at"}
+    reward: float | None = None
+    reward_pct: float | None = None
+
+    @property
+    def reply_index(self) -> int | None:
+        """Index of the rated response: the last assistant message."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i].get("role") == "assistant":
+                return i
+        return None
+
+    @property
+    def reply(self) -> str:
+        i = self.reply_index
+        return "" if i is None else text_of(self.messages[i])
+
+    @property
+    def prompt(self) -> str:
+        """The last user turn before the rated response."""
+        end = self.reply_index if self.reply_index is not None else len(self.messages)
+        for i in range(end - 1, -1, -1):
+            if self.messages[i].get("role") == "user":
+                return text_of(self.messages[i])
+        return ""
+
+    def user_turns(self) -> list[tuple[int, str]]:
+        return [(i, text_of(m)) for i, m in enumerate(self.messages) if m.get("role") == "user"]
+
+    def events(self, *types: str) -> list[dict]:
+        return [e for e in self.feedback if e["type"] in types]
+
+
+def text_of(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+@runtime_checkable
+class Detector(Protocol):
+    name: str
+    weight: float
+
+    def __call__(self, conversation: ConversationView) -> Signal | None: ...
+
+
+def short(text: Any, n: int = 60) -> str:
+    """A quoted excerpt for a `why`."""
+    text = " ".join(str(text).split())
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
