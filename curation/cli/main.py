@@ -10,8 +10,12 @@ import click
 COMMANDS = [
     ("curation.cli.ingest", "ingest"),
     ("curation.cli.embed", "embed"),
+    ("curation.cli.cluster", "cluster"),
+    ("curation.cli.cluster", "clusters"),
+    ("curation.cli.report", "report"),
     ("curation.cli.annotate", "annotate"),
     ("curation.cli.export", "export"),
+    ("curation.cli.loop", "loop"),
     ("curation.cli.demo", "demo"),
 ]
 

@@ -1,0 +1,175 @@
+"""Loop definitions: TOML files (see loops/nightly.toml), validated on load into typed sections.
+
+Every key has a default, so a loop file names only what it changes. An unknown key or a value of the wrong type is
+an error that names the key and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from curation.errors import ConfigError
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Sources:
+    paths: list[str] = _f([], "files or folders of JSONL/Parquet to ingest ({home} = the Curate home); files seen before are skipped")
+    format: str = _f("auto", "ingest format", ("auto", "openai", "sharegpt", "oasst", "parquet", "hf"))
+    logged: bool = _f(True, "also take conversations the logging API wrote to the store since the last run")
+
+
+@dataclass
+class Embed:
+    model: str = _f("", "embedding model name or path; empty = the bundled all-MiniLM-L6-v2")
+    backend: str = _f("auto", "embedding backend", ("auto", "torch", "onnx", "openvino"))
+    view: str = _f("last_turn", "what text is embedded", ("last_turn", "thread"))
+
+
+@dataclass
+class Cluster:
+    k: str = _f("auto", "number of clusters, or auto")
+    algorithm: str = _f("kmeans", "clustering algorithm", ("kmeans", "hdbscan"))
+    seed: int = _f(0, "random seed")
+
+
+@dataclass
+class Annotate:
+    enabled: bool = _f(True, "push failures to Argilla and pull ratings back")
+    dataset: str = _f("curate-failures", "Argilla dataset name")
+    workspace: str = _f("curate", "Argilla workspace")
+    api_url: str = _f("", "Argilla URL; empty = $ARGILLA_API_URL, else the embedded server's address")
+    budget: int = _f(100, "records pushed per run")
+    strategy: str = _f("failure", "routing strategy", ("failure", "random"))
+    min_submitted: int = _f(1, "responses needed per record (≥ 2 for agreement studies)")
+
+
+@dataclass
+class Export:
+    rules: list[str] = _f(["a", "b", "c"], "pair rules: a (rated siblings), b (preference strength), c (rewrites), d (production thumbs)")
+    tie_threshold: float = _f(0.5, "rule (a): drop pairs whose score difference is below this")
+    include_disagreement: bool = _f(False, "keep records flagged for annotator disagreement")
+    test_fraction: float = _f(0.2, "share of contexts held out for evaluation")
+    seed: int = _f(0, "split seed")
+
+
+@dataclass
+class Train:
+    min_new_pairs: int = _f(200, "retrain when at least this many new rated pairs exist since the last model")
+    base: str = _f("", "base model name or path; empty = the bundled MiniLM encoder")
+    loss: str = _f("bt", "training loss", ("bt", "margin-bt", "scaled-bt", "regression", "regression-then-bt"))
+    epochs: float = _f(1.0, "training epochs")
+    max_length: int = _f(256, "tokens per rendered conversation")
+    seed: int = _f(0, "training seed")
+
+
+@dataclass
+class Gate:
+    pairs: str = _f("", "fixed gate set (TRL-format JSONL); empty = the first export's test split, then kept fixed")
+    tolerance: float = _f(0.0, "extra accuracy a challenger may lose beyond the confidence-interval tolerance")
+    clusters: int = _f(3, "also gate on the largest N clusters in the gate set")
+
+
+@dataclass
+class LoopConfig:
+    name: str = _f("nightly", "loop name: runs and locks are per name")
+    sources: Sources = field(default_factory=Sources)
+    embed: Embed = field(default_factory=Embed)
+    cluster: Cluster = field(default_factory=Cluster)
+    annotate: Annotate = field(default_factory=Annotate)
+    export: Export = field(default_factory=Export)
+    train: Train = field(default_factory=Train)
+    gate: Gate = field(default_factory=Gate)
+    path: str = field(default="", metadata={"internal": True})
+
+    def digest(self) -> str:
+        data = {k: v for k, v in asdict(self).items() if k != "path"}
+        return hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:12]
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "path"}
+
+
+def load(path: str | Path | None) -> LoopConfig:
+    """Read and validate a loop file; None gives the defaults."""
+    if path is None:
+        return LoopConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: loop file not found; see loops/nightly.toml for an example")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    config = _build(LoopConfig, data, str(path), "")
+    config.path = str(path)
+    base = path.parent
+    config.sources.paths = [p if p.startswith("{home}") or Path(p).is_absolute() else str(base / p) for p in config.sources.paths]
+    if config.gate.pairs and not Path(config.gate.pairs).is_absolute():
+        config.gate.pairs = str(base / config.gate.pairs)
+    return config
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+    values = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key '{name}'; allowed here: {', '.join(known)}")
+        hint = hints[key]
+        if is_dataclass(hint):
+            values[key] = _build(hint, value, where, f"{name}.")
+            continue
+        values[key] = _check(value, hint, known[key], where, name)
+    return cls(**values)
+
+
+def _check(value: Any, hint: Any, f: Any, where: str, name: str) -> Any:
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is str and isinstance(value, int) and not isinstance(value, bool) and name.endswith(".k"):
+        value = str(value)  # k = 12 is as good as k = "12"
+    origin = get_origin(hint)
+    ok = (
+        isinstance(value, list) and all(isinstance(v, get_args(hint)[0]) for v in value)
+        if origin is list
+        else isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+    )
+    if not ok:
+        kind = "a list of strings" if origin is list else {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[hint]
+        raise ConfigError(f"{where}: '{name}' must be {kind}, not {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: '{name}' = {value!r} is not allowed; choose one of {', '.join(choices)}")
+    if name.endswith(".k") and value != "auto" and not (value.isdigit() and int(value) >= 2):
+        raise ConfigError(f"{where}: 'cluster.k' must be \"auto\" or an integer ≥ 2, not {value!r}")
+    if name == "export.rules" and not set(value) <= {"a", "b", "c", "d"}:
+        raise ConfigError(f"{where}: 'export.rules' may only contain a, b, c, d (got {value})")
+    return value
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every key, for docs."""
+    rows = []
+    for section in fields(LoopConfig):
+        hint = get_type_hints(LoopConfig)[section.name]
+        if is_dataclass(hint):
+            for f in fields(hint):
+                default = f.default if f.default is not MISSING else f.default_factory()
+                rows.append((f"{section.name}.{f.name}", default, f.metadata["help"]))
+        elif not section.metadata.get("internal"):
+            rows.append((section.name, section.default, section.metadata["help"]))
+    return rows

@@ -1,0 +1,225 @@
+"""The loop's steps, in order. Each is idempotent: run twice, it changes nothing the second time.
+
+A step reads its settings from the loop file and the figures of the steps before it in the same run, calls one
+library function, and returns the figures to record.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from curation.store import dumps, utcnow
+from loops.loop.runner import RunContext, StepSkipped
+from loops.loop.tables import loop_files
+
+
+def ingest(ctx: RunContext) -> dict:
+    """New files from the sources (a file counts as seen by path, size and mtime), plus what the logger wrote."""
+    from curation.ingest import ingest as run_ingest
+    from curation.ingest.readers import expand
+    from curation.store.tables import conversations
+
+    cfg = ctx.config.sources
+    paths = []
+    for given in cfg.paths:
+        path = Path(given.replace("{home}", str(ctx.store.home)))
+        if given.startswith("{home}"):
+            path.mkdir(parents=True, exist_ok=True)
+        paths.append(str(path))
+    seen = _seen_files(ctx)
+    new = []
+    for source in expand(paths, cfg.format) if paths and any(_has_files(p) for p in paths) else []:
+        stat = os.stat(source.path)
+        if seen.get(source.path) != (stat.st_size, stat.st_mtime):
+            new.append((source.path, stat.st_size, stat.st_mtime))
+    figures = {"files": len(new), "read": 0, "ingested": 0, "duplicates": 0, "quarantined": 0}
+    if new:
+        summary = run_ingest(ctx.store, [p for p, _, _ in new], fmt=cfg.format, progress=ctx.progress)
+        figures.update({k: summary[k] for k in ("read", "ingested", "duplicates", "quarantined", "conversations")})
+        figures["quarantine_file"] = summary["quarantine_file"]
+        with ctx.store.begin() as conn:
+            conn.execute(loop_files.delete().where(loop_files.c.loop == ctx.config.name,
+                                                   loop_files.c.path.in_([p for p, _, _ in new])))
+            conn.execute(loop_files.insert(), [
+                {"loop": ctx.config.name, "path": p, "size": size, "mtime": mtime, "run_id": ctx.run_id, "ingested_at": utcnow()}
+                for p, size, mtime in new])
+    if cfg.logged:
+        since = ctx.previous["started_at"] if ctx.previous else ""
+        with ctx.store.connect() as conn:
+            figures["logged"] = conn.execute(sa.select(sa.func.count()).select_from(conversations).where(
+                conversations.c.source == "logger", conversations.c.ingested_at > since)).scalar_one()
+    with ctx.store.connect() as conn:
+        figures["total_conversations"] = conn.execute(sa.select(sa.func.count()).select_from(conversations)).scalar_one()
+    if not new and not figures.get("logged"):
+        raise StepSkipped("nothing new to ingest: no new source files and no newly logged conversations", figures)
+    return figures
+
+
+def _has_files(path: str) -> bool:
+    p = Path(path)
+    return p.is_file() or (p.is_dir() and any(x.is_file() and not x.name.startswith(".") for x in p.iterdir()))
+
+
+def _seen_files(ctx: RunContext) -> dict[str, tuple[int, float]]:
+    with ctx.store.connect() as conn:
+        rows = conn.execute(sa.select(loop_files.c.path, loop_files.c.size, loop_files.c.mtime)
+                            .where(loop_files.c.loop == ctx.config.name)).all()
+    return {p: (size, mtime) for p, size, mtime in rows}
+
+
+def embed(ctx: RunContext) -> dict:
+    from curation.embed import embed as run_embed
+
+    cfg = ctx.config.embed
+    return run_embed(ctx.store, model=cfg.model or None, backend=cfg.backend, view=cfg.view, progress=ctx.progress)
+
+
+def cluster(ctx: RunContext) -> dict:
+    from curation.cluster import cluster as run_cluster
+
+    cfg = ctx.config.cluster
+    k = cfg.k if cfg.k == "auto" else int(cfg.k)
+    return run_cluster(ctx.store, k=k, algorithm=cfg.algorithm, seed=cfg.seed, progress=ctx.progress)
+
+
+def score(ctx: RunContext) -> dict:
+    """Score with the champion reward model (its low rewards become a failure signal in `flag`)."""
+    from loops import registry
+    from loops.reward import score as run_score
+
+    champion = registry.champion(ctx.store)
+    if champion is None:
+        raise StepSkipped("no champion reward model yet")
+    return {**run_score(ctx.store, model=champion["version"], progress=ctx.progress), "model": champion["version"]}
+
+
+def flag(ctx: RunContext) -> dict:
+    from curation.cluster import rank_clusters
+    from curation.signals import score_failures
+
+    figures = score_failures(ctx.store, progress=ctx.progress)
+    ranked = rank_clusters(ctx.store, top=5)
+    figures["top_clusters"] = [{k: r.get(k) for k in ("id", "label", "size", "failure_rate", "lift")} for r in ranked]
+    return figures
+
+
+def _annotation(ctx: RunContext, action: str) -> dict:
+    from annotations.client import ServerUnreachable
+
+    cfg = ctx.config.annotate
+    if not cfg.enabled:
+        raise StepSkipped("annotation is disabled in the loop file")
+    if cfg.api_url:
+        os.environ.setdefault("ARGILLA_API_URL", cfg.api_url)
+    try:
+        if action == "push":
+            from annotations.push import push
+
+            return push(ctx.store, cfg.dataset, budget=cfg.budget, strategy=cfg.strategy, workspace=cfg.workspace,
+                        min_submitted=cfg.min_submitted, progress=ctx.progress)
+        from annotations.pull import pull
+
+        return pull(ctx.store, cfg.dataset, workspace=cfg.workspace, progress=ctx.progress)
+    except ServerUnreachable as exc:
+        raise StepSkipped(str(exc), unreachable=True) from None
+
+
+def push(ctx: RunContext) -> dict:
+    return _annotation(ctx, "push")
+
+
+def pull(ctx: RunContext) -> dict:
+    return _annotation(ctx, "pull")
+
+
+def export(ctx: RunContext) -> dict:
+    """Export preference pairs from all ratings so far, when there are any."""
+    from annotations.tables import ratings
+    from loops.export import export_preferences
+
+    with ctx.store.connect() as conn:
+        n_ratings = conn.execute(sa.select(sa.func.count()).select_from(ratings)).scalar_one()
+    if not n_ratings:
+        raise StepSkipped("no ratings yet")
+    cfg = ctx.config.export
+    out = ctx.path("exports", ctx.run_id)
+    return export_preferences(ctx.store, out, fmt="jsonl", rules=cfg.rules, tie_threshold=cfg.tie_threshold,
+                              include_disagreement=cfg.include_disagreement, test_fraction=cfg.test_fraction,
+                              seed=cfg.seed, run_id=ctx.run_id)
+
+
+def train(ctx: RunContext) -> dict:
+    """Retrain when the export has at least `train.min_new_pairs` more pairs than the newest model was trained on."""
+    from loops import registry
+    from loops.reward import TrainConfig
+    from loops.reward import train as run_train
+
+    exported = ctx.figures.get("export") or {}
+    if not exported.get("pairs"):
+        raise StepSkipped("no preference pairs exported in this run")
+    models = registry.list_models(ctx.store)
+    mine = [m for m in models if m.get("run_id") == ctx.run_id]
+    if mine:  # trained and registered before a crash: keep that model
+        return {"model": mine[0]["version"], "path": mine[0]["path"], "reused": True}
+    last_pairs = max((int((m.get("metrics") or {}).get("train_pairs") or 0) for m in models), default=0)
+    new_pairs = exported["train"] - last_pairs
+    cfg = ctx.config.train
+    if new_pairs < cfg.min_new_pairs:
+        raise StepSkipped(f"not triggered: {new_pairs} new training pairs < train.min_new_pairs = {cfg.min_new_pairs}")
+    out = ctx.path("models", ctx.run_id)
+    settings = TrainConfig(max_length=cfg.max_length, epochs=cfg.epochs, seed=cfg.seed)
+    result = run_train(exported["out"], out, base=cfg.base or None, loss=cfg.loss, config=settings,
+                       store=ctx.store, progress=ctx.progress, run_id=ctx.run_id)
+    return {**result, "new_pairs": new_pairs}
+
+
+def evaluate(ctx: RunContext) -> dict:
+    from loops.reward import evaluate as run_evaluate
+
+    trained = ctx.figures.get("train") or {}
+    if not trained.get("model"):
+        raise StepSkipped("no model trained in this run")
+    gate = _gate_pairs(ctx)
+    result = run_evaluate(trained["path"], gate, progress=ctx.progress)
+    return {"model": trained["model"], "gate": str(gate), **result}
+
+
+def promote(ctx: RunContext) -> dict:
+    from loops import registry
+
+    trained = ctx.figures.get("train") or {}
+    if not trained.get("model"):
+        raise StepSkipped("no model trained in this run")
+    earlier = registry.decision_for(ctx.store, trained["model"])
+    if earlier is not None:
+        return earlier
+    return registry.promote(ctx.store, trained["model"], gate=_gate_pairs(ctx), tolerance=ctx.config.gate.tolerance,
+                            top_clusters=ctx.config.gate.clusters, progress=ctx.progress)
+
+
+def _gate_pairs(ctx: RunContext) -> Path:
+    if ctx.config.gate.pairs:
+        return Path(ctx.config.gate.pairs)
+    from loops import registry
+
+    fixed = registry.gate_set(ctx.store)
+    if fixed is not None:
+        return fixed
+    return Path((ctx.figures.get("export") or {})["out"]) / "test.jsonl"
+
+
+def report(ctx: RunContext) -> dict:
+    from loops.loop.report import write_run_report
+
+    out = ctx.path("reports", f"loop-{ctx.run_id}.html")
+    return write_run_report(ctx.store, ctx.run_id, out)
+
+
+STEPS = [
+    ("ingest", ingest), ("embed", embed), ("cluster", cluster), ("score", score), ("flag", flag),
+    ("push", push), ("pull", pull), ("export", export), ("train", train), ("evaluate", evaluate),
+    ("promote", promote), ("report", report),
+]
