@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -57,7 +58,7 @@ async def _prepare(settings: ServerSettings) -> None:
 
 
 def prepare(settings: ServerSettings) -> None:
-    """Configure, migrate and create the owner and configured users (idempotent)."""
+    """Configure, migrate, and make the owner and the configured users match the settings (idempotent)."""
     configure(settings)
     migrate()
     import annotations.server.engine  # noqa: F401 - registers the "curate" search engine
@@ -86,16 +87,25 @@ def serve(settings: ServerSettings, log_level: str = "warning", announce: Callab
     if announce is not None:
         where = "the default key (loopback only)" if settings.uses_defaults() else "$ARGILLA_API_KEY"
         announce(f"Argilla for {settings.home} at {settings.url} (owner {settings.owner!r}, API key: {where}); Ctrl+C stops it")
-    # uvicorn installs SIGINT/SIGTERM handlers that finish open requests and run the lifespan shutdown.
+    # uvicorn installs SIGINT/SIGTERM handlers that finish open requests and run the lifespan shutdown, then
+    # re-raises the signal to the handlers it found; these make that a normal exit (code 0) instead of a crash.
+    signal.signal(signal.SIGINT, _stopped)
+    signal.signal(signal.SIGTERM, _stopped)
     server.run()
     if not server.started:
         raise CurateError(f"the Argilla server could not start on {settings.host}:{settings.port}; see the log above")
 
 
+def _stopped(signum: int, frame: object) -> None:
+    _LOGGER.info("stopped by signal %d", signum)
+
+
 def add_user(settings: ServerSettings, name: str, role: str, password: str, workspaces: list[str] | None = None) -> dict:
     from annotations.server.users import add_user as _add_user
 
-    prepare(settings)
+    # Only the database: the owner's key and password are the server's business (this process may not know them).
+    configure(settings)
+    migrate()
 
     async def run() -> dict:
         from argilla_server.database import async_engine
