@@ -30,39 +30,48 @@ def nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = CHUNK) -> tuple[n
     return index, sim
 
 
-def k_grid(n: int, k_max: int = 1_000) -> list[int]:
-    """Candidate k values: five, spaced geometrically over [k₀/2, 2·k₀] around the rule of thumb k₀ = √(n/2)."""
+CLEAR_STRUCTURE = 0.25  # a mean silhouette this high means the clusters really are apart
+
+
+def k_grid(n: int, k_max: int = 1_000) -> tuple[list[int], list[int]]:
+    """(wide, band): candidates from 2 to 2·k₀, and five around the rule of thumb k₀ = √(n/2) (from k₀/2 to 2·k₀)."""
     k0 = np.sqrt(n / 2)
-    low, high = max(2, int(round(k0 / 2))), min(k_max, n - 1, max(2, int(round(2 * k0))))
-    if high <= low:
-        return [max(1, min(low, n))]
-    return sorted({int(round(k)) for k in np.geomspace(low, high, num=5)})
+    high = min(k_max, n - 1, max(2, int(round(2 * k0))))
+    low = min(high, max(2, int(round(k0 / 2))))
+    band = sorted({int(round(k)) for k in np.geomspace(low, high, num=5)})
+    # every k up to 10 (few clusters, where one more or less matters most), then geometric steps up to the band
+    wide = set(range(2, min(low, 11))) | ({int(round(k)) for k in np.geomspace(11, low, num=4)} if low > 11 else set())
+    wide = sorted(wide - set(band))
+    return wide, band
 
 
 def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 20_000) -> int:
-    """`k="auto"`: among `k_grid(n)`, the k with the highest mean cosine silhouette, on a seeded sample.
+    """`k="auto"`: the k with the highest mean cosine silhouette, on a seeded sample, with a guard for overlap.
 
-    Silhouette alone is not enough for text embeddings: topics overlap, and on such data it prefers k = 2 (one
-    cluster of code, one of everything else), which tells a reader nothing. So the search stays within a factor
-    of two of the √(n/2) rule of thumb, and silhouette picks the best-separated k in that band. Each candidate is
-    fitted on up to `sample` rows and scored on up to 5,000 of them, so the cost does not grow with n.
+    When the data has clear clusters (a silhouette of at least 0.25 at some k from 2 to 2·√(n/2)), that k wins.
+    Text embeddings usually have no such structure: topics overlap, silhouettes stay near 0, and the maximum then
+    sits at k = 2 (code versus everything else), which tells a reader nothing. In that case the best k within a
+    factor of two of the rule of thumb √(n/2) is taken. Each candidate is fitted on up to `sample` rows and scored
+    on up to 5,000 of them, so the cost does not grow with n.
     """
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(len(X), size=sample, replace=False)) if len(X) > sample else np.arange(len(X))
     S = X[rows]
     score_rows = rng.choice(len(S), size=min(5_000, len(S)), replace=False)
-    grid = k_grid(len(X))
-    best_k, best = grid[0], -np.inf
-    for k in grid:
+    wide, band = k_grid(len(X))
+    scores = {}
+    for k in wide + band:
         if k >= len(S):
-            break
-        labels = _kmeans(k, random_state, len(S)).fit(S).labels_
-        if len(np.unique(labels[score_rows])) < 2:
             continue
-        score = silhouette_score(S[score_rows], labels[score_rows], metric="cosine")
-        if score > best:
-            best_k, best = k, score
-    return best_k
+        labels = _kmeans(k, random_state, len(S)).fit(S).labels_
+        if len(np.unique(labels[score_rows])) > 1:
+            scores[k] = silhouette_score(S[score_rows], labels[score_rows], metric="cosine")
+    if not scores:
+        return band[0]
+    best = max(scores, key=scores.get)
+    if scores[best] >= CLEAR_STRUCTURE:
+        return best
+    return max((k for k in band if k in scores), key=scores.get, default=best)
 
 
 def _kmeans(k: int, random_state: int, n: int) -> KMeans | MiniBatchKMeans:

@@ -58,8 +58,10 @@ def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed
     if score:
         score_failures(store, threshold=threshold, progress=progress)
     if vectors is None:
-        from curation.embed import load_vectors  # the embed stage; imported here so cluster works from vectors alone
+        from curation.embed import load_vectors, spaces  # imported here so that cluster also works from given vectors
 
+        known = spaces(store)
+        space = space or (known[0]["name"] if known else None)
         ids, X = load_vectors(store, space)
     else:
         ids, X = list(vectors[0]), np.asarray(vectors[1])
