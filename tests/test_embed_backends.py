@@ -1,0 +1,57 @@
+"""The int8 backends through sentence-transformers' own export functions: exported once under the home, offline,
+and close to the fp32 vectors on real oasst1 text."""
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from curation.embed import Embedder, embed, load_vectors
+from curation.embed.views import last_turn
+from test_embed import insert, oasst_threads
+
+
+@pytest.fixture
+def texts(oasst_file) -> list[str]:
+    return [orjson.loads(line)["text"] for line in open(oasst_file, encoding="utf-8")][:48]
+
+
+def reference(texts: list[str]) -> np.ndarray:
+    return Embedder(backend="torch").encode(texts)
+
+
+def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, monkeypatch):
+    threads = oasst_threads(oasst_file, 24)
+    insert(store, threads)
+    result = embed(store, backend="onnx", progress=False)
+    assert result["embedded"] == 24 and result["backend"] == "onnx-int8"
+    assert result["space"] == "all-MiniLM-L6-v2|last_turn|onnx-int8"
+    exported = list((home / "models").glob("all-MiniLM-L6-v2-*/onnx-int8/onnx/model_*int8_*.onnx"))
+    assert len(exported) == 1
+    stamp = exported[0].stat().st_mtime_ns
+
+    ids, X = load_vectors(store)
+    by_id = dict(threads)
+    ref = reference([last_turn(by_id[cid]) for cid in ids])
+    cosine = (X * ref).sum(axis=1)
+    assert cosine.mean() >= 0.98 and cosine.min() >= 0.9
+
+    # a second embedder (a new process, a new view) loads the cached export instead of exporting again
+    again = embed(store, backend="onnx", view="thread", progress=False)
+    assert again["embedded"] == 24
+    assert exported[0].stat().st_mtime_ns == stamp
+    assert not list((home / "models").glob("*/.export-*"))
+
+
+@pytest.mark.slow
+def test_openvino_int8_calibrates_on_local_text_offline(tmp_path, texts, monkeypatch):
+    # with the hub unreachable, the library's default calibration set (glue/sst2) would fail: ours is local
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    embedder = Embedder(backend="openvino", cache_dir=tmp_path / "models")
+    vectors = embedder.encode(texts)
+    assert embedder.backend_label == "openvino-int8"
+    assert list((tmp_path / "models").glob("*/openvino-int8/openvino/openvino_model_qint8_quantized.xml"))
+    cosine = (vectors * reference(texts)).sum(axis=1)
+    assert cosine.mean() >= 0.98
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
