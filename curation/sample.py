@@ -43,34 +43,37 @@ FAILURES = {
 OFF_TOPIC = 0.03
 
 
-def _arithmetic(r: random.Random, fail: str | None) -> tuple[str, str, str]:
+# Each topic maker returns (question, good answer, the answer given, the true result for corrections).
+def _arithmetic(r: random.Random, fail: str | None) -> tuple[str, str, str, str]:
     a, b = r.randint(12, 999), r.randint(3, 99)
     op, sym, result = r.choice([("multiply", "×", a * b), ("add", "+", a + b), ("subtract", "−", a - b)])
     ask = r.choice([f"What is {a} {sym} {b}?", f"Can you {op} {a} and {b} for me?", f"Quick maths: {a} {sym} {b} = ?",
                     f"I need to {op} {a} and {b}, what do I get?"])
-    shown = result + r.choice([-10, -3, -1, 1, 2, 7, 100]) if fail == "wrong_arithmetic" else result
-    return ask, r.choice([f"{a} {sym} {b} = {shown}.", f"The answer is {shown}.", f"That comes to {shown}."]), str(result)
+    template = r.choice(["{a} {sym} {b} = {v}.", "The answer is {v}.", "That comes to {v}."])
+    wrong = result + r.choice([-10, -3, -1, 1, 2, 7, 100])
+    good = template.format(a=a, sym=sym, b=b, v=result)
+    given = template.format(a=a, sym=sym, b=b, v=wrong) if fail == "wrong_arithmetic" else good
+    return ask, good, given, str(result)
 
 
-def _coding(r: random.Random, fail: str | None) -> tuple[str, str, str]:
+def _coding(r: random.Random, fail: str | None) -> tuple[str, str, str, str]:
     task, lang = r.choice(TASKS), r.choice(LANGS)
     ask = r.choice([f"Write a {lang} function to {task}.", f"How do I {task} in {lang}?", f"Show me {lang} code that can {task}."])
     name = task.split()[0] + "_" + task.split()[-1]
-    body = f"def {name}(data):\n    result = process(data)\n    return result"
-    if fail == "broken_code":
-        body = f"def {name}(data)\n    result = process(data\n    retrun result"
-    return ask, f"Here is a {lang} version:\n```\n{body}\n```\nCall it with your input.", ""
+    good = f"def {name}(data):\n    result = process(data)\n    return result"
+    broken = f"def {name}(data)\n    result = process(data\n    retrun result"
+    wrap = lambda body: f"Here is a {lang} version:\n```\n{body}\n```\nCall it with your input."  # noqa: E731
+    return ask, wrap(good), wrap(broken if fail == "broken_code" else good), ""
 
 
-def _email(r: random.Random, fail: str | None) -> tuple[str, str, str]:
+def _email(r: random.Random, fail: str | None) -> tuple[str, str, str, str]:
     who, why = r.choice(RECIPIENTS), r.choice(PURPOSES)
     limit = r.choice([40, 50, 60])
     ask = f"Write a short email to {who} to {why}. Keep it under {limit} words and do not use exclamation marks."
-    text = f"Hello,\n\nI am writing to {why}. Please let me know if this works for you.\n\nBest regards"
-    if fail == "ignored_instruction":
-        text = ("Hello there!\n\n" + f"I really hope you are doing well! I am writing because I would like to {why}! " * 4
-                + "Thank you so much for your time and consideration!\n\nWarmest regards!")
-    return ask, text, ""
+    good = f"Hello,\n\nI am writing to {why}. Please let me know if this works for you.\n\nBest regards"
+    ignored = ("Hello there!\n\n" + f"I really hope you are doing well! I am writing because I would like to {why}! " * 4
+               + "Thank you so much for your time and consideration!\n\nWarmest regards!")
+    return ask, good, ignored if fail == "ignored_instruction" else good, ""
 
 
 def _simple(topic: str, r: random.Random) -> tuple[str, str]:
@@ -118,8 +121,12 @@ CORRECTIONS = {"wrong_arithmetic": "That's wrong, the result is {truth}.", "brok
 
 
 def generate(n: int, seed: int = 0, turns: int | None = None, start: dt.datetime | None = None,
-             n_users: int = 400, id_prefix: str = "demo") -> Iterator[dict]:
-    """Yield `n` conversation records in Curate's JSONL shape. `turns` fixes the user turns per conversation (1–3 otherwise)."""
+             n_users: int = 400, id_prefix: str = "demo", siblings: float = 0.0) -> Iterator[dict]:
+    """Yield `n` conversation records in Curate's JSONL shape. `turns` fixes the user turns per conversation (1–3 otherwise).
+
+    With `siblings` > 0, that share of conversations whose last answer failed also gets a regenerated sibling: the same
+    context with the good answer (id suffix `-regen`), as when a user presses regenerate; those come on top of `n`.
+    """
     r = random.Random(seed)
     start = start or dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
     names, weights = list(TOPICS), list(TOPICS.values())
@@ -129,6 +136,7 @@ def generate(n: int, seed: int = 0, turns: int | None = None, start: dt.datetime
         messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant."}] if r.random() < 0.3 else []
         failure = None
         truth = ""
+        reference = ""
         for _ in range(n_turns):
             fail = None
             if r.random() < OFF_TOPIC:
@@ -138,9 +146,10 @@ def generate(n: int, seed: int = 0, turns: int | None = None, start: dt.datetime
                     if r.random() < rate:
                         fail = mode
             if topic in ("arithmetic", "coding", "email"):
-                ask, answer, truth = {"arithmetic": _arithmetic, "coding": _coding, "email": _email}[topic](r, fail)
+                ask, reference, answer, truth = {"arithmetic": _arithmetic, "coding": _coding, "email": _email}[topic](r, fail)
             else:
                 ask, answer = _simple(topic, r)
+                reference = answer
             if fail == "refusal":
                 answer = r.choice(REFUSALS)
             elif fail == "truncated":
@@ -149,8 +158,10 @@ def generate(n: int, seed: int = 0, turns: int | None = None, start: dt.datetime
                 answer = r.choice(OFF_TOPIC_REPLIES)
             messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": answer}]
             failure = fail or failure
+            last_failure = fail
         feedback = []
         last = len(messages) - 1
+        corrected = False
         if failure:
             if r.random() < 0.55:
                 feedback.append({"type": "thumbs_down", "turn": last})
@@ -159,6 +170,7 @@ def generate(n: int, seed: int = 0, turns: int | None = None, start: dt.datetime
             if r.random() < 0.3:
                 messages.append({"role": "user", "content": CORRECTIONS[failure].format(truth=truth or "different")})
                 messages.append({"role": "assistant", "content": "You are right, I apologise for the mistake."})
+                corrected = True
             elif r.random() < 0.15:
                 feedback.append({"type": "abandoned", "turn": last})
         elif r.random() < 0.2:
@@ -168,16 +180,27 @@ def generate(n: int, seed: int = 0, turns: int | None = None, start: dt.datetime
         if r.random() < 0.04:
             feedback.append({"type": "rating", "value": 2 if failure else r.choice((4, 5)), "turn": last})
         created = start + dt.timedelta(seconds=r.randint(0, 7 * 86400))
-        yield {
+        # the truth about the rated (last) answer, for tests and simulated annotators; detectors never read it
+        rated_failure = None if corrected else last_failure
+        record = {
             "id": f"{id_prefix}-{seed}-{i:07d}",
             "messages": messages,
             "model": r.choice(("assistant-v1", "assistant-v2")),
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "session_id": f"s{r.randint(0, n // 3 + 1)}",
             "user_id": f"user-{r.randint(1, n_users)}",
-            "metadata": {"topic": topic, "demo_truth": {"failure": failure}},
+            "metadata": {"topic": topic, "demo_truth": {"failure": failure, "last_answer_failure": rated_failure,
+                                                        "reference": reference}},
             "feedback": feedback,
         }
+        yield record
+        if siblings and rated_failure and r.random() < siblings:
+            regen = messages[:-1] + [{"role": "assistant", "content": reference}]
+            yield {**record, "id": record["id"] + "-regen", "messages": regen,
+                   "created_at": (created + dt.timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   "metadata": {"topic": topic, "regenerated_from": record["id"],
+                                "demo_truth": {"failure": None, "last_answer_failure": None, "reference": reference}},
+                   "feedback": [{"type": "thumbs_up", "turn": len(regen) - 1}] if r.random() < 0.4 else []}
 
 
 def write_jsonl(path: str | Path, n: int, seed: int = 0, turns: int | None = None, **kwargs) -> Path:

@@ -1,0 +1,199 @@
+"""The per-run report: one self-contained HTML file (inline SVG, no scripts from anywhere) saying what changed.
+
+Sections: the run's steps; new and growing failure clusters against the previous run; the failure-rate trend of each
+cluster across runs; annotation throughput and agreement; reward-model accuracy across versions with the gate's
+decisions. Cluster labels and examples respect the privacy threshold already applied by `rank_clusters`.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from curation.store import Store, loads
+from curation.store.failure_tables import cluster_history
+from loops.loop.history import history
+
+GROWTH = 1.25  # a cluster "grows" when its size or failure count rose by at least this factor since the last run
+PALETTE = ["#3b6fb6", "#d9534f", "#5cb85c", "#f0ad4e", "#6f42c1", "#17a2b8", "#e83e8c", "#795548", "#20c997", "#6c757d"]
+
+
+def write_run_report(store: Store, run_id: str, out: str | Path) -> dict:
+    """Write the report of loop run `run_id` to `out`; returns {"out", "new_clusters", "growing_clusters", …}."""
+    runs = [r for r in history(store, limit=50)]
+    this = next(r for r in runs if r["run_id"] == run_id)
+    earlier = [r for r in runs if r["started_at"] < this["started_at"] and r["loop"] == this["loop"]]
+    previous = earlier[0] if earlier else None
+    trend = _cluster_trend(store)
+    labels = _labels(store)
+    changes = _changes(this, previous, trend)
+    models = _models(store)
+    body = [
+        f"<h1>Curate loop <code>{_e(this['loop'])}</code>: run {_e(run_id[:8])} — {_e(this['status'])}</h1>",
+        f"<p>Started {_e(this['started_at'])}, finished {_e(this['finished_at'] or 'now')}"
+        + (f"; previous run {_e(previous['run_id'][:8])} at {_e(previous['started_at'])}." if previous else "; first run."),
+        "</p>",
+        _steps_table(this),
+        "<h2>New and growing failure clusters</h2>",
+        _changes_table(changes, labels),
+        "<h2>Failure rate per cluster across runs</h2>",
+        _trend_svg(trend, labels),
+        "<h2>Annotation</h2>",
+        _annotation(runs, this),
+        "<h2>Reward models</h2>",
+        _models_section(models),
+    ]
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Curate loop report {_e(run_id[:8])}</title>
+<style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
+th{{background:#f5f5f5}}.skipped{{color:#8a6d3b}}.failed{{color:#a94442;font-weight:bold}}.done{{color:#3c763d}}
+svg text{{font:11px system-ui,sans-serif}}code{{background:#f3f3f3;padding:0 3px}}</style></head>
+<body>{''.join(body)}</body></html>"""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return {"out": str(out), "new_clusters": len([c for c in changes if c["kind"] == "new"]),
+            "growing_clusters": len([c for c in changes if c["kind"] == "growing"]), "models": len(models)}
+
+
+def _e(value) -> str:  # noqa: ANN001
+    return html.escape(str(value))
+
+
+def _cluster_trend(store: Store) -> dict[int, list[tuple[str, dict]]]:
+    """{cluster_id: [(cluster run id, history row), …]} in run order."""
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(cluster_history).order_by(cluster_history.c.at)).mappings().all()
+    trend: dict[int, list] = {}
+    for row in rows:
+        trend.setdefault(row["cluster_id"], []).append((row["run_id"], dict(row)))
+    return trend
+
+
+def _labels(store: Store) -> dict[int, str]:
+    from curation.cluster import rank_clusters
+
+    return {r["id"]: (r.get("label") or f"cluster {r['id']} (hidden: too few users)") for r in rank_clusters(store)}
+
+
+def _cluster_run(run: dict | None) -> str | None:
+    if run is None:
+        return None
+    return ((run["steps"].get("cluster") or {}).get("figures") or {}).get("run_id")
+
+
+def _changes(this: dict, previous: dict | None, trend: dict) -> list[dict]:
+    now_run, before_run = _cluster_run(this), _cluster_run(previous)
+    changes = []
+    for cid, points in trend.items():
+        runs = dict(points)
+        now = runs.get(now_run)
+        if now is None or not now["failures"]:
+            continue
+        before = runs.get(before_run) if before_run else None
+        if before is None:
+            kind = "new" if previous is not None or len(points) == 1 else None
+        elif now["failures"] >= GROWTH * max(before["failures"], 1) or now["size"] >= GROWTH * max(before["size"], 1):
+            kind = "growing"
+        else:
+            kind = None
+        if kind:
+            changes.append({"id": cid, "kind": kind, "now": now, "before": before})
+    return sorted(changes, key=lambda c: -(c["now"]["failure_rate"] or 0))
+
+
+def _steps_table(run: dict) -> str:
+    rows = []
+    for name, step in run["steps"].items():
+        figures = ", ".join(f"{k}: {v}" for k, v in (step["figures"] or {}).items()
+                            if isinstance(v, (int, float, str)) and len(str(v)) < 60)
+        note = step.get("message", "").splitlines()[0] if step.get("message") else ""
+        rows.append(f"<tr><td>{_e(name)}</td><td class='{_e(step['status'])}'>{_e(step['status'])}</td>"
+                    f"<td>{(step['seconds'] or 0):.1f}s</td><td>{_e(figures[:300])}</td><td>{_e(note[:200])}</td></tr>")
+    return ("<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>time</th><th>figures</th><th>note</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _changes_table(changes: list[dict], labels: dict[int, str]) -> str:
+    if not changes:
+        return "<p>No new or growing failure clusters since the previous run.</p>"
+    rows = "".join(
+        f"<tr><td>{c['id']}</td><td>{_e(labels.get(c['id'], ''))}</td><td>{c['kind']}</td><td>{c['now']['size']}</td>"
+        f"<td>{c['now']['failures']}</td><td>{(c['now']['failure_rate'] or 0):.1%}</td>"
+        f"<td>{'—' if c['before'] is None else c['before']['failures']}</td></tr>"
+        for c in changes)
+    return ("<table id='changes'><tr><th>cluster</th><th>label</th><th>change</th><th>size</th><th>failures</th>"
+            "<th>failure rate</th><th>failures before</th></tr>" + rows + "</table>")
+
+
+def _trend_svg(trend: dict, labels: dict[int, str], width: int = 900, height: int = 260) -> str:
+    runs = sorted({run for points in trend.values() for run, _ in points},
+                  key=lambda r: min(row["at"] for pts in trend.values() for rr, row in pts if rr == r))
+    if not runs:
+        return "<p>No clustering runs yet.</p>"
+    top = sorted(trend, key=lambda c: -max((row["failures"] for _, row in trend[c]), default=0))[:10]
+    x = lambda i: 50 + (width - 250) * (i / max(len(runs) - 1, 1))  # noqa: E731
+    y = lambda rate: 20 + (height - 50) * (1 - rate)  # noqa: E731
+    parts = [f"<svg id='trend' width='{width}' height='{height}' role='img' aria-label='failure rate per cluster'>",
+             f"<line x1='50' y1='{y(0)}' x2='{width - 200}' y2='{y(0)}' stroke='#999'/>",
+             f"<line x1='50' y1='{y(0)}' x2='50' y2='{y(1)}' stroke='#999'/>"]
+    for tick in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(f"<text x='10' y='{y(tick) + 4}'>{tick:.0%}</text>")
+    for i, run in enumerate(runs):
+        parts.append(f"<text x='{x(i) - 10}' y='{height - 8}'>run {i + 1}</text>")
+    for n, cid in enumerate(top):
+        colour = PALETTE[n % len(PALETTE)]
+        points = [(runs.index(run), row["failure_rate"] or 0) for run, row in trend[cid]]
+        path = " ".join(f"{x(i):.1f},{y(r):.1f}" for i, r in points)
+        parts.append(f"<polyline class='series' fill='none' stroke='{colour}' stroke-width='2' points='{path}'/>")
+        parts += [f"<circle cx='{x(i):.1f}' cy='{y(r):.1f}' r='3' fill='{colour}'/>" for i, r in points]
+        parts.append(f"<text x='{width - 190}' y='{30 + 18 * n}' fill='{colour}'>■ {_e(labels.get(cid, cid))[:28]}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _annotation(runs: list[dict], this: dict) -> str:
+    rows = []
+    for run in reversed([r for r in runs if r["loop"] == this["loop"]]):
+        push = (run["steps"].get("push") or {}).get("figures") or {}
+        pull = (run["steps"].get("pull") or {}).get("figures") or {}
+        agreement = pull.get("agreement") or {}
+        overall = agreement.get("overall", agreement) if isinstance(agreement, dict) else {}
+        kappa = overall.get("kappa_quadratic", overall.get("kappa")) if isinstance(overall, dict) else None
+        alpha = overall.get("alpha_ordinal", overall.get("alpha")) if isinstance(overall, dict) else None
+        rows.append(f"<tr><td>{_e(run['run_id'][:8])}</td><td>{push.get('pushed', '—')}</td><td>{pull.get('responses', '—')}</td>"
+                    f"<td>{pull.get('pulled', '—')}</td><td>{_fmt(kappa)}</td><td>{_fmt(alpha)}</td></tr>")
+    return ("<table id='annotation'><tr><th>run</th><th>records pushed</th><th>responses pulled</th><th>records rated</th>"
+            "<th>quadratic κ</th><th>Krippendorff α</th></tr>" + "".join(rows) + "</table>")
+
+
+def _fmt(value) -> str:  # noqa: ANN001
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "—"
+
+
+def _models(store: Store) -> list[dict]:
+    from loops.tables import promotions, reward_models
+
+    with store.connect() as conn:
+        models = [dict(r) for r in conn.execute(sa.select(reward_models).order_by(reward_models.c.created_at)).mappings()]
+        decisions = {r["challenger"]: dict(r) for r in conn.execute(sa.select(promotions).order_by(promotions.c.id)).mappings()}
+    for m in models:
+        m["metrics"] = loads(m["metrics"]) or {}
+        m["decision"] = decisions.get(m["version"])
+    return models
+
+
+def _models_section(models: list[dict]) -> str:
+    if not models:
+        return "<p>No reward model trained yet.</p>"
+    rows = []
+    for m in models:
+        d = m["decision"] or {}
+        figures = loads(d.get("figures")) if d.get("figures") else {}
+        acc = (figures.get("challenger") or {}).get("accuracy") if isinstance(figures.get("challenger"), dict) else figures.get("challenger_accuracy")
+        acc = acc if acc is not None else m["metrics"].get("eval_accuracy")
+        rows.append(f"<tr><td>{_e(m['version'])}</td><td>{_e(m['loss'])}</td><td>{m['metrics'].get('train_pairs', '—')}</td>"
+                    f"<td>{_fmt(acc)}</td><td>{_e(m['status'])}</td><td>{_e(d.get('decision', '—'))}</td></tr>")
+    return ("<table id='models'><tr><th>version</th><th>loss</th><th>train pairs</th><th>gate accuracy</th><th>status</th>"
+            "<th>gate decision</th></tr>" + "".join(rows) + "</table>")
