@@ -36,7 +36,7 @@ def test_differences_name_what_differs():
     theirs["guidelines"] = "reworded"  # wording may differ
     found = differences(ours, theirs)
     assert "question 'rewrite' is missing" in found
-    assert "vector 'conversation' is 768, ours is 384" in found
+    assert "vector 'conversation_embedding' is 768, ours is 384" in found
     assert "distribution is overlap/2, ours is overlap/1" in found
     assert len(found) == 3
 

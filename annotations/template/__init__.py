@@ -13,7 +13,7 @@ from typing import Any
 
 HERE = Path(__file__).parent
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-VECTOR = "conversation"  # the vector field's name: "Find similar" in the UI searches it
+VECTOR = "conversation_embedding"  # the vector field's name: "Find similar" in the UI searches it
 PREFERENCE = "preference"  # label question, values "-3".."3" (HelpSteer2-Preference; negative = A better)
 
 

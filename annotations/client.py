@@ -1,0 +1,132 @@
+"""The one place where Curate talks to Argilla: connect, retry, and turn SDK/HTTP errors into CurateErrors.
+
+`connect()` finds the server the way the SDK does (`ARGILLA_API_URL`, `ARGILLA_API_KEY`) and falls back to the
+embedded server's address and key for this home. Push and pull use the SDK for resources (workspaces, datasets,
+settings) and its own HTTP transport (`Connection.request`) for bulk record traffic, where building SDK objects
+per record costs more than the server's work.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from curation.errors import CurateError
+
+RETRIES = 6  # attempts per request: with the backoff below, about a minute of a server being down or busy
+BACKOFF_S = 0.5
+TIMEOUT_S = 120
+
+
+class AnnotationError(CurateError):
+    """Argilla refused a request or could not be reached."""
+
+
+class ServerUnreachable(AnnotationError):
+    """No answer from the Argilla server after the retries."""
+
+
+@dataclass
+class Connection:
+    """A connected SDK client (`.client`, an `argilla.Argilla`) and its HTTP transport (`.http`)."""
+
+    url: str
+    client: Any = field(repr=False)
+    retries: int = RETRIES
+    backoff_s: float = BACKOFF_S
+
+    @property
+    def http(self) -> httpx.Client:
+        return self.client.api.http_client
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
+        """One API call with retries and exponential backoff on connection errors, timeouts and 5xx; JSON back.
+
+        Callers only send idempotent requests (upserts keyed by external id, reads), so retrying is safe.
+        """
+        content = None if json is None else orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY)
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        for attempt in range(self.retries):
+            try:
+                response = self.http.request(method, path, content=content, params=params, headers=headers)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 500:
+                    _raise_for_status(response, self.url)
+                    return orjson.loads(response.content) if response.content else None
+                error = f"HTTP {response.status_code}: {response.text[:200]}"
+            if attempt + 1 < self.retries:
+                time.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+        raise ServerUnreachable(
+            f"the Argilla server at {self.url} did not answer ({error}) after {self.retries} tries; "
+            "start it with `curate annotate serve` or set ARGILLA_API_URL / ARGILLA_API_KEY"
+        )
+
+
+def connect(api_url: str | None = None, api_key: str | None = None, home: str | os.PathLike | None = None,
+            retries: int = RETRIES) -> Connection:
+    """Connect to Argilla: explicit arguments > ARGILLA_API_URL / ARGILLA_API_KEY > the embedded server of `home`."""
+    import argilla as rg
+
+    if not (api_url or os.environ.get("ARGILLA_API_URL")) or not (api_key or os.environ.get("ARGILLA_API_KEY")):
+        from annotations.server.settings import ServerSettings
+
+        embedded = ServerSettings.resolve(home)
+        api_url = api_url or os.environ.get("ARGILLA_API_URL") or embedded.url
+        api_key = api_key or os.environ.get("ARGILLA_API_KEY") or embedded.api_key
+    api_url = (api_url or os.environ["ARGILLA_API_URL"]).rstrip("/")
+    api_key = api_key or os.environ["ARGILLA_API_KEY"]
+    last: Exception | None = None
+    for attempt in range(retries):
+        try:
+            # the SDK retries the TCP connect itself; it then checks the key with GET /api/v1/me
+            client = rg.Argilla(api_url=api_url, api_key=api_key, timeout=TIMEOUT_S, retries=1)
+            return Connection(api_url, client, retries=retries)
+        except Exception as exc:  # noqa: BLE001 - the SDK raises httpx and its own errors here; mapped below
+            mapped = map_error(exc, api_url)
+            if not isinstance(mapped, ServerUnreachable):
+                raise mapped from None
+            last = mapped
+        if attempt + 1 < retries:
+            time.sleep(BACKOFF_S * 2**attempt)
+    raise last  # type: ignore[misc]
+
+
+def map_error(exc: BaseException, url: str) -> AnnotationError:
+    """An SDK or HTTP exception as an AnnotationError whose message says what to do."""
+    from argilla._exceptions import ArgillaCredentialsError
+    from argilla._exceptions._api import ArgillaAPIError
+
+    if isinstance(exc, AnnotationError):
+        return exc
+    if isinstance(exc, ArgillaCredentialsError) or getattr(exc, "status_code", None) == 401:
+        return AnnotationError(f"the Argilla server at {url} refused the API key; set ARGILLA_API_KEY to a valid key")
+    if isinstance(exc, (httpx.TransportError, httpx.TimeoutException)) or isinstance(exc.__cause__, httpx.TransportError):
+        return ServerUnreachable(
+            f"cannot reach the Argilla server at {url}; start it with `curate annotate serve` "
+            "or set ARGILLA_API_URL / ARGILLA_API_KEY"
+        )
+    if isinstance(exc, ArgillaAPIError):
+        return AnnotationError(f"the Argilla server at {url} refused the request: {str(exc).splitlines()[0][:300]}")
+    return AnnotationError(f"Argilla SDK error talking to {url}: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _raise_for_status(response: httpx.Response, url: str) -> None:
+    if response.status_code < 400:
+        return
+    if response.status_code == 401:
+        raise AnnotationError(f"the Argilla server at {url} refused the API key; set ARGILLA_API_KEY to a valid key")
+    try:
+        detail = orjson.loads(response.content).get("detail")
+    except (orjson.JSONDecodeError, AttributeError):
+        detail = response.text
+    raise AnnotationError(
+        f"the Argilla server at {url} answered {response.status_code} to {response.request.method} "
+        f"{response.request.url.path}: {str(detail)[:300]}"
+    )

@@ -1,0 +1,270 @@
+"""Pull: bring annotators' responses home, raw and as a per-record consensus, with agreement statistics.
+
+Records are read through the records API as JSON (`GET /datasets/{id}/records?include=responses`), not through
+the SDK's Record objects: SDK 2.8.0 crashes on a discarded response whose values are null, and would lose the
+page it is on. Each page is one store transaction, and a response is written only when it is new or its
+server-side `updated_at` changed, so a pull cut off anywhere is finished by running it again, and a rerun stores
+nothing twice.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from annotations.agreement import agreement, consensus
+from annotations.client import AnnotationError, Connection, connect, map_error
+from annotations.push import DEFAULT_WORKSPACE
+from annotations.tables import annotation_records, annotation_sync, rating_responses, ratings
+from annotations.template import ATTRIBUTES, PREFERENCE
+from curation.errors import CurateError
+from curation.store import Store, dumps, utcnow
+
+PAGE = 1000  # the records API's largest page
+STATUSES = ("submitted", "discarded", "draft")
+
+
+def pull(store: Store, dataset: str, *, workspace: str | None = None, connection: Connection | None = None,
+         progress: bool | None = None) -> dict:
+    """Store new and changed responses of `dataset`; returns {"pulled", "responses", "agreement", …}.
+
+    `pulled`: records with a new or changed response; `responses`: new or changed submitted responses
+    (one per record per annotator); `agreement`: over all submitted responses of the dataset in the store.
+    """
+    run_id = store.start_run("pull", {"dataset": dataset})
+    try:
+        conn = connection or connect(home=store.home)
+        dataset_id = _dataset_id(conn, dataset, workspace or DEFAULT_WORKSPACE)
+        users = _usernames(conn)
+        pushed = _pushed(store, dataset)
+        seen = _seen(store, dataset)
+        pulled, submitted, changed_records, unknown, newest = 0, 0, set(), 0, None
+        with tqdm(desc=f"pull {dataset}", unit="rec", disable=None if progress is None else not progress) as bar:
+            offset = 0
+            while True:
+                page = conn.request("GET", f"/api/v1/datasets/{dataset_id}/records",
+                                    params={"include": "responses", "offset": offset, "limit": PAGE})
+                items = page["items"]
+                bar.total = page.get("total")
+                rows, unknown_here = _changed_rows(items, users, pushed, seen, dataset, run_id)
+                unknown += unknown_here
+                if rows:
+                    _write(store, rows, dataset, run_id)
+                    for row in rows:
+                        seen[row["id"]] = row["updated_at"]
+                        changed_records.add(row["record_id"])
+                        submitted += row["status"] == "submitted"
+                        newest = max(newest or "", row["updated_at"] or "")
+                bar.update(len(items))
+                offset += len(items)
+                if len(items) < PAGE:
+                    break
+        pulled = len(changed_records)
+        _mark_synced(store, dataset, newest, run_id)
+        stats = agreement(_submitted(store, dataset))
+    except Exception as exc:
+        store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+        if isinstance(exc, CurateError):
+            raise
+        raise map_error(exc, getattr(connection, "url", "ARGILLA_API_URL")) from exc
+    result = {"pulled": pulled, "responses": submitted, "agreement": stats, "dataset": dataset,
+              "unknown_records": unknown, "run_id": run_id}
+    store.finish_run(run_id, "done", {k: v for k, v in result.items() if k != "agreement"})
+    return result
+
+
+def _dataset_id(conn: Connection, name: str, workspace: str) -> str:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the SDK warns before returning None; our error says more
+            found = conn.client.datasets(name=name, workspace=workspace)
+    except Exception as exc:  # noqa: BLE001 - mapped once, here
+        raise map_error(exc, conn.url) from exc
+    if found is None:
+        raise AnnotationError(f"no dataset {name!r} in workspace {workspace!r} at {conn.url}; push to it first")
+    return str(found.id)
+
+
+def _usernames(conn: Connection) -> dict[str, str]:
+    """user id → username; an annotator who cannot be listed (a non-owner key) keeps their id as name."""
+    try:
+        return {u["id"]: u["username"] for u in conn.request("GET", "/api/v1/users")["items"]}
+    except AnnotationError:
+        return {}
+
+
+def _pushed(store: Store, dataset: str) -> dict[str, tuple[str, str | None]]:
+    a = annotation_records.c
+    with store.connect() as conn:
+        return {r[0]: (r[1], r[2]) for r in conn.execute(
+            sa.select(a.record_id, a.conversation_id, a.conversation_id_b).where(a.dataset == dataset))}
+
+
+def _seen(store: Store, dataset: str) -> dict[str, str | None]:
+    r = rating_responses.c
+    with store.connect() as conn:
+        return dict(conn.execute(sa.select(r.id, r.updated_at).where(r.dataset == dataset)).all())
+
+
+def _changed_rows(items: list[dict], users: dict[str, str], pushed: dict, seen: dict, dataset: str,
+                  run_id: str) -> tuple[list[dict], int]:
+    now = utcnow()
+    rows, unknown = [], 0
+    for item in items:
+        responses = item.get("responses") or []
+        if not responses:
+            continue
+        record = item.get("external_id")
+        if record not in pushed:
+            unknown += 1  # a record that Curate did not push (added by hand in the UI, or another tool)
+            continue
+        conversation_id, conversation_id_b = pushed[record]
+        for response in responses:
+            annotator = users.get(response["user_id"], response["user_id"])
+            row_id = f"{record}:{annotator}"
+            updated_at = response.get("updated_at")
+            if row_id in seen and seen[row_id] == updated_at:
+                continue
+            rows.append({
+                "id": row_id, "dataset": dataset, "record_id": record, "conversation_id": conversation_id,
+                "conversation_id_b": conversation_id_b, "annotator": annotator,
+                "status": response.get("status") if response.get("status") in STATUSES else "draft",
+                **_values(response.get("values") or {}),
+                "updated_at": updated_at, "pulled_at": now, "run_id": run_id,
+            })
+    return rows, unknown
+
+
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    """The response's answers as columns; anything missing or malformed is NULL."""
+
+    def value(name: str) -> Any:
+        entry = values.get(name)
+        return entry.get("value") if isinstance(entry, dict) else None
+
+    out: dict[str, Any] = {}
+    for name in ATTRIBUTES:
+        v = value(name)
+        out[name] = float(v) if isinstance(v, (int, float)) else None
+    try:
+        out["preference"] = int(value(PREFERENCE))
+    except (TypeError, ValueError):
+        out["preference"] = None
+    for name in ("justification", "rewrite"):
+        v = value(name)
+        out[name] = v if isinstance(v, str) and v.strip() else None
+    return out
+
+
+def _write(store: Store, rows: list[dict], dataset: str, run_id: str) -> None:
+    """Upsert the raw responses and recompute the consensus of the records they touch, in one transaction."""
+    records = sorted({r["record_id"] for r in rows})
+    with store.begin() as conn:
+        _upsert(conn, rating_responses, rows, "id")
+        current = _submitted_rows(conn, dataset, records)
+        by_record: dict[str, list[dict]] = {}
+        for r in current:
+            by_record.setdefault(r["record_id"], []).append(r)
+        now = utcnow()
+        consensus_rows = []
+        for record, responses in by_record.items():
+            c = consensus(responses)
+            consensus_rows.append({
+                "record_id": record, "dataset": dataset, "conversation_id": responses[0]["conversation_id"],
+                "conversation_id_b": responses[0]["conversation_id_b"], "n_annotators": c["n_annotators"],
+                **{name: c[name] for name in ATTRIBUTES}, "preference": c["preference"],
+                "disagreement": c["disagreement"], "annotators": dumps(sorted(r["annotator"] for r in responses)),
+                "run_id": run_id, "updated_at": now,
+            })
+        # a record whose only submitted response was withdrawn (now discarded or draft) has no consensus
+        gone = [r for r in records if r not in by_record]
+        for start in range(0, len(gone), 5_000):
+            conn.execute(ratings.delete().where(ratings.c.record_id.in_(gone[start : start + 5_000])))
+        _upsert(conn, ratings, consensus_rows, "record_id")
+
+
+def _submitted_rows(conn: sa.Connection, dataset: str, records: list[str]) -> list[dict]:
+    r = rating_responses.c
+    out = []
+    for start in range(0, len(records), 5_000):
+        chunk = records[start : start + 5_000]
+        out.extend(dict(row._mapping) for row in conn.execute(
+            sa.select(rating_responses).where(r.dataset == dataset, r.status == "submitted", r.record_id.in_(chunk))))
+    return out
+
+
+def _submitted(store: Store, dataset: str) -> Iterable[dict]:
+    r = rating_responses.c
+    with store.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(
+            sa.select(r.record_id, r.annotator, *(getattr(r, n) for n in ATTRIBUTES))
+            .where(r.dataset == dataset, r.status == "submitted"))]
+
+
+def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict], key: str) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[key], set_={c: statement.excluded[c] for c in rows[0] if c != key}
+    )
+    for start in range(0, len(rows), 2_000):
+        conn.execute(statement, rows[start : start + 2_000])
+
+
+def _mark_synced(store: Store, dataset: str, newest: str | None, run_id: str) -> None:
+    with store.begin() as conn:
+        previous = conn.execute(
+            sa.select(annotation_sync.c.responses_since).where(annotation_sync.c.dataset == dataset)).scalar()
+        values = {"dataset": dataset, "responses_since": max(previous or "", newest or "") or None,
+                  "pulled_at": utcnow(), "run_id": run_id}
+        _upsert(conn, annotation_sync, [values], "dataset")
+
+
+def status(store: Store, dataset: str, *, workspace: str | None = None, connection: Connection | None = None) -> dict:
+    """Progress of `dataset`: the server's record counts per status and per annotator, and what the store holds.
+
+    {"total", "completed", "pending", "annotators": {name: {"submitted", "discarded", "draft"}}, "store": {…}}.
+    When the server cannot be reached, the server's figures are None and "server_error" says why.
+    """
+    out: dict[str, Any] = {"dataset": dataset, "total": None, "completed": None, "pending": None, "annotators": {}}
+    try:
+        conn = connection or connect(home=store.home, retries=1)
+        dataset_id = _dataset_id(conn, dataset, workspace or DEFAULT_WORKSPACE)
+        progress = conn.request("GET", f"/api/v1/datasets/{dataset_id}/progress")
+        users = conn.request("GET", f"/api/v1/datasets/{dataset_id}/users/progress")["users"]
+        out.update(total=progress["total"], completed=progress["completed"], pending=progress["pending"])
+        for user in users:
+            counts = {s: 0 for s in STATUSES}
+            for part in ("completed", "pending"):
+                for s, n in (user.get(part) or {}).items():
+                    counts[s] = counts.get(s, 0) + (n or 0)
+            out["annotators"][user["username"]] = counts
+        out["url"] = conn.url
+    except AnnotationError as exc:
+        out["server_error"] = str(exc)
+    out["store"] = _store_status(store, dataset)
+    return out
+
+
+def _store_status(store: Store, dataset: str) -> dict:
+    r, g = rating_responses.c, ratings.c
+    with store.connect() as conn:
+        pushed = conn.execute(sa.select(sa.func.count()).where(annotation_records.c.dataset == dataset)).scalar_one()
+        by_annotator: dict[str, dict[str, int]] = {}
+        for annotator, state, n in conn.execute(
+            sa.select(r.annotator, r.status, sa.func.count()).where(r.dataset == dataset).group_by(r.annotator, r.status)
+        ):
+            by_annotator.setdefault(annotator, {s: 0 for s in STATUSES})[state] = n
+        rated, flagged = conn.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(g.disagreement), 0)).where(g.dataset == dataset)
+        ).one()
+        last_pull = conn.execute(sa.select(annotation_sync.c.pulled_at).where(annotation_sync.c.dataset == dataset)).scalar()
+    return {"pushed": pushed, "rated": rated, "disagreement": int(flagged), "annotators": by_annotator,
+            "last_pull": last_pull}

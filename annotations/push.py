@@ -1,0 +1,313 @@
+"""Push: route conversations into an Argilla dataset as HelpSteer2 rating tasks.
+
+Nothing leaves the store unredacted: every text goes through `annotations.pii` first. The Argilla record's
+`external_id` is `record_id(conversation_id)`, upserted in bulk, and a batch is recorded in `annotation_records`
+only after the server acknowledged it, so a push cut off anywhere resumes with the same command and never
+duplicates (the server also keeps external ids unique per dataset).
+
+`--budget N` makes the dataset hold N routed records: a rerun on an unchanged store adds nothing, an interrupted
+push is completed. `--ids` routes exactly the conversations named.
+"""
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from annotations.client import AnnotationError, Connection, connect, map_error
+from annotations.pii import Redactor
+from annotations.routing import Pick, Strategy, cluster_labels, get_strategy, load_candidates
+from annotations.tables import annotation_records
+from annotations.template import ATTRIBUTES, VECTOR, build_settings, differences, template
+from curation.errors import CurateError
+from curation.store import Store, existing_ids, insert_rows, loads, utcnow
+from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
+from curation.store.tables import conversations
+
+BATCH = 250  # records per bulk request (the server accepts up to 500); smaller batches lose less to a crash
+DEFAULT_WORKSPACE = "argilla"  # the embedded server's workspace, which annotators join by default
+_AGENT_UNSAFE = re.compile(r"[^a-zA-Z0-9\-_:./ ]")
+
+
+def record_id(conversation_id: str, conversation_id_b: str | None = None) -> str:
+    """The Argilla external id of a record: the conversation id, or both ids for a two-response record."""
+    return conversation_id if conversation_id_b is None else f"{conversation_id}|{conversation_id_b}"
+
+
+def push(
+    store: Store,
+    dataset: str,
+    budget: int | None = None,
+    ids: Sequence[str] | None = None,
+    strategy: str | Strategy | None = None,
+    *,
+    workspace: str | None = None,
+    min_submitted: int = 1,
+    connection: Connection | None = None,
+    redactor: Redactor | None = None,
+    batch_size: int = BATCH,
+    progress: bool | None = None,
+) -> dict:
+    """Route conversations into `dataset`; returns {"pushed", "skipped", "dataset", "url", "by_strategy", "run_id"}.
+
+    `skipped` counts chosen conversations that were already in the dataset (or, for `ids`, routed elsewhere or
+    without an assistant reply).
+    """
+    if (budget is None) == (ids is None):
+        raise CurateError("say what to push: --budget N (routing chooses) or --ids ID... (exactly these)")
+    if budget is not None and budget < 0:
+        raise CurateError("--budget must be 0 or more")
+    strategy = get_strategy(strategy) if ids is None else None
+    run_id = store.start_run("push", {"dataset": dataset, "budget": budget, "ids": len(ids or []),
+                                      "strategy": getattr(strategy, "name", "ids")})
+    try:
+        picks, skipped = _choose(store, dataset, budget, ids, strategy)
+        space, dim = _vector_space(store)
+        settings = template(min_submitted=min_submitted, dimensions=dim)
+        conn = connection or connect(home=store.home)
+        dataset_id, question_ids = ensure_dataset(conn, dataset, workspace or DEFAULT_WORKSPACE, settings)
+        builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space)
+        pushed, unrateable = _send(store, conn, dataset, dataset_id, picks, builder, batch_size, run_id, progress)
+    except Exception as exc:
+        store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+        if isinstance(exc, CurateError):
+            raise
+        raise map_error(exc, getattr(connection, "url", "ARGILLA_API_URL")) from exc
+    by_strategy: dict[str, int] = {}
+    for pick in picks:
+        by_strategy[pick.strategy] = by_strategy.get(pick.strategy, 0) + 1
+    result = {"pushed": pushed, "skipped": skipped + unrateable, "dataset": dataset, "url": conn.url,
+              "by_strategy": by_strategy, "run_id": run_id}
+    store.finish_run(run_id, "done", result)
+    return result
+
+
+def _choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] | None,
+            strategy: Strategy | None) -> tuple[list[Pick], int]:
+    """The picks still to send, and how many chosen ones were skipped."""
+    with store.connect() as conn:
+        in_dataset = set(conn.execute(
+            sa.select(annotation_records.c.conversation_id).where(annotation_records.c.dataset == dataset)
+        ).scalars())
+    if ids is not None:
+        wanted = list(dict.fromkeys(ids))
+        with store.connect() as conn:
+            known = existing_ids(conn, conversations.c.id, wanted)
+        missing = [i for i in wanted if i not in known]
+        if missing:
+            raise CurateError(f"{len(missing)} of the --ids are not in the store (first: {missing[0]!r}); ingest them first")
+        routable = set(load_candidates(store, dataset).ids)
+        picks = [Pick(i, 0.0, "ids") for i in wanted if i in routable and i not in in_dataset]
+        return picks, len(wanted) - len(picks)
+    chosen = strategy.select(load_candidates(store, dataset), budget)
+    fresh = [p for p in chosen if p.conversation_id not in in_dataset]
+    room = max(0, budget - len(in_dataset))
+    return fresh[:room], len(chosen) - len(fresh[:room])
+
+
+def _vector_space(store: Store) -> tuple[str | None, int | None]:
+    """The newest embedding space and its size, or (None, None) before `curate embed` ran."""
+    try:
+        from curation.embed import spaces
+    except ImportError:  # the embed stage is optional for routing
+        return None, None
+    found = spaces(store)
+    return (found[0]["name"], int(found[0]["dim"])) if found else (None, None)
+
+
+def ensure_dataset(conn: Connection, name: str, workspace: str, settings: dict) -> tuple[str, dict[str, str]]:
+    """Create the workspace and dataset if needed; refuse a dataset whose settings differ. Returns (id, question ids)."""
+    import argilla as rg
+
+    client = conn.client
+    try:
+        if client.workspaces(workspace) is None:
+            rg.Workspace(name=workspace, client=client).create()
+        found = client.datasets(name=name, workspace=workspace)
+        if found is None:
+            found = rg.Dataset(name=name, workspace=workspace, settings=build_settings(settings), client=client).create()
+        else:
+            differ = differences(settings, found.settings.serialize())
+            if differ:
+                raise AnnotationError(
+                    f"dataset {name!r} in workspace {workspace!r} at {conn.url} has different settings: "
+                    f"{'; '.join(differ)}. Push into a new --dataset, or delete that dataset first"
+                )
+        return str(found.id), {q.name: str(q.id) for q in found.settings.questions}
+    except AnnotationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SDK errors are mapped once, here
+        raise map_error(exc, conn.url) from exc
+
+
+def _send(store: Store, conn: Connection, dataset: str, dataset_id: str, picks: list[Pick], builder: "_RecordBuilder",
+          batch_size: int, run_id: str, progress: bool | None) -> tuple[int, int]:
+    """Build batch i+1 while the server stores batch i; record each batch once the server acknowledged it."""
+    pushed = unrateable = 0
+    path = f"/api/v1/datasets/{dataset_id}/records/bulk"
+    batches = [picks[i : i + batch_size] for i in range(0, len(picks), batch_size)]
+    with tqdm(total=len(picks), unit="rec", desc=f"push {dataset}", disable=None if progress is None else not progress) as bar, \
+            ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for batch in [*batches, None]:
+            built = builder.build(batch) if batch is not None else None
+            if pending is not None:
+                future, sent = pending
+                future.result()
+                _record(store, dataset, sent, run_id)
+                pushed += len(sent)
+                bar.update(len(sent))
+            pending = None
+            if built is not None:
+                items, sent = built
+                unrateable += len(batch) - len(sent)
+                if items:
+                    pending = (pool.submit(conn.request, "PUT", path, json={"items": items}), sent)
+    return pushed, unrateable
+
+
+def _record(store: Store, dataset: str, sent: list[Pick], run_id: str) -> None:
+    now = utcnow()
+    rows = [
+        {"record_id": record_id(p.conversation_id), "dataset": dataset, "conversation_id": p.conversation_id,
+         "conversation_id_b": None, "priority": p.priority, "strategy": p.strategy, "pushed_at": now, "run_id": run_id}
+        for p in sent
+    ]
+    with store.begin() as conn:
+        insert_rows(conn, annotation_records, rows)
+
+
+class _RecordBuilder:
+    """Turns picks into Argilla record payloads (plain dicts; the SDK's objects cost more than the server's work)."""
+
+    def __init__(self, store: Store, redactor: Redactor, question_ids: dict[str, str], space: str | None):
+        self.store = store
+        self.redactor = redactor
+        self.question_ids = question_ids
+        self.space = space
+        self.labels = cluster_labels(store)
+        self.model_version = _suggestion_model(store)
+        self.agent = _AGENT_UNSAFE.sub("-", self.model_version)[:200] if self.model_version else None
+
+    def build(self, picks: list[Pick]) -> tuple[list[dict], list[Pick]]:
+        ids = [p.conversation_id for p in picks]
+        rows = self._rows(ids)
+        vectors = self._vectors(ids)
+        items, sent = [], []
+        for pick in picks:
+            row = rows.get(pick.conversation_id)
+            item = self._item(pick, row, vectors.get(pick.conversation_id)) if row is not None else None
+            if item is not None:
+                items.append(item)
+                sent.append(pick)
+        return items, sent
+
+    def _rows(self, ids: list[str]) -> dict[str, Any]:
+        c, f, a = conversations.c, failure_scores.c, cluster_assignments.c
+        query = (
+            sa.select(c.id, c.messages, c.model, c.created_at, f.failure_score, f.signals, a.cluster_id)
+            .select_from(conversations.outerjoin(failure_scores, f.conversation_id == c.id)
+                         .outerjoin(cluster_assignments, a.conversation_id == c.id))
+            .where(c.id.in_(ids))
+        )
+        found: dict[str, Any] = {}
+        with self.store.connect() as conn:
+            found.update((r.id, r) for r in conn.execute(query))
+            if self.model_version is not None:
+                found_rewards = dict(conn.execute(
+                    sa.select(rewards.c.conversation_id, rewards.c.attributes)
+                    .where(rewards.c.model_version == self.model_version, rewards.c.conversation_id.in_(ids))
+                ).all())
+            else:
+                found_rewards = {}
+        self.rewards = found_rewards
+        return found
+
+    def _vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        if self.space is None:
+            return {}
+        from curation.embed import load_vectors
+
+        found, matrix = load_vectors(self.store, self.space, ids)
+        return dict(zip(found, matrix))
+
+    def _item(self, pick: Pick, row: Any, vector: np.ndarray | None) -> dict | None:
+        messages = loads(row.messages) or []
+        last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+        if last is None:
+            return None
+        redact = self.redactor.redact
+        context = [{"role": str(m.get("role", "user")), "content": redact(_text(m)) or " "} for m in messages[:last]]
+        item: dict[str, Any] = {
+            "external_id": record_id(pick.conversation_id),
+            "fields": {"conversation": context, "response": redact(_text(messages[last])) or "(empty response)"},
+            "metadata": self._metadata(pick, row),
+        }
+        if vector is not None:
+            item["vectors"] = {VECTOR: vector}
+        suggestions = self._suggestions(pick.conversation_id)
+        if suggestions:
+            item["suggestions"] = suggestions
+        return item
+
+    def _metadata(self, pick: Pick, row: Any) -> dict:
+        meta: dict[str, Any] = {"strategy": pick.strategy}
+        if row.failure_score is not None:
+            meta["failure_score"] = min(1.0, max(0.0, float(row.failure_score)))
+        if row.cluster_id is not None:
+            meta["cluster_id"] = int(row.cluster_id)
+            if self.labels.get(row.cluster_id):
+                meta["cluster_label"] = self.labels[row.cluster_id][:200]
+        fired = [s["name"] for s in (loads(row.signals) or []) if _fired(s)]
+        if fired:
+            meta["signals"] = fired
+        if row.model:
+            meta["model"] = row.model[:200]
+        if row.created_at:
+            meta["date"] = row.created_at[:10]
+        return meta
+
+    def _suggestions(self, conversation_id: str) -> list[dict]:
+        attributes = loads(self.rewards.get(conversation_id)) if self.rewards else None
+        if not isinstance(attributes, dict):
+            return []
+        out = []
+        for name in ATTRIBUTES:
+            value = attributes.get(name)
+            if isinstance(value, (int, float)) and name in self.question_ids and np.isfinite(value):
+                out.append({"question_id": self.question_ids[name], "value": int(min(4, max(0, round(value)))),
+                            "agent": self.agent})
+        return out
+
+
+def _fired(signal: Any) -> bool:
+    return isinstance(signal, dict) and bool(signal.get("name")) and (signal.get("value") or 0) > 0
+
+
+def _text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return "" if content is None else str(content)
+
+
+def _suggestion_model(store: Store) -> str | None:
+    """The reward model whose attribute predictions become suggestions: the newest version that wrote rewards."""
+    with store.connect() as conn:
+        return conn.execute(
+            sa.select(rewards.c.model_version).where(rewards.c.attributes.is_not(None))
+            .order_by(rewards.c.scored_at.desc()).limit(1)
+        ).scalar()
+
+
+def pushed_records(store: Store, dataset: str) -> Iterable[dict]:
+    """The records routed into `dataset`, as rows of `annotation_records`."""
+    with store.connect() as conn:
+        yield from (dict(r._mapping) for r in conn.execute(
+            sa.select(annotation_records).where(annotation_records.c.dataset == dataset)))

@@ -1,0 +1,99 @@
+"""`curate annotate push|pull|status`: route conversations to Argilla, bring ratings home, show progress."""
+from __future__ import annotations
+
+import click
+
+from curation.cli.common import home_option, json_option, reports
+
+dataset_option = click.option("--dataset", required=True, help="Argilla dataset name (created by the first push).")
+workspace_option = click.option("--workspace", default=None, help="Argilla workspace (default: argilla).")
+
+
+@click.command()
+@dataset_option
+@click.option("--budget", type=int, default=None, help="Routed records the dataset should hold; a rerun tops it up.")
+@click.option("--ids", multiple=True, help="Route exactly these conversation ids (repeat, or separate with commas).")
+@click.option("--strategy", type=click.Choice(["failure", "random"]), default="failure", show_default=True,
+              help="failure: highest failure scores spread over clusters + 20% exploration; random: uniform sample.")
+@click.option("--min-submitted", type=int, default=1, show_default=True,
+              help="Annotators per record before it counts as done (2+ for agreement studies).")
+@workspace_option
+@home_option
+@json_option
+@reports
+def push(dataset, budget, ids, strategy, min_submitted, workspace, home, as_json):  # noqa: ANN001, ANN201
+    """Send conversations to Argilla as HelpSteer2 rating tasks, PII redacted. Idempotent and resumable."""
+    from annotations.push import push as run_push
+    from curation.store import Store
+
+    wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
+    result = run_push(Store.open(home), dataset, budget=budget if wanted is None else None, ids=wanted,
+                      strategy=strategy, workspace=workspace, min_submitted=min_submitted)
+    shares = ", ".join(f"{k} {v}" for k, v in sorted(result["by_strategy"].items()))
+    return result, f"pushed {result['pushed']:,} records to {dataset!r} at {result['url']} ({shares or 'none new'}); skipped {result['skipped']:,}"
+
+
+@click.command()
+@dataset_option
+@workspace_option
+@home_option
+@json_option
+@reports
+def pull(dataset, workspace, home, as_json):  # noqa: ANN001, ANN201
+    """Store new and changed responses, update the consensus ratings, and report agreement."""
+    from annotations.pull import pull as run_pull
+    from curation.store import Store
+
+    result = run_pull(Store.open(home), dataset, workspace=workspace)
+    return result, _human_pull(result)
+
+
+@click.command()
+@dataset_option
+@workspace_option
+@home_option
+@json_option
+@reports
+def status(dataset, workspace, home, as_json):  # noqa: ANN001, ANN201
+    """Progress per dataset and per annotator (server and store)."""
+    from annotations.pull import status as run_status
+    from curation.store import Store
+
+    result = run_status(Store.open(home), dataset, workspace=workspace)
+    return result, _human_status(result)
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:5.2f}"
+
+
+def _human_pull(r: dict) -> str:
+    a = r["agreement"]
+    lines = [f"{r['pulled']:,} records with new responses, {r['responses']:,} new submitted responses",
+             f"agreement over {a['records']:,} records ({a['multi_annotated']:,} with 2+ annotators, "
+             f"{a['disagreement']:,} flagged):",
+             "  attribute      kappa  alpha   (after spread filter: kappa  alpha)"]
+    for name, before in a["before_filter"]["attributes"].items():
+        after = a["after_filter"]["attributes"][name]
+        lines.append(f"  {name:<13} {_fmt(before['kappa'])}  {_fmt(before['alpha'])}"
+                     f"                        {_fmt(after['kappa'])}  {_fmt(after['alpha'])}")
+    b, f = a["before_filter"]["overall"], a["after_filter"]["overall"]
+    lines.append(f"  {'overall':<13} {_fmt(b['kappa'])}  {_fmt(b['alpha'])}                        {_fmt(f['kappa'])}  {_fmt(f['alpha'])}")
+    for name, s in a["annotators"].items():
+        lines.append(f"  {name}: {s['count']:,} responses, mean offset {_fmt(s['mean_offset'])}")
+    return "\n".join(lines)
+
+
+def _human_status(r: dict) -> str:
+    s = r["store"]
+    if r.get("server_error"):
+        head = f"server: {r['server_error']}"
+    else:
+        head = f"{r['dataset']}: {r['completed']:,} of {r['total']:,} records completed, {r['pending']:,} pending"
+    lines = [head, f"store: {s['pushed']:,} pushed, {s['rated']:,} rated ({s['disagreement']:,} flagged), last pull {s['last_pull'] or 'never'}"]
+    for name, counts in sorted(r["annotators"].items()):
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
+COMMANDS = [push, pull, status]
