@@ -20,7 +20,8 @@ def match(old_ids: list[int], old_centroids: np.ndarray, new_centroids: np.ndarr
     ids = [-1] * len(new_centroids)
     if len(old_ids) and len(new_centroids):
         sim = new_centroids @ old_centroids.T
-        rows, cols = linear_sum_assignment(-sim)
+        # Pairs below the threshold can never match; zeroing them keeps them from steering the other pairs.
+        rows, cols = linear_sum_assignment(-np.where(sim >= min_similarity, sim, 0.0))
         for r, c in zip(rows, cols):
             if sim[r, c] >= min_similarity:
                 ids[r] = old_ids[c]
@@ -30,15 +31,18 @@ def match(old_ids: list[int], old_centroids: np.ndarray, new_centroids: np.ndarr
     return ids
 
 
-def radii(sim: np.ndarray, labels: np.ndarray, k: int, quantile: float = 0.05, floor: float = 0.3) -> np.ndarray:
-    """Per cluster, the similarity that 95% of its members reach: a new conversation below it is novel."""
+def radii(sim: np.ndarray, labels: np.ndarray, k: int, floor: float = 0.3) -> np.ndarray:
+    """Per cluster, the least similarity a new member may have: 3 robust standard deviations (1.4826·MAD) below
+    the members' median similarity to the centroid. A new conversation below it is novel."""
     out = np.full(k, floor, dtype=np.float32)
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(k + 1))
     for c in range(k):
         members = sim[order[bounds[c] : bounds[c + 1]]]
         if len(members):
-            out[c] = max(floor, float(np.quantile(members, quantile)))
+            median = float(np.median(members))
+            spread = 1.4826 * float(np.median(np.abs(members - median)))
+            out[c] = max(floor, median - 3 * spread)
     return out
 
 

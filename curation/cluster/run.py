@@ -2,7 +2,7 @@
 
 A run either *extends* the stored clustering or *refits* it:
 - extend: conversations without an assignment join their nearest cluster when their cosine similarity reaches
-  that cluster's radius (the similarity 95% of its members reach); the rest join it marked `novel`.
+  that cluster's radius (3 robust standard deviations below its members' median similarity); the rest join it marked `novel`.
 - refit: when there is no clustering yet, when `refit=True`, when the embedding space changed, or (with
   `refit="auto"`) when novel conversations exceed `drift` (10%) of all. The new clusters are matched to the old
   ones (`identity.match`), so ids and their history survive.
