@@ -1,30 +1,50 @@
-"""`curate demo`: the loop on generated sample traffic, offline."""
+"""`curate demo`: the whole loop on generated sample traffic, offline."""
 from __future__ import annotations
 
-import click
+import time
 
-from curation.cli.common import home_option, json_option, reports
+import click
+import orjson
+
+from curation.cli.common import fail, home_option, json_option
 
 
 @click.command()
-@click.option("--conversations", "n", type=int, default=3_000, show_default=True, help="How many conversations to generate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the generated traffic.")
-@click.option("--no-serve", is_flag=True, help="Do not leave the Argilla server running at the end (for CI).")
+@click.option("--conversations", "n", type=int, default=1_500, show_default=True, help="Conversations of day 1 (day 2 brings half as many).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the traffic and the simulated annotators.")
+@click.option("--port", type=int, default=None, help="Port for the embedded Argilla server (default 6900, else a free one).")
+@click.option("--no-serve", is_flag=True, help="Stop the Argilla server at the end instead of leaving it up (for CI).")
 @home_option
 @json_option
-@reports
-def demo(n, seed, no_serve, home, as_json):  # noqa: ANN001, ANN201
-    """Generate sample production traffic with planted failures and run Curate on it."""
-    from curation.config import resolve_home
-    from curation.ingest import ingest
-    from curation.sample import write_jsonl
-    from curation.store import Store
+def demo(n, seed, port, no_serve, home, as_json):  # noqa: ANN001, ANN201
+    """Generate sample production traffic with planted failures and run the loop on it twice.
 
-    home_path = resolve_home(home)
-    traffic = write_jsonl(home_path / "demo" / f"traffic-{seed}.jsonl", n, seed=seed)
-    store = Store.open(home_path)
-    summary = ingest(store, [traffic])
-    result = {"traffic": str(traffic), "ingest": summary}
-    human = (f"generated {n:,} conversations → {traffic}\n"
-             f"ingested {summary['ingested']:,} (duplicates {summary['duplicates']:,}, quarantined {summary['quarantined']:,})")
-    return result, human
+    Between the runs, simulated annotators (seeded, noisy, clearly not people) rate the pushed conversations through
+    the real Argilla API. The second run trains a reward model from those ratings and gates it. At the end the
+    embedded Argilla server stays up (Ctrl+C stops it) and the report's path, the URL and the login are printed.
+    """
+    from curation.errors import CurateError
+    from loops.demo import run_demo
+
+    say = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
+    try:
+        summary, server = run_demo(home, conversations=n, seed=seed, port=port, on_event=say)
+    except CurateError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(orjson.dumps({**summary, "served": not no_serve}, default=str).decode())
+    else:
+        login = summary["login"]
+        click.echo(f"\nreport:  {summary['report']}\nArgilla: {summary['url']}  (login {login['username']} / {login['password']})")
+    if no_serve:
+        server.stop()
+        return
+    if not as_json:
+        click.echo("The Argilla server stays up so you can look around; press Ctrl+C to stop it.")
+    try:
+        while server.process.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

@@ -1,0 +1,114 @@
+"""Simulated annotators for the demo: seeded, noisy, and clearly not people.
+
+They rate through the real Argilla API exactly as the web UI does (each with its own user and API key, one
+response per record), answering from the failure mode planted in the sample traffic (`metadata.demo_truth`).
+Each record is rated by `per_record` of them, chosen by a hash of the record, so their agreement can be measured.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+import httpx
+import sqlalchemy as sa
+
+from curation.errors import CurateError
+from curation.store import Store, loads
+from curation.store.tables import conversations
+
+# the mean score each attribute gets for each planted failure of the rated answer (None = a good answer)
+MEANS = {
+    None: dict(helpfulness=3.5, correctness=3.7, coherence=3.7, complexity=1.5, verbosity=2.0),
+    "wrong_arithmetic": dict(helpfulness=0.8, correctness=0.2, coherence=3.2, complexity=1.0, verbosity=1.8),
+    "broken_code": dict(helpfulness=0.8, correctness=0.5, coherence=2.0, complexity=2.0, verbosity=2.0),
+    "refusal": dict(helpfulness=0.2, correctness=2.0, coherence=3.0, complexity=0.3, verbosity=0.5),
+    "truncated": dict(helpfulness=1.0, correctness=1.8, coherence=1.2, complexity=1.0, verbosity=0.6),
+    "off_topic": dict(helpfulness=0.2, correctness=1.0, coherence=1.5, complexity=1.0, verbosity=2.0),
+    "ignored_instruction": dict(helpfulness=1.2, correctness=2.5, coherence=3.0, complexity=1.0, verbosity=4.0),
+}
+
+
+@dataclass
+class SimulatedAnnotator:
+    name: str
+    seed: int
+    noise: float = 0.6  # standard deviation of each score before rounding
+    rewrite_rate: float = 0.6  # how often it writes a better response for a failed answer
+
+    def rate(self, record_key: str, failure: str | None, reference: str) -> dict:
+        rng = random.Random(f"{self.seed}:{self.name}:{record_key}")
+        values = {q: {"value": int(min(4, max(0, round(m + rng.gauss(0, self.noise)))))} for q, m in MEANS.get(failure, MEANS[None]).items()}
+        if failure and reference and rng.random() < self.rewrite_rate:
+            values["rewrite"] = {"value": reference}
+        return values
+
+
+def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: str, n_annotators: int = 3,
+             per_record: int = 2, seed: int = 0) -> dict:
+    """Have `n_annotators` simulated annotators rate every record of `dataset`; returns {"responses", "annotators"}.
+
+    Idempotent: a record an annotator already answered is skipped.
+    """
+    owner = httpx.Client(base_url=api_url, headers={"X-Argilla-Api-Key": api_key}, timeout=60)
+    ws = next((w for w in _get(owner, "/api/v1/me/workspaces")["items"] if w["name"] == workspace), None)
+    ds = next((d for d in _get(owner, "/api/v1/me/datasets")["items"] if d["name"] == dataset and ws and d["workspace_id"] == ws["id"]), None)
+    if ws is None or ds is None:
+        raise CurateError(f"dataset {dataset!r} in workspace {workspace!r} not found on {api_url}; push first")
+    annotators = [SimulatedAnnotator(f"simulated-annotator-{i + 1}", seed + i) for i in range(n_annotators)]
+    keys = {a.name: _ensure_user(owner, a.name, ws["id"]) for a in annotators}
+    truths = _truths(store)
+    responses = 0
+    offset = 0
+    while True:
+        page = _get(owner, f"/api/v1/datasets/{ds['id']}/records", params={"offset": offset, "limit": 500})["items"]
+        if not page:
+            break
+        offset += len(page)
+        for record in page:
+            key = record["external_id"]
+            truth = truths.get(key.split("|")[0], {})
+            for annotator in _raters(annotators, key, per_record):
+                values = annotator.rate(key, truth.get("last_answer_failure"), truth.get("reference", ""))
+                answer = httpx.post(f"{api_url}/api/v1/records/{record['id']}/responses", timeout=60,
+                                    headers={"X-Argilla-Api-Key": keys[annotator.name]},
+                                    json={"values": values, "status": "submitted"})
+                if answer.status_code == 201:
+                    responses += 1
+                elif answer.status_code != 409:  # 409: this annotator answered it in an earlier round
+                    raise CurateError(f"simulated annotator {annotator.name}: {answer.status_code} {answer.text[:200]}")
+    return {"responses": responses, "annotators": [a.name for a in annotators], "simulated": True}
+
+
+def _raters(annotators: list[SimulatedAnnotator], key: str, per_record: int) -> list[SimulatedAnnotator]:
+    start = int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(annotators)
+    return [annotators[(start + i) % len(annotators)] for i in range(min(per_record, len(annotators)))]
+
+
+def _truths(store: Store) -> dict[str, dict]:
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(conversations.c.id, conversations.c.metadata)).all()
+    return {cid: (loads(meta) or {}).get("demo_truth", {}) for cid, meta in rows if meta}
+
+
+def _get(client: httpx.Client, path: str, params: dict | None = None) -> dict:
+    response = client.get(path, params=params)
+    if response.status_code != 200:
+        raise CurateError(f"{client.base_url}{path}: {response.status_code} {response.text[:200]}")
+    return response.json()
+
+
+def _ensure_user(owner: httpx.Client, name: str, workspace_id: str) -> str:
+    """Create the user (or find it) and give it the workspace; returns its API key."""
+    users = {u["username"]: u for u in _get(owner, "/api/v1/users")["items"]}
+    user = users.get(name)
+    if user is None:
+        created = owner.post("/api/v1/users", json={"username": name, "first_name": "Simulated", "last_name": name.split("-")[-1],
+                                                     "role": "annotator", "password": f"simulated-{name}-pw"})
+        if created.status_code != 201:
+            raise CurateError(f"cannot create simulated annotator {name}: {created.status_code} {created.text[:200]}")
+        user = created.json()
+    members = {u["id"] for u in _get(owner, f"/api/v1/workspaces/{workspace_id}/users")["items"]}
+    if user["id"] not in members:
+        owner.post(f"/api/v1/workspaces/{workspace_id}/users", json={"user_id": user["id"]})
+    return user["api_key"]
