@@ -24,3 +24,5 @@ def conversations(out, home, as_json):  # noqa: ANN001, ANN201
 
     result = export_conversations(Store.open(home), out)
     return result, f"wrote {result['rows']:,} conversations to {result['out']}"
+
+[export.add_command(command) for command in __import__("curation.cli.export_learn", fromlist=["COMMANDS"]).COMMANDS]  # noqa: E501 - preferences, ratings

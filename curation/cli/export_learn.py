@@ -1,0 +1,66 @@
+"""`curate export preferences` and `curate export ratings`: datasets for reward-model training (loops.export)."""
+from __future__ import annotations
+
+import click
+
+from curation.cli.common import home_option, json_option, reports
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]), default="hf", show_default=True,
+                      help="hf = datasets.save_to_disk folder; parquet/jsonl = train and test files.")
+
+
+@click.command("preferences")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@FORMAT
+@click.option("--dataset", default=None, help="Only ratings from this Argilla dataset (default: all).")
+@click.option("--rule", "rules", multiple=True, type=click.Choice(["ratings", "preference", "rewrite", "feedback"]),
+              help="Pair rules to apply (repeat; default: ratings, preference, rewrite). See docs/reward-models.md.")
+@click.option("--weights", default=None, help='Rule (a) score as attribute weights, e.g. "helpfulness=0.7,correctness=0.3".')
+@click.option("--tie-threshold", type=float, default=0.5, show_default=True, help="Rule (a): drop closer pairs.")
+@click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
+@click.option("--test-size", type=float, default=0.1, show_default=True, help="Fraction of contexts held out.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mix", multiple=True, help="Also include TRL-format preference data: a file, folder or hub id (repeat).")
+@click.option("--push-to-hub", default=None, metavar="REPO", help="Also push the export to this Hugging Face repo.")
+@home_option
+@json_option
+@reports
+def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagreement, test_size, seed, mix,
+                push_to_hub, home, as_json):  # noqa: ANN001, ANN201
+    """Preference pairs in TRL's conversational columns (prompt, chosen, rejected, margin) plus provenance."""
+    from curation.errors import InputError
+    from curation.store import Store
+    from loops.export import PairRules, export_preferences
+
+    try:
+        parsed = {k.strip(): float(v) for k, v in (w.split("=") for w in weights.split(","))} if weights else None
+    except ValueError:
+        raise InputError(f"--weights {weights!r} is not NAME=NUMBER,…; e.g. helpfulness=0.7,correctness=0.3") from None
+    pair_rules = PairRules(tie_threshold=tie_threshold, weights=parsed, include_disagreement=include_disagreement,
+                           test_size=test_size, seed=seed, **({"rules": tuple(rules)} if rules else {}))
+    result = export_preferences(Store.open(home), out, fmt=fmt, rules=pair_rules, dataset=dataset, mix=list(mix),
+                                push_to_hub=push_to_hub)
+    return result, f"wrote {result['pairs']:,} pairs ({result['train']:,} train, {result['test']:,} test) to {result['out']}"
+
+
+@click.command("ratings")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@FORMAT
+@click.option("--dataset", default=None, help="Only ratings from this Argilla dataset (default: all).")
+@click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
+@click.option("--test-size", type=float, default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@home_option
+@json_option
+@reports
+def ratings(out, fmt, dataset, include_disagreement, test_size, seed, home, as_json):  # noqa: ANN001, ANN201
+    """Rating regression data: context, response and the five HelpSteer2 attributes (SteerLM-style)."""
+    from curation.store import Store
+    from loops.export import export_ratings
+
+    result = export_ratings(Store.open(home), out, fmt=fmt, dataset=dataset, include_disagreement=include_disagreement,
+                            test_size=test_size, seed=seed)
+    return result, f"wrote {result['rows']:,} rated responses ({result['train']:,} train, {result['test']:,} test) to {result['out']}"
+
+
+COMMANDS = [preferences, ratings]

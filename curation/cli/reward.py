@@ -1,0 +1,118 @@
+"""`curate reward …`: train, evaluate, list, promote reward models and score the store (loops.reward, loops.registry)."""
+from __future__ import annotations
+
+import click
+
+from curation.cli.common import home_option, json_option, reports
+
+
+@click.group()
+def reward() -> None:
+    """Reward models: train on exported preferences, evaluate, promote through the gate, score traffic."""
+
+
+@reward.command()
+@click.option("--data", required=True, type=click.Path(exists=True), help="Export folder or TRL-format JSONL/Parquet file.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the checkpoint.")
+@click.option("--base", default=None, help="HF model name or folder (default: the bundled all-MiniLM-L6-v2).")
+@click.option("--loss", type=click.Choice(["bt", "margin-bt", "scaled-bt", "regression", "regression-then-bt"]),
+              default="bt", show_default=True)
+@click.option("--ratings", default=None, type=click.Path(exists=True),
+              help="`curate export ratings` folder (regression-then-bt's first stage).")
+@click.option("--epochs", type=float, default=2.0, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--learning-rate", type=float, default=5e-5, show_default=True)
+@click.option("--max-length", type=int, default=256, show_default=True)
+@click.option("--max-steps", type=int, default=-1, help="Stop each stage after N steps (smoke runs).")
+@click.option("--no-length-debias", is_flag=True, help="Plain objective, without the length term and penalty.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@home_option
+@json_option
+@reports
+def train(data, out, base, loss, ratings, epochs, batch_size, learning_rate, max_length, max_steps, no_length_debias,
+          seed, home, as_json):  # noqa: ANN001, ANN201
+    """Fine-tune a reward model and register it as a candidate."""
+    from curation.store import Store
+    from loops.reward import TrainConfig
+    from loops.reward import train as run_train
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
+                      max_steps=max_steps, seed=seed, length_term=not no_length_debias,
+                      length_penalty=0.0 if no_length_debias else TrainConfig.length_penalty)
+    result = run_train(data, out, base=base, loss=loss, config=cfg, ratings=ratings, store=Store.open(home))
+    acc = result["eval_accuracy"]
+    return result, (f"trained {result['version']} ({loss}) on {result['train_pairs']:,} pairs in {result['seconds']} s; "
+                    f"held-out accuracy {'n/a' if acc is None else f'{acc:.3f}'}; saved to {result['model']}")
+
+
+@reward.command("eval")
+@click.option("--model", required=True, help="Checkpoint folder or registry version.")
+@click.option("--pairs", required=True, type=click.Path(exists=True), help="TRL-format JSONL (or an export folder: its test split).")
+@home_option
+@json_option
+@reports
+def eval_(model, pairs, home, as_json):  # noqa: ANN001, ANN201
+    """Pairwise accuracy overall, per cluster and per source, with 95% Wilson intervals."""
+    from curation.store import Store
+    from loops.registry import resolve_model
+    from loops.reward import evaluate
+
+    _, path = resolve_model(Store.open(home), model)
+    r = evaluate(path, pairs)
+    lines = [f"accuracy {r['accuracy']} (95% CI {r['ci_low']}–{r['ci_high']}, n={r['n']}); "
+             f"longer-answer baseline {r['length_baseline']}; corr(reward, length) {r['length_correlation']}"]
+    lines += [f"  cluster {k}: {v['accuracy']} (n={v['n']})" for k, v in r["by_cluster"].items()]
+    lines += [f"  source {k}: {v['accuracy']} (n={v['n']})" for k, v in r["by_source"].items()]
+    return r, "\n".join(lines)
+
+
+@reward.command("list")
+@home_option
+@json_option
+@reports
+def list_(home, as_json):  # noqa: ANN001, ANN201
+    """Registered reward models, oldest first."""
+    from curation.store import Store
+    from loops.registry import list_models
+
+    models = list_models(Store.open(home))
+    lines = [f"{m['version']}  {m['status']:<9} {m['loss']:<18} data {m['data_version']}  "
+             f"acc {((m['metrics'] or {}).get('eval') or {}).get('accuracy')}" for m in models]
+    return {"models": models}, "\n".join(lines) or "no reward models yet; run `curate reward train`"
+
+
+@reward.command()
+@click.argument("version")
+@click.option("--gate", default=None, type=click.Path(exists=True),
+              help="Gate pairs (JSONL or export folder); the first one given stays the fixed gate set.")
+@click.option("--tolerance", type=float, default=0.0, show_default=True,
+              help="Accuracy drop always allowed; the gate also allows the drop's 95% CI half-width.")
+@click.option("--force", is_flag=True, help="Promote even if the gate fails (recorded as forced).")
+@home_option
+@json_option
+@reports
+def promote(version, gate, tolerance, force, home, as_json):  # noqa: ANN001, ANN201
+    """Make VERSION the champion if it is not worse than the current one on the gate set."""
+    from curation.store import Store
+    from loops.registry import promote as run_promote
+
+    r = run_promote(Store.open(home), version, gate=gate, tolerance=tolerance, force=force)
+    f = r["figures"]
+    return r, (f"{r['decision']}: {version} ({f['challenger_accuracy']}) vs champion {r['champion']} "
+               f"({f.get('champion_accuracy', 'n/a')}) on {f['n']} gate pairs"
+               + (f"; worse on {', '.join(f['failed'])}" if f["failed"] else ""))
+
+
+@reward.command()
+@click.option("--model", default=None, help="Checkpoint folder or registry version (default: the champion).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@home_option
+@json_option
+@reports
+def score(model, batch_size, home, as_json):  # noqa: ANN001, ANN201
+    """Score conversations not yet scored by this model; stores the reward (and attributes) in `rewards`."""
+    from curation.store import Store
+    from loops.reward import score as run_score
+
+    r = run_score(Store.open(home), model=model, batch_size=batch_size)
+    return r, f"scored {r['scored']:,} conversations with {r['model_version']} ({r['per_second']} conv/s)"

@@ -1,0 +1,59 @@
+"""`RewardModel`: load a trained checkpoint and score (context, response) pairs in length-sorted batches."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from curation.errors import InputError
+from loops.reward.render import Renderer
+
+
+class RewardModel:
+    """A reward-model checkpoint ready to score. Reads `curate_reward.json` when present (our models); any other
+    single-logit sequence-classification checkpoint is scored with its chat template or the plain rendering."""
+
+    def __init__(self, path: str | Path, batch_size: int = 64, max_length: int | None = None, threads: int | None = None):
+        import torch
+        import transformers
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.path = Path(path)
+        if not (self.path / "config.json").exists():
+            raise InputError(f"{self.path} is not a model folder (no config.json); pass the --out of `curate reward train`")
+        meta_file = self.path / "curate_reward.json"
+        self.meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        if threads:
+            torch.set_num_threads(threads)
+        transformers.logging.set_verbosity_error()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(self.device)
+        self.renderer = Renderer(self.tokenizer, max_length or self.meta.get("max_length", 256), self.meta.get("rendering"))
+        self.head = self.meta.get("reward_head", 0)
+        self.attributes = self.meta.get("attributes")
+        self.batch_size = batch_size
+
+    def score(self, prompts: list[list[dict]], responses: list[dict], progress: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rewards (n,) and, for multi-attribute models, attribute predictions (n, 5)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from loops.reward.trainer import _pad
+
+        encoded = [self.renderer.encode(p, r) for p, r in zip(prompts, responses)]
+        order = np.argsort([len(e["input_ids"]) for e in encoded], kind="stable")  # little padding per batch
+        logits = np.zeros((len(encoded), self.model.config.num_labels), dtype=np.float32)
+        show = progress if progress is not None else (sys.stderr.isatty() and len(encoded) > self.batch_size)
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(order), self.batch_size), disable=not show, desc="scoring", unit="batch"):
+                idx = order[start : start + self.batch_size]
+                batch = _pad([encoded[i] for i in idx], self.tokenizer.pad_token_id)
+                out = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
+                logits[idx] = out.float().cpu().numpy()
+        return logits[:, self.head], (logits if self.attributes else None)
