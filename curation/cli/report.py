@@ -1,0 +1,26 @@
+"""`curate report --out report.html`."""
+from __future__ import annotations
+
+import click
+
+from curation.cli.common import home_option, json_option, reports
+
+
+@click.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The HTML file to write.")
+@click.option("--top", type=click.IntRange(1), default=20, show_default=True, help="Clusters in the table, bars and trend.")
+@click.option("--points", type=click.IntRange(100), default=5_000, show_default=True, help="Most conversations on the map.")
+@click.option("--projection", type=click.Choice(["pca", "umap"]), default="pca", show_default=True,
+              help="How the map is drawn; umap needs umap-learn and takes longer.")
+@click.option("--min-users", type=click.IntRange(1), default=5, show_default=True,
+              help="Privacy threshold for showing a cluster's label, keywords and examples.")
+@home_option
+@json_option
+@reports
+def report(out, top, points, projection, min_users, home, as_json):  # noqa: ANN001, ANN201
+    """Write a self-contained HTML report: cluster map, failure-rate bars, trends, the failure-cluster table."""
+    from curation.report import write_report
+    from curation.store import Store
+
+    result = write_report(Store.open(home), out, top=top, max_points=points, projection=projection, min_users=min_users)
+    return result, f"wrote {result['out']} ({result['clusters']} clusters, {result['points']:,} points on the map)"
