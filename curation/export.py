@@ -127,3 +127,8 @@ def _write_parquet(rows, path: Path) -> int:  # noqa: ANN001
         if buffer:
             writer.write_table(pa.Table.from_pylist(buffer, schema))
     return n
+
+# the find-the-failures stage's columns (cluster, failure score and signals, reward)
+from curation.cluster.columns import COLUMNS as _FAILURE_COLUMNS, failure_columns as _failure_columns  # noqa: E402
+
+COLUMN_PROVIDERS.append((_FAILURE_COLUMNS, _failure_columns))

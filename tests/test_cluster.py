@@ -210,3 +210,19 @@ def test_migration_0003_downgrades_and_upgrades(store):
     assert not ours & tables() and "conversations" in tables()
     store.migrate()
     assert ours <= tables()
+
+
+def test_export_conversations_gains_cluster_and_failure_columns(store, cli, tmp_path):
+    X, y = blobs(10, [0, 1], seed=0)
+    ids = add_conversations(store, y, "a", failing_topic=1, users=5)
+    ingest_records(store, [{"id": "lonely", "messages": [{"role": "user", "content": "hi"},
+                                                         {"role": "assistant", "content": "hello"}]}])
+    cluster(store, k=2, vectors=(ids, X))
+    out = tmp_path / "conv.jsonl"
+    cli.json("export", "conversations", "--out", out, "--home", cli.home)
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    failing = rows[ids[-1]]
+    assert failing["cluster_id"] is not None and failing["cluster_label"] and failing["failure_score"] >= 0.9
+    assert failing["signals"][0]["name"] == "thumbs_down" and failing["reward"] is None
+    lonely = rows["lonely"]
+    assert lonely["cluster_id"] is None and lonely["cluster_label"] is None and lonely["failure_score"] == 0
