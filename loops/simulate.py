@@ -48,7 +48,7 @@ def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: 
              per_record: int = 2, seed: int = 0) -> dict:
     """Have `n_annotators` simulated annotators rate every record of `dataset`; returns {"responses", "annotators"}.
 
-    Idempotent: a record an annotator already answered is skipped.
+    Idempotent: answers are upserts of the same seeded values.
     """
     owner = httpx.Client(base_url=api_url, headers={"X-Argilla-Api-Key": api_key}, timeout=60)
     ws = next((w for w in _get(owner, "/api/v1/me/workspaces")["items"] if w["name"] == workspace), None)
@@ -58,7 +58,7 @@ def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: 
     annotators = [SimulatedAnnotator(f"simulated-annotator-{i + 1}", seed + i) for i in range(n_annotators)]
     keys = {a.name: _ensure_user(owner, a.name, ws["id"]) for a in annotators}
     truths = _truths(store)
-    responses = 0
+    work: dict[str, list[dict]] = {a.name: [] for a in annotators}
     offset = 0
     while True:
         page = _get(owner, f"/api/v1/datasets/{ds['id']}/records", params={"offset": offset, "limit": 500})["items"]
@@ -70,13 +70,18 @@ def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: 
             truth = truths.get(key.split("|")[0], {})
             for annotator in _raters(annotators, key, per_record):
                 values = annotator.rate(key, truth.get("last_answer_failure"), truth.get("reference", ""))
-                answer = httpx.post(f"{api_url}/api/v1/records/{record['id']}/responses", timeout=60,
-                                    headers={"X-Argilla-Api-Key": keys[annotator.name]},
-                                    json={"values": values, "status": "submitted"})
-                if answer.status_code == 201:
-                    responses += 1
-                elif answer.status_code != 409:  # 409: this annotator answered it in an earlier round
-                    raise CurateError(f"simulated annotator {annotator.name}: {answer.status_code} {answer.text[:200]}")
+                work[annotator.name].append({"record_id": record["id"], "values": values, "status": "submitted"})
+    responses = 0
+    for name, items in work.items():  # the bulk upsert the web UI uses: re-sending the same answers changes nothing
+        client = httpx.Client(base_url=api_url, headers={"X-Argilla-Api-Key": keys[name]}, timeout=120)
+        for start in range(0, len(items), 100):
+            answer = client.post("/api/v1/me/responses/bulk", json={"items": items[start:start + 100]})
+            if answer.status_code != 200:
+                raise CurateError(f"simulated annotator {name}: {answer.status_code} {answer.text[:200]}")
+            errors = [i["error"]["detail"] for i in answer.json()["items"] if i.get("error")]
+            if errors:
+                raise CurateError(f"simulated annotator {name}: {errors[0][:200]}")
+            responses += len(items[start:start + 100])
     return {"responses": responses, "annotators": [a.name for a in annotators], "simulated": True}
 
 
