@@ -18,7 +18,8 @@ import orjson
 
 from curation.errors import CurateError
 
-RETRIES = 6  # attempts per request: with the backoff below, about a minute of a server being down or busy
+# attempts per request: with the backoff below, about half a minute of a server being down or busy
+RETRIES = 6  # default; CURATE_ANNOTATE_RETRIES overrides it
 BACKOFF_S = 0.5
 TIMEOUT_S = 120
 
@@ -70,7 +71,7 @@ class Connection:
 
 
 def connect(api_url: str | None = None, api_key: str | None = None, home: str | os.PathLike | None = None,
-            retries: int = RETRIES) -> Connection:
+            retries: int | None = None) -> Connection:
     """Connect to Argilla: explicit arguments > ARGILLA_API_URL / ARGILLA_API_KEY > the embedded server of `home`."""
     import argilla as rg
 
@@ -82,6 +83,7 @@ def connect(api_url: str | None = None, api_key: str | None = None, home: str | 
         api_key = api_key or os.environ.get("ARGILLA_API_KEY") or embedded.api_key
     api_url = (api_url or os.environ["ARGILLA_API_URL"]).rstrip("/")
     api_key = api_key or os.environ["ARGILLA_API_KEY"]
+    retries = retries or int(os.environ.get("CURATE_ANNOTATE_RETRIES", RETRIES))
     last: Exception | None = None
     for attempt in range(retries):
         try:

@@ -11,6 +11,7 @@ push is completed. `--ids` routes exactly the conversations named.
 from __future__ import annotations
 
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Sequence
 
@@ -127,7 +128,9 @@ def ensure_dataset(conn: Connection, name: str, workspace: str, settings: dict) 
     try:
         if client.workspaces(workspace) is None:
             rg.Workspace(name=workspace, client=client).create()
-        found = client.datasets(name=name, workspace=workspace)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the SDK warns "not found" before returning None, which is expected here
+            found = client.datasets(name=name, workspace=workspace)
         if found is None:
             found = rg.Dataset(name=name, workspace=workspace, settings=build_settings(settings), client=client).create()
         else:

@@ -1,0 +1,252 @@
+"""Push, pull and status against the real embedded Argilla server (one per session, see fixtures_argilla.py).
+
+The store holds real oasst1 conversations scored by the real detectors. Cluster assignments, vectors and reward
+attributes are the inputs other stages write; here they are written directly (seeded) so that these tests do not
+depend on embedding speed.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+
+import numpy as np
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from annotations.client import AnnotationError, connect
+from annotations.pull import pull, status
+from annotations.push import push, record_id
+from annotations.tables import annotation_records, rating_responses, ratings
+from annotations.template import ATTRIBUTES
+from curation.errors import CurateError
+from curation.store import Store, dumps, utcnow
+
+MODEL_VERSION = "rm-test-v1"
+
+
+def prepare_store(store: Store, oasst_file, n_clusters: int = 6, vectors: bool = True, extra=None) -> list[str]:
+    """Ingest oasst1 (and `extra` records), score failures, and write clusters, vectors and rewards as later stages would."""
+    from curation.ingest import ingest, ingest_records
+    from curation.signals import score_failures
+    from curation.store.failure_tables import cluster_assignments, clusters, rewards
+
+    ingest(store, [oasst_file], progress=False)
+    if extra:
+        ingest_records(store, extra)
+    score_failures(store, progress=False)
+    with store.connect() as conn:
+        ids = sorted(conn.execute(sa.text("SELECT id FROM conversations")).scalars())
+    rng = random.Random(0)
+    run = store.start_run("test-setup")
+    with store.begin() as conn:
+        conn.execute(clusters.insert(), [{"id": k, "label": f"topic {k}", "keywords": dumps([f"kw{k}"]), "size": 0}
+                                         for k in range(n_clusters)])
+        conn.execute(cluster_assignments.insert(), [
+            {"conversation_id": cid, "cluster_id": i % n_clusters, "run_id": run, "novel": int(i % 37 == 0)}
+            for i, cid in enumerate(ids)])
+        conn.execute(rewards.insert(), [
+            {"conversation_id": cid, "model_version": MODEL_VERSION, "reward": rng.random(), "scored_at": utcnow(),
+             "attributes": dumps({a: rng.uniform(0, 4) for a in ATTRIBUTES}), "run_id": run} for cid in ids])
+    if vectors:
+        from curation.embed.vectors import ensure_space, write_vectors
+
+        space = ensure_space(store, "test|thread|torch", "test", "thread", "torch", 384, run)
+        gen = np.random.default_rng(0)
+        matrix = gen.normal(size=(len(ids), 384)).astype(np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        write_vectors(store, space, [(cid, cid, v) for cid, v in zip(ids, matrix)], run)
+    return ids
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def conn(argilla_env):
+    return connect()
+
+
+def server_records(conn, dataset: str, include: str = "suggestions,vectors") -> list[dict]:
+    found = conn.client.datasets(name=dataset, workspace="argilla")
+    items, offset = [], 0
+    while True:
+        page = conn.request("GET", f"/api/v1/datasets/{found.id}/records",
+                            params={"include": include.split(","), "offset": offset, "limit": 1000})["items"]
+        items += page
+        offset += len(page)
+        if len(page) < 1000:
+            return items
+
+
+def test_push_routes_with_metadata_vectors_suggestions_and_is_idempotent(store, oasst_file, conn):
+    prepare_store(store, oasst_file)
+    dataset = unique("push")
+    result = push(store, dataset, budget=60, connection=conn, progress=False)
+    assert result["pushed"] == 60 and result["skipped"] == 0 and result["dataset"] == dataset
+    assert result["by_strategy"]["failure"] == 48 and sum(result["by_strategy"].values()) == 60
+
+    records = server_records(conn, dataset)
+    assert len(records) == 60 == len({r["external_id"] for r in records})
+    with store.connect() as c:
+        routed = dict(c.execute(sa.select(annotation_records.c.record_id, annotation_records.c.strategy)).all())
+    assert set(routed) == {r["external_id"] for r in records}
+    record = next(r for r in records if routed[r["external_id"]] == "failure")
+    meta = record["metadata"]
+    assert 0 < meta["failure_score"] <= 1 and meta["cluster_label"] == f"topic {meta['cluster_id']}"
+    assert meta["strategy"] == "failure" and meta["date"][:2] == "20"
+    assert len(record["vectors"]["conversation_embedding"]) == 384
+    assert {s["agent"] for s in record["suggestions"]} == {MODEL_VERSION} and len(record["suggestions"]) == 5
+    assert all(0 <= s["value"] <= 4 for s in record["suggestions"])
+    assert record["fields"]["response"] and isinstance(record["fields"]["conversation"], list)
+    # failure picks are the high scores: their mean beats the random share's
+    scores = {r["external_id"]: r["metadata"].get("failure_score", 0) for r in records}
+    failure = [scores[i] for i, s in routed.items() if s == "failure"]
+    explore = [scores[i] for i, s in routed.items() if s != "failure"]
+    assert np.mean(failure) > np.mean(explore)
+
+    again = push(store, dataset, budget=60, connection=conn, progress=False)
+    assert again["pushed"] == 0 and again["skipped"] == 60
+    assert len(server_records(conn, dataset, "responses")) == 60
+    more = push(store, dataset, budget=70, connection=conn, progress=False)
+    assert more["pushed"] == 10 and len(server_records(conn, dataset, "responses")) == 70
+
+
+def test_push_redacts_pii_before_it_leaves_the_store(store, oasst_file, conn):
+    secret_messages = [
+        {"role": "user", "content": "I'm jane.roe@example.org, card 4111 1111 1111 1111, call +44 20 7946 0958."},
+        {"role": "assistant", "content": "Use https://admin:hunter22x@db.example.com and key sk-abcdefghijklmnopqrstuvwxyz012345 from 10.1.2.3."},
+    ]
+    prepare_store(store, oasst_file, vectors=False, extra=[{"id": "pii-1", "messages": secret_messages}])
+    dataset = unique("pii")
+    result = push(store, dataset, ids=["pii-1"], connection=conn, progress=False)
+    assert result["pushed"] == 1
+    (record,) = server_records(conn, dataset)
+    text = orjson.dumps(record).decode()
+    for raw in ("jane.roe", "4111 1111", "7946 0958", "hunter22x", "sk-abcdef", "10.1.2.3"):
+        assert raw not in text
+    assert record["fields"]["conversation"][0]["content"] == "I'm [EMAIL], card [CARD], call [PHONE]."
+    assert record["fields"]["response"] == "Use https://[URL_CREDENTIALS]@db.example.com and key [SECRET] from [IP]."
+    assert "vectors" not in record or not record["vectors"]  # no embeddings in this store: no vector field
+
+
+def test_push_ids_exact_and_unknown_ids(store, oasst_file, conn):
+    ids = prepare_store(store, oasst_file)
+    dataset = unique("ids")
+    chosen = ids[100:105]
+    assert push(store, dataset, ids=chosen, connection=conn, progress=False)["pushed"] == 5
+    assert {r["external_id"] for r in server_records(conn, dataset)} == {record_id(i) for i in chosen}
+    with pytest.raises(CurateError, match="not in the store"):
+        push(store, dataset, ids=["nope"], connection=conn, progress=False)
+    # a conversation routed to one dataset is not routed to another
+    other = push(store, unique("other"), ids=chosen[:2], connection=conn, progress=False)
+    assert other["pushed"] == 0 and other["skipped"] == 2
+
+
+def test_push_refuses_a_dataset_with_different_settings(store, oasst_file, conn):
+    prepare_store(store, oasst_file, vectors=False)
+    dataset = unique("settings")
+    push(store, dataset, budget=3, connection=conn, min_submitted=2, progress=False)
+    with pytest.raises(AnnotationError, match=r"different settings: distribution is overlap/2, ours is overlap/1"):
+        push(store, dataset, budget=5, connection=conn, progress=False)
+
+
+def test_cli_push_unreachable_server_is_one_line(cli, store, monkeypatch):
+    from curation.ingest import ingest_records
+
+    ingest_records(store, [{"id": "x", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}])
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ARGILLA_API_KEY", "k")
+    monkeypatch.setenv("CURATE_ANNOTATE_RETRIES", "2")
+    result = cli("annotate", "push", "--dataset", "d", "--budget", "1", code=1)
+    assert result.stderr.count("\n") == 1 and "http://127.0.0.1:9" in result.stderr and "curate annotate serve" in result.stderr
+
+
+def _annotators(conn, names=("ann", "bob", "cy")):
+    import argilla as rg
+
+    workspace = conn.client.workspaces("argilla")
+    users = []
+    for name in names:
+        user = conn.client.users(username=name)
+        if user is None:
+            user = rg.User(username=name, password="pw-" + uuid.uuid4().hex, role="annotator", client=conn.client).create()
+            user.add_to_workspace(workspace)
+        users.append(user)
+    return users
+
+
+def rate(conn, dataset: str, ratings_by_record: dict[str, dict[str, dict | None]]) -> None:
+    """Write responses as the annotators would (owner bulk upsert with user ids); None = discarded with no values."""
+    users = {u.username: str(u.id) for u in _annotators(conn)}
+    found = conn.client.datasets(name=dataset, workspace="argilla")
+    items = []
+    for external_id, by_user in ratings_by_record.items():
+        responses = []
+        for name, values in by_user.items():
+            if values is None:
+                responses.append({"user_id": users[name], "values": None, "status": "discarded"})
+            else:
+                responses.append({"user_id": users[name], "status": "submitted",
+                                  "values": {k: {"value": v} for k, v in values.items()}})
+        items.append({"external_id": external_id, "responses": responses})
+    for start in range(0, len(items), 250):
+        conn.request("PUT", f"/api/v1/datasets/{found.id}/records/bulk", json={"items": items[start : start + 250]})
+
+
+def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, conn):
+    prepare_store(store, oasst_file, vectors=False)
+    dataset = unique("pull")
+    push(store, dataset, budget=30, connection=conn, progress=False)
+    records = sorted(r["external_id"] for r in server_records(conn, dataset, "responses"))
+    scores = {a: 3 for a in ATTRIBUTES}
+    plan = {
+        records[0]: {"ann": scores, "bob": {**scores, "helpfulness": 2}, "cy": {**scores, "helpfulness": 4}},
+        records[1]: {"ann": {**scores, "correctness": 0}, "bob": scores, "cy": {**scores, "correctness": 4}},  # spread 4
+        records[2]: {"ann": scores, "bob": None},  # a discarded response with null values (crashes SDK 2.8.0)
+        records[3]: {"ann": {**scores, "preference": "-2", "rewrite": "A better answer."}},
+    }
+    rate(conn, dataset, plan)
+
+    result = pull(store, dataset, connection=conn, progress=False)
+    assert result["pulled"] == 4 and result["responses"] == 8
+    with store.connect() as c:
+        raw = {r.id: r for r in c.execute(sa.select(rating_responses))}
+        consensus = {r.record_id: r for r in c.execute(sa.select(ratings))}
+    assert len(raw) == 9 and raw[f"{records[2]}:bob"].status == "discarded"
+    assert raw[f"{records[2]}:bob"].helpfulness is None
+    assert raw[f"{records[3]}:ann"].preference == -2 and raw[f"{records[3]}:ann"].rewrite == "A better answer."
+    assert consensus[records[0]].helpfulness == pytest.approx(3.0) and consensus[records[0]].disagreement == 0
+    assert consensus[records[1]].disagreement == 1 and consensus[records[1]].correctness == pytest.approx(7 / 3)
+    assert consensus[records[2]].n_annotators == 1
+    assert orjson.loads(consensus[records[0]].annotators) == ["ann", "bob", "cy"]
+    agreement = result["agreement"]
+    assert agreement["records"] == 4 and agreement["disagreement"] == 1
+    assert agreement["annotators"]["cy"]["count"] == 2 and agreement["annotators"]["cy"]["mean_offset"] > 0
+
+    again = pull(store, dataset, connection=conn, progress=False)
+    assert again["pulled"] == 0 and again["responses"] == 0
+    rate(conn, dataset, {records[0]: {"bob": scores}})  # bob changes his mind
+    changed = pull(store, dataset, connection=conn, progress=False)
+    assert changed["pulled"] == 1 and changed["responses"] == 1
+    with store.connect() as c:
+        assert c.execute(sa.select(ratings.c.helpfulness).where(ratings.c.record_id == records[0])).scalar() == pytest.approx(10 / 3)
+
+    report = status(store, dataset, connection=conn)
+    assert report["total"] == 30 and report["store"]["pushed"] == 30 and report["store"]["rated"] == 4
+    assert report["annotators"]["bob"]["discarded"] == 1 and report["store"]["annotators"]["ann"]["submitted"] == 4
+
+
+def test_cli_push_pull_status_json(cli, store, oasst_file, argilla_env):
+    prepare_store(store, oasst_file, vectors=False)
+    dataset = unique("cli")
+    pushed = cli.json("annotate", "push", "--dataset", dataset, "--budget", "12")
+    assert {"pushed", "skipped", "dataset"} <= set(pushed) and pushed["pushed"] == 12
+    assert cli.json("annotate", "push", "--dataset", dataset, "--budget", "12")["pushed"] == 0
+    pulled = cli.json("annotate", "pull", "--dataset", dataset)
+    assert pulled["pulled"] == 0 and pulled["responses"] == 0 and "before_filter" in pulled["agreement"]
+    state = cli.json("annotate", "status", "--dataset", dataset)
+    assert state["total"] == 12 and state["completed"] == 0 and state["pending"] == 12
+    human = cli("annotate", "status", "--dataset", dataset).stdout
+    assert "0 of 12 records completed" in human

@@ -1,0 +1,61 @@
+"""Routing strategies on the real store: failure-first with a per-cluster cap and exploration, random, seeds."""
+from __future__ import annotations
+
+import numpy as np
+
+from annotations.routing import Candidates, FailureFirst, RandomSample, get_strategy, load_candidates
+
+
+def _candidates(n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    cluster = rng.integers(0, 10, n)
+    cluster[:50] = -1  # unclustered
+    score = rng.random(n) * 0.5
+    score[cluster == 3] += 0.5  # one cluster fails a lot: it must not take the whole budget
+    novel = rng.random(n) < 0.05
+    return Candidates([f"c{i}" for i in range(n)], score, cluster, novel)
+
+
+def test_failure_first_spreads_and_explores():
+    cands = _candidates()
+    picks = FailureFirst().select(cands, 200)
+    assert len(picks) == len({p.conversation_id for p in picks}) == 200
+    shares = {s: sum(p.strategy == s for p in picks) for s in ("failure", "novel", "random")}
+    assert shares == {"failure": 160, "novel": 20, "random": 20}
+    index = {cid: i for i, cid in enumerate(cands.ids)}
+    failure = [index[p.conversation_id] for p in picks if p.strategy == "failure"]
+    per_cluster = np.bincount(cands.cluster[failure][cands.cluster[failure] >= 0], minlength=10)
+    assert per_cluster.max() <= 40  # the 25% cap of the failure share
+    assert per_cluster[3] == 40  # … which the worst cluster fills
+    # within the cap, the highest scores win: every failure pick outranks the best unpicked conversation outside cluster 3
+    unpicked = np.setdiff1d(np.arange(len(cands)), [index[p.conversation_id] for p in picks])
+    outside = unpicked[cands.cluster[unpicked] != 3]
+    assert min(cands.score[i] for i in failure if cands.cluster[i] != 3) >= cands.score[outside].max()
+    assert all(cands.novel[index[p.conversation_id]] for p in picks if p.strategy == "novel")
+
+
+def test_cap_relaxes_when_clusters_are_few():
+    n = 100
+    cands = Candidates([f"c{i}" for i in range(n)], np.linspace(0, 1, n), np.zeros(n, dtype=int), np.zeros(n, dtype=bool))
+    assert len(FailureFirst(explore=0).select(cands, 50)) == 50
+
+
+def test_seeded_and_deterministic():
+    cands = _candidates()
+    assert FailureFirst(random_state=1).select(cands, 100) == FailureFirst(random_state=1).select(cands, 100)
+    assert RandomSample(random_state=1).select(cands, 100) == RandomSample(random_state=1).select(cands, 100)
+    assert RandomSample(random_state=1).select(cands, 100) != RandomSample(random_state=2).select(cands, 100)
+    assert len(RandomSample().select(cands, 5000)) == len(cands)
+    assert isinstance(get_strategy("random"), RandomSample) and isinstance(get_strategy(None), FailureFirst)
+
+
+def test_load_candidates_reads_scores_and_skips_unrateable(store, oasst_file):
+    from curation.ingest import ingest, ingest_records
+    from curation.signals import score_failures
+
+    ingest(store, [oasst_file], progress=False)
+    ingest_records(store, [{"id": "no-reply", "messages": [{"role": "user", "content": "hello?"}]}])
+    score_failures(store, progress=False)
+    cands = load_candidates(store, "ds")
+    assert "no-reply" not in cands.ids and len(cands) > 500
+    assert (cands.score > 0).any() and (cands.cluster == -1).all()
