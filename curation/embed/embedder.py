@@ -6,7 +6,7 @@
 - `openvino`: int8 by OpenVINO's static quantisation (`export_static_quantized_openvino_model`), calibrated on the
   caller's own texts written to a local folder, because the library's default calibration set is downloaded from the
   hub and Curate never downloads what the user did not name.
-- `auto`: the fastest that keeps cosine ≥ 0.99 to fp32 on this machine (see docs/performance.md); for now torch.
+- `auto`: the fastest that keeps cosine ≥ 0.99 to fp32 on this kind of CPU (see `_fastest_backend`).
 Exports are written once under `cache_dir/<model>/<backend>/` (the store puts that under `$CURATE_HOME/models/`).
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def resolve_backend(backend: str | None) -> str:
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "torch"
+        return _fastest_backend()
     needs = {"onnx": ("onnxruntime", "optimum.onnxruntime"), "openvino": ("openvino", "optimum.intel")}.get(backend, ())
     missing = [name for name in needs if not _has(name)]
     if missing:
@@ -72,6 +72,19 @@ def _has(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         return False
+
+
+def _fastest_backend() -> str:
+    """The fastest backend that keeps cosine ≥ 0.99 to fp32, as measured (docs/performance.md): OpenVINO's static
+    int8 where the CPU has VNNI (int8 dot products), ONNX Runtime's dynamic int8 on other x86 CPUs, where OpenVINO's
+    int8 ran slower than its fp32; torch when neither is installed."""
+    onnx_ok = _has("onnxruntime") and _has("optimum.onnxruntime")
+    openvino_ok = _has("openvino") and _has("optimum.intel")
+    if openvino_ok and onnx_quantization_config() == "avx512_vnni":
+        return "openvino"
+    if onnx_ok and onnx_quantization_config() != "arm64":
+        return "onnx"
+    return "torch"
 
 
 def onnx_quantization_config() -> str:
@@ -179,14 +192,15 @@ class Embedder:
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = self.threads
             return {"file_name": OPENVINO_FILE, "ov_config": config}
-        kwargs: dict[str, Any] = {"file_name": _onnx_file(folder), "provider": "CPUExecutionProvider"}
-        if self.threads:
-            import onnxruntime
+        import onnxruntime
 
-            options = onnxruntime.SessionOptions()
+        options = onnxruntime.SessionOptions()
+        # idle threads spinning for work steal the CPU from everything else on a shared machine (and from each
+        # other when the machine is busy); measured no slower when idle
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.threads:
             options.intra_op_num_threads = self.threads
-            kwargs["session_options"] = options
-        return kwargs
+        return {"file_name": _onnx_file(folder), "provider": "CPUExecutionProvider", "session_options": options}
 
     def _export_dir(self, backend: str) -> Path:
         from curation.config import resolve_home
