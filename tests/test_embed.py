@@ -151,3 +151,23 @@ def test_missing_model_path_fails_with_the_fix(cli, home, store, threads, tmp_pa
     insert(store, threads[:2])
     result = cli("embed", "--home", str(home), "--backend", "torch", "--model", str(tmp_path / "empty"), code=1)
     assert "error:" in result.stderr and "--model" in result.stderr
+
+
+def test_migration_0002_upgrades_and_downgrades(home):
+    from alembic import command
+
+    from curation.store import _alembic_config
+
+    store = Store.open(home, migrate=False)
+    store.migrate("0001")
+    insert(store, [("kept", [{"role": "user", "content": "hi"}])])
+    store.migrate("0002")
+    assert {"embedding_spaces", "embeddings"} <= set(sa.inspect(store.engine).get_table_names())
+    with store.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    names = set(sa.inspect(store.engine).get_table_names())
+    assert "embeddings" not in names and "embedding_spaces" not in names and "conversations" in names
+    assert store.count(conversations) == 1
+    store.dispose()
