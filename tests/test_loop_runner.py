@@ -126,7 +126,7 @@ def test_unreachable_service_makes_the_run_partial(store, loop_env):
     ("[annotate]\nbudget = 'lots'", "'annotate.budget' must be an integer"),
     ("[train]\nloss = 'hinge'", "'train.loss' = 'hinge' is not allowed; choose one of bt, margin-bt"),
     ("[cluster]\nk = 'many'", "'cluster.k' must be \"auto\" or an integer"),
-    ("[export]\nrules = ['a', 'z']", "'export.rules' may only contain a, b, c, d"),
+    ("[export]\nrules = ['ratings', 'z']", "'export.rules' may only contain ratings, preference, rewrite, feedback"),
     ("budget = 3", "unknown key 'budget'"),
 ])
 def test_loop_file_errors_name_the_key(tmp_path, text, message):

@@ -55,7 +55,9 @@ class Annotate:
 
 @dataclass
 class Export:
-    rules: list[str] = _f(["a", "b", "c"], "pair rules: a (rated siblings), b (preference strength), c (rewrites), d (production thumbs)")
+    rules: list[str] = _f(["ratings", "preference", "rewrite"],
+                          "pair rules: ratings (a: rated responses to one context), preference (b: strength −3…3), "
+                          "rewrite (c: rewrite ≻ original), feedback (d: thumbs-up sibling ≻ thumbs-down)")
     tie_threshold: float = _f(0.5, "rule (a): drop pairs whose score difference is below this")
     include_disagreement: bool = _f(False, "keep records flagged for annotator disagreement")
     test_fraction: float = _f(0.2, "share of contexts held out for evaluation")
@@ -156,8 +158,8 @@ def _check(value: Any, hint: Any, f: Any, where: str, name: str) -> Any:
         raise ConfigError(f"{where}: '{name}' = {value!r} is not allowed; choose one of {', '.join(choices)}")
     if name.endswith(".k") and value != "auto" and not (value.isdigit() and int(value) >= 2):
         raise ConfigError(f"{where}: 'cluster.k' must be \"auto\" or an integer ≥ 2, not {value!r}")
-    if name == "export.rules" and not set(value) <= {"a", "b", "c", "d"}:
-        raise ConfigError(f"{where}: 'export.rules' may only contain a, b, c, d (got {value})")
+    if name == "export.rules" and not set(value) <= {"ratings", "preference", "rewrite", "feedback"}:
+        raise ConfigError(f"{where}: 'export.rules' may only contain ratings, preference, rewrite, feedback (got {value})")
     return value
 
 

@@ -15,7 +15,9 @@ from curation.store import Store, loads
 from curation.store.failure_tables import cluster_history
 from loops.loop.history import history
 
-GROWTH = 1.25  # a cluster "grows" when its size or failure count rose by at least this factor since the last run
+GROWTH = 1.25  # a cluster "grows" when its share of all failures rose by at least this factor since the last run
+MIN_NEW_FAILURES = 3  # … and it gained at least this many failures
+SHOWN = 15
 PALETTE = ["#3b6fb6", "#d9534f", "#5cb85c", "#f0ad4e", "#6f42c1", "#17a2b8", "#e83e8c", "#795548", "#20c997", "#6c757d"]
 
 
@@ -30,7 +32,7 @@ def write_run_report(store: Store, run_id: str, out: str | Path) -> dict:
     changes = _changes(this, previous, trend)
     models = _models(store)
     body = [
-        f"<h1>Curate loop <code>{_e(this['loop'])}</code>: run {_e(run_id[:8])} — {_e(this['status'])}</h1>",
+        f"<h1>Curate loop <code>{_e(this['loop'])}</code>: run {_e(run_id[:8])} — {_e(_status(this))}</h1>",
         f"<p>Started {_e(this['started_at'])}, finished {_e(this['finished_at'] or 'now')}"
         + (f"; previous run {_e(previous['run_id'][:8])} at {_e(previous['started_at'])}." if previous else "; first run."),
         "</p>",
@@ -55,6 +57,16 @@ svg text{{font:11px system-ui,sans-serif}}code{{background:#f3f3f3;padding:0 3px
     out.write_text(page, encoding="utf-8")
     return {"out": str(out), "new_clusters": len([c for c in changes if c["kind"] == "new"]),
             "growing_clusters": len([c for c in changes if c["kind"] == "growing"]), "models": len(models)}
+
+
+def _status(run: dict) -> str:
+    """The report is written by the run's last step, so a running run reports what its steps add up to."""
+    if run["status"] != "running":
+        return run["status"]
+    steps = run["steps"].values()
+    if any(s["status"] == "failed" for s in steps):
+        return "failed"
+    return "partial" if any((s.get("message") or "").startswith("unreachable") for s in steps) else "done"
 
 
 def _e(value) -> str:  # noqa: ANN001
@@ -85,6 +97,8 @@ def _cluster_run(run: dict | None) -> str | None:
 
 def _changes(this: dict, previous: dict | None, trend: dict) -> list[dict]:
     now_run, before_run = _cluster_run(this), _cluster_run(previous)
+    total = lambda run: sum(dict(p).get(run, {}).get("failures", 0) for p in trend.values()) or 1  # noqa: E731
+    total_now, total_before = total(now_run), total(before_run)
     changes = []
     for cid, points in trend.items():
         runs = dict(points)
@@ -93,14 +107,15 @@ def _changes(this: dict, previous: dict | None, trend: dict) -> list[dict]:
             continue
         before = runs.get(before_run) if before_run else None
         if before is None:
-            kind = "new" if previous is not None or len(points) == 1 else None
-        elif now["failures"] >= GROWTH * max(before["failures"], 1) or now["size"] >= GROWTH * max(before["size"], 1):
+            kind = "new"
+        elif (now["failures"] - before["failures"] >= MIN_NEW_FAILURES
+              and now["failures"] / total_now >= GROWTH * before["failures"] / total_before):
             kind = "growing"
         else:
             kind = None
         if kind:
             changes.append({"id": cid, "kind": kind, "now": now, "before": before})
-    return sorted(changes, key=lambda c: -(c["now"]["failure_rate"] or 0))
+    return sorted(changes, key=lambda c: -(c["now"]["failure_rate"] or 0))[:SHOWN]
 
 
 def _steps_table(run: dict) -> str:
@@ -159,13 +174,16 @@ def _annotation(runs: list[dict], this: dict) -> str:
         push = (run["steps"].get("push") or {}).get("figures") or {}
         pull = (run["steps"].get("pull") or {}).get("figures") or {}
         agreement = pull.get("agreement") or {}
-        overall = agreement.get("overall", agreement) if isinstance(agreement, dict) else {}
-        kappa = overall.get("kappa_quadratic", overall.get("kappa")) if isinstance(overall, dict) else None
-        alpha = overall.get("alpha_ordinal", overall.get("alpha")) if isinstance(overall, dict) else None
+        before = (agreement.get("before_filter") or {}).get("overall") or {}
+        after = (agreement.get("after_filter") or {}).get("overall") or {}
         rows.append(f"<tr><td>{_e(run['run_id'][:8])}</td><td>{push.get('pushed', '—')}</td><td>{pull.get('responses', '—')}</td>"
-                    f"<td>{pull.get('pulled', '—')}</td><td>{_fmt(kappa)}</td><td>{_fmt(alpha)}</td></tr>")
-    return ("<table id='annotation'><tr><th>run</th><th>records pushed</th><th>responses pulled</th><th>records rated</th>"
-            "<th>quadratic κ</th><th>Krippendorff α</th></tr>" + "".join(rows) + "</table>")
+                    f"<td>{pull.get('pulled', '—')}</td><td>{agreement.get('disagreement', '—')}</td>"
+                    f"<td>{_fmt(before.get('kappa'))} / {_fmt(after.get('kappa'))}</td>"
+                    f"<td>{_fmt(before.get('alpha'))} / {_fmt(after.get('alpha'))}</td></tr>")
+    return ("<p>Agreement over all submitted responses so far, before / after dropping records whose annotators disagree "
+            "by more than 2 points (HelpSteer2's rule).</p><table id='annotation'><tr><th>run</th><th>records pushed</th>"
+            "<th>responses pulled</th><th>records rated</th><th>flagged for disagreement</th><th>quadratic κ</th>"
+            "<th>Krippendorff α (ordinal)</th></tr>" + "".join(rows) + "</table>")
 
 
 def _fmt(value) -> str:  # noqa: ANN001
@@ -191,8 +209,7 @@ def _models_section(models: list[dict]) -> str:
     for m in models:
         d = m["decision"] or {}
         figures = loads(d.get("figures")) if d.get("figures") else {}
-        acc = (figures.get("challenger") or {}).get("accuracy") if isinstance(figures.get("challenger"), dict) else figures.get("challenger_accuracy")
-        acc = acc if acc is not None else m["metrics"].get("eval_accuracy")
+        acc = figures.get("challenger_accuracy", m["metrics"].get("eval_accuracy"))
         rows.append(f"<tr><td>{_e(m['version'])}</td><td>{_e(m['loss'])}</td><td>{m['metrics'].get('train_pairs', '—')}</td>"
                     f"<td>{_fmt(acc)}</td><td>{_e(m['status'])}</td><td>{_e(d.get('decision', '—'))}</td></tr>")
     return ("<table id='models'><tr><th>version</th><th>loss</th><th>train pairs</th><th>gate accuracy</th><th>status</th>"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from curation.store import dumps, utcnow
+from curation.store import loads, utcnow
 from loops.loop.runner import RunContext, StepSkipped
 from loops.loop.tables import loop_files
 
@@ -138,17 +138,16 @@ def pull(ctx: RunContext) -> dict:
 def export(ctx: RunContext) -> dict:
     """Export preference pairs from all ratings so far, when there are any."""
     from annotations.tables import ratings
-    from loops.export import export_preferences
+    from loops.export import PairRules, export_preferences
 
     with ctx.store.connect() as conn:
         n_ratings = conn.execute(sa.select(sa.func.count()).select_from(ratings)).scalar_one()
     if not n_ratings:
         raise StepSkipped("no ratings yet")
     cfg = ctx.config.export
-    out = ctx.path("exports", ctx.run_id)
-    return export_preferences(ctx.store, out, fmt="jsonl", rules=cfg.rules, tie_threshold=cfg.tie_threshold,
-                              include_disagreement=cfg.include_disagreement, test_fraction=cfg.test_fraction,
-                              seed=cfg.seed, run_id=ctx.run_id)
+    rules = PairRules(rules=tuple(cfg.rules), tie_threshold=cfg.tie_threshold, include_disagreement=cfg.include_disagreement,
+                      test_size=cfg.test_fraction, seed=cfg.seed)
+    return export_preferences(ctx.store, ctx.path("exports", ctx.run_id), fmt="jsonl", rules=rules)
 
 
 def train(ctx: RunContext) -> dict:
@@ -160,55 +159,68 @@ def train(ctx: RunContext) -> dict:
     exported = ctx.figures.get("export") or {}
     if not exported.get("pairs"):
         raise StepSkipped("no preference pairs exported in this run")
+    out = Path(ctx.path("models", ctx.run_id))
     models = registry.list_models(ctx.store)
-    mine = [m for m in models if m.get("run_id") == ctx.run_id]
+    mine = [m for m in models if Path(m["path"]).resolve() == out.resolve()]
     if mine:  # trained and registered before a crash: keep that model
-        return {"model": mine[0]["version"], "path": mine[0]["path"], "reused": True}
-    last_pairs = max((int((m.get("metrics") or {}).get("train_pairs") or 0) for m in models), default=0)
+        return {"version": mine[0]["version"], "model": mine[0]["path"], "reused": True}
+    last_pairs = max((int((_metrics(m)).get("train_pairs") or 0) for m in models), default=0)
     new_pairs = exported["train"] - last_pairs
     cfg = ctx.config.train
     if new_pairs < cfg.min_new_pairs:
         raise StepSkipped(f"not triggered: {new_pairs} new training pairs < train.min_new_pairs = {cfg.min_new_pairs}")
-    out = ctx.path("models", ctx.run_id)
     settings = TrainConfig(max_length=cfg.max_length, epochs=cfg.epochs, seed=cfg.seed)
     result = run_train(exported["out"], out, base=cfg.base or None, loss=cfg.loss, config=settings,
-                       store=ctx.store, progress=ctx.progress, run_id=ctx.run_id)
+                       store=ctx.store, progress=ctx.progress)
     return {**result, "new_pairs": new_pairs}
 
 
+def _metrics(model: dict) -> dict:
+    from curation.store import loads
+
+    metrics = model.get("metrics")
+    return loads(metrics) if isinstance(metrics, str) else (metrics or {})
+
+
 def evaluate(ctx: RunContext) -> dict:
+    """Accuracy of the new model on the fixed gate set (fixed the first time, from the loop file or the export)."""
     from loops.reward import evaluate as run_evaluate
 
     trained = ctx.figures.get("train") or {}
-    if not trained.get("model"):
+    if not trained.get("version"):
         raise StepSkipped("no model trained in this run")
-    gate = _gate_pairs(ctx)
-    result = run_evaluate(trained["path"], gate, progress=ctx.progress)
-    return {"model": trained["model"], "gate": str(gate), **result}
+    gate = _gate(ctx)
+    result = run_evaluate(trained["model"], str(gate), progress=ctx.progress)
+    return {"version": trained["version"], "gate": str(gate), **result}
 
 
 def promote(ctx: RunContext) -> dict:
+    """The gate: the new model replaces the champion only if it is not worse on the gate set."""
     from loops import registry
+    from loops.tables import promotions
 
     trained = ctx.figures.get("train") or {}
-    if not trained.get("model"):
+    if not trained.get("version"):
         raise StepSkipped("no model trained in this run")
-    earlier = registry.decision_for(ctx.store, trained["model"])
+    with ctx.store.connect() as conn:  # decided before a crash: the decision stands
+        earlier = conn.execute(sa.select(promotions).where(promotions.c.challenger == trained["version"])).mappings().first()
     if earlier is not None:
-        return earlier
-    return registry.promote(ctx.store, trained["model"], gate=_gate_pairs(ctx), tolerance=ctx.config.gate.tolerance,
+        return {"decision": earlier["decision"], "challenger": earlier["challenger"], "champion": earlier["champion"],
+                "figures": loads(earlier["figures"])}
+    return registry.promote(ctx.store, trained["version"], gate=_gate(ctx), tolerance=ctx.config.gate.tolerance,
                             top_clusters=ctx.config.gate.clusters, progress=ctx.progress)
 
 
-def _gate_pairs(ctx: RunContext) -> Path:
-    if ctx.config.gate.pairs:
-        return Path(ctx.config.gate.pairs)
+def _gate(ctx: RunContext) -> Path:
+    """The gate set stays fixed once chosen: the loop file's, else the first export's test split."""
     from loops import registry
 
-    fixed = registry.gate_set(ctx.store)
-    if fixed is not None:
+    fixed = ctx.store.home / registry.GATE_FILE
+    if ctx.config.gate.pairs:
+        return Path(ctx.config.gate.pairs)
+    if fixed.exists():
         return fixed
-    return Path((ctx.figures.get("export") or {})["out"]) / "test.jsonl"
+    return Path((ctx.figures.get("export") or {})["out"])
 
 
 def report(ctx: RunContext) -> dict:
