@@ -69,7 +69,7 @@ def baseline_sdk_log(conn, store, n: int) -> float:
     with store.connect() as c:
         ids = [r[0] for r in c.exec_driver_sql(f"SELECT id FROM conversations ORDER BY id DESC LIMIT {n}")]
     items, _ = builder.build([Pick(i, 0.0, "random") for i in ids])
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     records = [
         rg.Record(
             id=item["external_id"], fields=item["fields"], metadata=item["metadata"],
@@ -80,7 +80,7 @@ def baseline_sdk_log(conn, store, n: int) -> float:
         for item in items
     ]
     dataset.records.log(records)
-    return len(records) / (time.perf_counter() - start)
+    return len(records) / (time.perf_counter() - start), (time.process_time() - cpu) * 1000 / len(records)
 
 
 def seed_responses(conn, dataset: str, n_records: int) -> int:
@@ -133,21 +133,24 @@ def main() -> None:
         server = start_background(Path(tmp) / "argilla", api_key="bench.key." + os.urandom(6).hex())
         try:
             conn = connect(server.url, server.api_key)
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             result = push(store, "bench", budget=args.records, connection=conn, progress=False)
-            seconds = time.perf_counter() - t
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
             figures["push"] = {"records": result["pushed"], "seconds": round(seconds, 1),
-                               "records_per_s": round(result["pushed"] / seconds, 1)}
+                               "records_per_s": round(result["pushed"] / seconds, 1),
+                               "client_cpu_ms_per_record": round(cpu * 1000 / result["pushed"], 2)}
             if args.baseline:
-                figures["baseline_sdk_records_log"] = {"records": args.baseline,
-                                                       "records_per_s": round(baseline_sdk_log(conn, store, args.baseline), 1)}
+                rate, cpu_ms = baseline_sdk_log(conn, store, args.baseline)
+                figures["baseline_sdk_records_log"] = {"records": args.baseline, "records_per_s": round(rate, 1),
+                                                       "client_cpu_ms_per_record": round(cpu_ms, 2)}
                 figures["push_speedup_vs_sdk"] = round(figures["push"]["records_per_s"] / figures["baseline_sdk_records_log"]["records_per_s"], 2)
             seeded = seed_responses(conn, "bench", min(args.rated, args.records))
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             pulled = pull(store, "bench", connection=conn, progress=False)
-            seconds = time.perf_counter() - t
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
             figures["pull"] = {"responses": pulled["responses"], "seeded": seeded, "seconds": round(seconds, 2),
-                               "responses_per_s": round(pulled["responses"] / seconds, 1)}
+                               "responses_per_s": round(pulled["responses"] / seconds, 1),
+                               "client_cpu_ms_per_response": round(cpu * 1000 / max(pulled["responses"], 1), 3)}
             t = time.perf_counter()
             again = pull(store, "bench", connection=conn, progress=False)
             figures["pull_again_noop_s"] = round(time.perf_counter() - t, 2)
