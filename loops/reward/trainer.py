@@ -297,7 +297,8 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"steps": output.global_step, "train_loss": round(output.training_loss, 4),
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "seconds": round(seconds, 1), "pairs_seen": output.global_step * cfg.batch_size}
+            "seconds": round(seconds, 1), "pairs_seen": output.global_step * cfg.batch_size,
+            "device": str(args.device), "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
 
 
 def freeze_bottom(model: Any, n_layers: int) -> int:

@@ -1,0 +1,186 @@
+"""Training, evaluation, scoring and the promotion gate, with the real bundled MiniLM on real oasst1 pairs.
+
+Training runs are tiny (2 steps, 64 tokens): these tests check the machinery; benchmarks/reward_train.py measures
+accuracy."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from loops.reward import RewardModel, TrainConfig, evaluate, train
+from loops.reward.devset import oasst_pairs, oasst_ratings, split_by_tree
+from reward_support import TINY, tiny_decoder
+
+
+def write(rows, path):  # noqa: ANN001, ANN201
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("dev")
+    pairs = oasst_pairs(shared_data / "oasst1-en-validation" / "oasst1-en-validation.jsonl")
+    train_pairs, test_pairs = split_by_tree(pairs)
+    for i, p in enumerate(test_pairs):
+        p["cluster_id"] = i % 2
+    write(train_pairs[:48], folder / "pairs" / "train.jsonl")
+    write(test_pairs[:40], folder / "pairs" / "test.jsonl")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bt_model(dev):
+    result = train(dev / "pairs", dev / "bt", config=TrainConfig(**TINY), progress=False)
+    return result
+
+
+def test_oasst_dev_set_has_the_documented_pairs(shared_data):
+    pairs = oasst_pairs(shared_data / "oasst1-en-validation" / "oasst1-en-validation.jsonl")
+    assert len(pairs) == 1026
+    train_pairs, test_pairs = split_by_tree(pairs)
+    assert not {p["tree_id"] for p in train_pairs} & {p["tree_id"] for p in test_pairs}
+
+
+def test_train_saves_a_standard_checkpoint(bt_model, dev):
+    from transformers import AutoModelForSequenceClassification
+
+    out = dev / "bt"
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1
+    meta = json.loads((out / "curate_reward.json").read_text())
+    assert meta["loss"] == "bt" and meta["rendering"] == "plain" and meta["data_version"]
+    assert meta["history"]["pairwise"]["steps"] == 2 and meta["frozen_parameters"] > 0
+    assert "Loss:** `bt`" in (out / "README.md").read_text()
+    assert bt_model["train_pairs"] == 48 and bt_model["metrics"]["eval"]["n"] == 40
+    assert 0.0 <= bt_model["eval_accuracy"] <= 1.0
+
+
+def test_training_is_seeded(bt_model, dev, tmp_path):
+    train(dev / "pairs", tmp_path / "again", config=TrainConfig(**TINY), progress=False)
+    pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()[:6]]
+    prompts, responses = [p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs]
+    first, _ = RewardModel(dev / "bt").score(prompts, responses)
+    second, _ = RewardModel(tmp_path / "again").score(prompts, responses)
+    np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_reports_clusters_sources_and_length(bt_model, dev):
+    result = evaluate(dev / "bt", dev / "pairs" / "test.jsonl")
+    assert result["n"] == 40 and set(result["by_cluster"]) == {"0", "1"}
+    assert sum(v["n"] for v in result["by_cluster"].values()) == 40
+    assert list(result["by_source"]) == ["oasst1-en-validation"]
+    assert result["ci_low"] <= result["accuracy"] <= result["ci_high"]
+    assert -1 <= result["length_correlation"] <= 1 and 0 <= result["length_baseline"] <= 1
+    pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()]
+    rm = RewardModel(dev / "bt")
+    rc, _ = rm.score([p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs])
+    rr, _ = rm.score([p["prompt"] for p in pairs], [p["rejected"][0] for p in pairs])
+    assert result["accuracy"] == pytest.approx(float(np.mean(np.where(rc > rr, 1, np.where(rc == rr, 0.5, 0)))), abs=1e-4)
+
+
+def test_wilson_interval():
+    from loops.reward.evaluate import wilson
+
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+
+
+def test_regression_then_bt_reads_the_helpfulness_head(dev, shared_data, tmp_path):
+    ratings = oasst_ratings(shared_data / "oasst1-en-validation" / "oasst1-en-validation.jsonl")[:24]
+    write(ratings, tmp_path / "ratings" / "train.jsonl")
+    result = train(dev / "pairs", tmp_path / "rtb", loss="regression-then-bt", ratings=tmp_path / "ratings",
+                   config=TrainConfig(**TINY), progress=False)
+    rm = RewardModel(tmp_path / "rtb")
+    assert rm.model.config.num_labels == 5 and rm.model.config.id2label[0] == "helpfulness"
+    rewards, attrs = rm.score([r["prompt"] for r in ratings[:3]], [r["response"][0] for r in ratings[:3]])
+    assert attrs.shape == (3, 5) and np.allclose(rewards, attrs[:, 0])
+    meta = json.loads((tmp_path / "rtb" / "curate_reward.json").read_text())
+    assert set(meta["history"]) == {"regression", "pairwise"} and result["loss"] == "regression-then-bt"
+    with pytest.raises(Exception, match="--ratings"):
+        train(dev / "pairs", tmp_path / "x", loss="regression-then-bt", config=TrainConfig(**TINY))
+
+
+def test_decoder_base_uses_its_chat_template(dev, tmp_path):
+    base = tiny_decoder(tmp_path / "decoder")
+    train(dev / "pairs", tmp_path / "dec", base=str(base), config=TrainConfig(**TINY, freeze_layers=0), progress=False)
+    meta = json.loads((tmp_path / "dec" / "curate_reward.json").read_text())
+    assert meta["rendering"] == "chat_template" and meta["base"] == str(base)
+    assert RewardModel(tmp_path / "dec").renderer.rendering == "chat_template"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_gpu_path_bf16_gradient_checkpointing(dev, tmp_path):
+    base = tiny_decoder(tmp_path / "decoder")
+    train(dev / "pairs", tmp_path / "gpu", base=str(base), config=TrainConfig(**TINY), progress=False)
+    history = json.loads((tmp_path / "gpu" / "curate_reward.json").read_text())["history"]["pairwise"]
+    assert history["device"].startswith("cuda") and history["gradient_checkpointing"]
+    assert history["bf16"] == __import__("torch").cuda.is_bf16_supported()
+
+
+def _negated_copy(src, dst):  # noqa: ANN001, ANN202
+    """The same model with its reward negated: it ranks every pair the other way round."""
+    from transformers import AutoModelForSequenceClassification
+
+    shutil.copytree(src, dst)
+    model = AutoModelForSequenceClassification.from_pretrained(dst)
+    model.classifier.weight.data *= -1
+    model.classifier.bias.data *= -1
+    model.save_pretrained(dst)
+    return dst
+
+
+def test_registry_gate_and_scoring(store, bt_model, dev, tmp_path, oasst_file):
+    from curation.store import dumps, insert_rows, utcnow
+    from curation.store.failure_tables import rewards
+    from curation.store.tables import conversations
+    from loops.registry import RegistryError, champion, list_models, promote, register
+    from loops.reward.score import score
+    from loops.tables import promotions
+
+    with pytest.raises(RegistryError, match="promote"):
+        score(store)
+    # A gate on which the trained model is right on every pair (pairs it gets wrong are turned round).
+    pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()]
+    rm = RewardModel(dev / "bt")
+    rc, _ = rm.score([p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs])
+    rr, _ = rm.score([p["prompt"] for p in pairs], [p["rejected"][0] for p in pairs])
+    gate = [p if a > b else {**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p, a, b in zip(pairs, rc, rr) if a != b]
+    gate_file = write(gate, tmp_path / "gate.jsonl")
+
+    a = register(store, dev / "bt", base="minilm", loss="bt", data_version="v1", metrics={})
+    b = register(store, _negated_copy(dev / "bt", tmp_path / "neg"), base="minilm", loss="bt", data_version="v1", metrics={})
+    c = register(store, shutil.copytree(dev / "bt", tmp_path / "same"), base="minilm", loss="bt", data_version="v1", metrics={})
+    first = promote(store, a, gate=gate_file)
+    assert first["decision"] == "promoted" and first["champion"] is None
+    worse = promote(store, b)  # the gate set stays fixed without --gate
+    assert worse["decision"] == "rejected" and worse["figures"]["challenger_accuracy"] == 0.0
+    assert "overall" in worse["figures"]["failed"] and champion(store)["version"] == a
+    same = promote(store, c)
+    assert same["decision"] == "promoted" and same["figures"]["checks"][0]["difference"] == 0.0
+    statuses = {m["version"]: m["status"] for m in list_models(store)}
+    assert statuses == {a: "retired", b: "candidate", c: "champion"}
+    with store.connect() as conn:
+        decisions = conn.execute(sa.select(promotions.c.decision).order_by(promotions.c.id)).scalars().all()
+    assert decisions == ["promoted", "rejected", "promoted"]
+
+    now = utcnow()
+    rows = [{"id": f"c{i}", "messages": dumps(p["prompt"] + p["chosen"]), "n_messages": len(p["prompt"]) + 1,
+             "ingested_at": now} for i, p in enumerate(pairs[:12])]
+    rows.append({"id": "no-reply", "messages": dumps([{"role": "user", "content": "hi"}]), "n_messages": 1, "ingested_at": now})
+    with store.begin() as conn:
+        insert_rows(conn, conversations, rows)
+    summary = score(store)
+    assert summary["scored"] == 12 and summary["skipped"] == 1 and summary["model_version"] == c
+    with store.connect() as conn:
+        stored = dict(conn.execute(sa.select(rewards.c.conversation_id, rewards.c.reward)).all())
+    expected, _ = rm.score([p["prompt"] for p in pairs[:12]], [p["chosen"][0] for p in pairs[:12]])
+    np.testing.assert_allclose([stored[f"c{i}"] for i in range(12)], expected, rtol=1e-4, atol=1e-5)
+    assert score(store)["scored"] == 0  # incremental
