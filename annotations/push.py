@@ -10,12 +10,14 @@ push is completed. `--ids` routes exactly the conversations named.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 from tqdm import tqdm
 
@@ -51,12 +53,14 @@ def push(
     connection: Connection | None = None,
     redactor: Redactor | None = None,
     batch_size: int = BATCH,
+    pairs: bool = False,
     progress: bool | None = None,
 ) -> dict:
     """Route conversations into `dataset`; returns {"pushed", "skipped", "dataset", "url", "by_strategy", "run_id"}.
 
     `skipped` counts chosen conversations that were already in the dataset (or, for `ids`, routed elsewhere or
-    without an assistant reply).
+    without an assistant reply). With `pairs`, a chosen conversation that has a sibling (another reply to the same
+    context, e.g. a regenerated answer) becomes a two-response record with a preference question.
     """
     if (budget is None) == (ids is None):
         raise CurateError("say what to push: --budget N (routing chooses) or --ids ID... (exactly these)")
@@ -67,6 +71,8 @@ def push(
                                       "strategy": getattr(strategy, "name", "ids")})
     try:
         picks, skipped = _choose(store, dataset, budget, ids, strategy)
+        if pairs:
+            picks = pair_siblings(store, dataset, picks)
         space, dim = _vector_space(store)
         settings = template(min_submitted=min_submitted, dimensions=dim)
         conn = connection or connect(home=store.home)
@@ -93,6 +99,9 @@ def _choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] |
     with store.connect() as conn:
         in_dataset = set(conn.execute(
             sa.select(annotation_records.c.conversation_id).where(annotation_records.c.dataset == dataset)
+        ).scalars())
+        in_dataset |= set(conn.execute(
+            sa.select(annotation_records.c.conversation_id_b).where(annotation_records.c.conversation_id_b.is_not(None))
         ).scalars())
     if ids is not None:
         wanted = list(dict.fromkeys(ids))
@@ -176,8 +185,8 @@ def _send(store: Store, conn: Connection, dataset: str, dataset_id: str, picks: 
 def _record(store: Store, dataset: str, sent: list[Pick], run_id: str) -> None:
     now = utcnow()
     rows = [
-        {"record_id": record_id(p.conversation_id), "dataset": dataset, "conversation_id": p.conversation_id,
-         "conversation_id_b": None, "priority": p.priority, "strategy": p.strategy, "pushed_at": now, "run_id": run_id}
+        {"record_id": record_id(p.conversation_id, p.conversation_id_b), "dataset": dataset,
+         "conversation_id": p.conversation_id, "conversation_id_b": p.conversation_id_b, "priority": p.priority, "strategy": p.strategy, "pushed_at": now, "run_id": run_id}
         for p in sent
     ]
     with store.begin() as conn:
@@ -197,13 +206,14 @@ class _RecordBuilder:
         self.agent = _AGENT_UNSAFE.sub("-", self.model_version)[:200] if self.model_version else None
 
     def build(self, picks: list[Pick]) -> tuple[list[dict], list[Pick]]:
-        ids = [p.conversation_id for p in picks]
+        ids = [p.conversation_id for p in picks] + [p.conversation_id_b for p in picks if p.conversation_id_b]
         rows = self._rows(ids)
         vectors = self._vectors(ids)
         items, sent = [], []
         for pick in picks:
             row = rows.get(pick.conversation_id)
-            item = self._item(pick, row, vectors.get(pick.conversation_id)) if row is not None else None
+            row_b = rows.get(pick.conversation_id_b) if pick.conversation_id_b else None
+            item = self._item(pick, row, row_b, vectors.get(pick.conversation_id)) if row is not None else None
             if item is not None:
                 items.append(item)
                 sent.append(pick)
@@ -238,16 +248,21 @@ class _RecordBuilder:
         found, matrix = load_vectors(self.store, self.space, ids)
         return dict(zip(found, matrix))
 
-    def _item(self, pick: Pick, row: Any, vector: np.ndarray | None) -> dict | None:
+    def _item(self, pick: Pick, row: Any, row_b: Any, vector: np.ndarray | None) -> dict | None:
         messages = loads(row.messages) or []
-        last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+        last = _last_assistant(messages)
         if last is None:
             return None
         redact = self.redactor.redact
         context = [{"role": str(m.get("role", "user")), "content": redact(_text(m)) or " "} for m in messages[:last]]
+        fields = {"conversation": context, "response": redact(_text(messages[last])) or "(empty response)"}
+        if row_b is not None:
+            messages_b = loads(row_b.messages) or []
+            last_b = _last_assistant(messages_b)
+            fields["response_b"] = redact(_text(messages_b[last_b])) if last_b is not None else "(no response)"
         item: dict[str, Any] = {
-            "external_id": record_id(pick.conversation_id),
-            "fields": {"conversation": context, "response": redact(_text(messages[last])) or "(empty response)"},
+            "external_id": record_id(pick.conversation_id, pick.conversation_id_b),
+            "fields": fields,
             "metadata": self._metadata(pick, row),
         }
         if vector is not None:
@@ -287,6 +302,48 @@ class _RecordBuilder:
         return out
 
 
+def _last_assistant(messages: list[dict]) -> int | None:
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+
+
+def context_key(messages: list[dict]) -> str | None:
+    """What two replies to the same context share: a hash of every message before the last assistant one."""
+    last = _last_assistant(messages)
+    if last is None:
+        return None
+    return hashlib.sha1(orjson.dumps([(m.get("role"), _text(m)) for m in messages[:last]])).hexdigest()
+
+
+def pair_siblings(store: Store, dataset: str, picks: list[Pick]) -> list[Pick]:
+    """Give each pick a sibling reply (same context, not routed anywhere, not picked) as its response B, if it has one.
+
+    The sibling with the smallest id is taken, so the pairing is the same on every run.
+    """
+    candidates = load_candidates(store, dataset).ids
+    picked = {p.conversation_id for p in picks}
+    by_context: dict[str, list[str]] = {}
+    key_of: dict[str, str] = {}
+    with store.connect() as conn:
+        for start in range(0, len(candidates), 5_000):
+            chunk = candidates[start : start + 5_000]
+            for cid, messages in conn.execute(sa.select(conversations.c.id, conversations.c.messages)
+                                              .where(conversations.c.id.in_(chunk))):
+                key = context_key(loads(messages) or [])
+                if key is not None:
+                    key_of[cid] = key
+                    by_context.setdefault(key, []).append(cid)
+    used: set[str] = set()
+    out = []
+    for pick in picks:
+        siblings = sorted(c for c in by_context.get(key_of.get(pick.conversation_id, ""), [])
+                          if c not in picked and c not in used)
+        if siblings:
+            used.add(siblings[0])
+            pick = Pick(pick.conversation_id, pick.priority, pick.strategy, siblings[0])
+        out.append(pick)
+    return out
+
+
 def _fired(signal: Any) -> bool:
     return isinstance(signal, dict) and bool(signal.get("name")) and (signal.get("value") or 0) > 0
 
@@ -308,9 +365,3 @@ def _suggestion_model(store: Store) -> str | None:
             .order_by(rewards.c.scored_at.desc()).limit(1)
         ).scalar()
 
-
-def pushed_records(store: Store, dataset: str) -> Iterable[dict]:
-    """The records routed into `dataset`, as rows of `annotation_records`."""
-    with store.connect() as conn:
-        yield from (dict(r._mapping) for r in conn.execute(
-            sa.select(annotation_records).where(annotation_records.c.dataset == dataset)))

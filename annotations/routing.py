@@ -28,6 +28,7 @@ class Pick:
     conversation_id: str
     priority: float  # the failure score (0 when unknown); the embedded server's queue serves high first
     strategy: str  # which share chose it: failure, novel, random, ids
+    conversation_id_b: str | None = None  # a second response to the same context (a preference record)
 
 
 @dataclass
@@ -135,7 +136,11 @@ def load_candidates(store: Store, dataset: str) -> Candidates:
     only fills in what is missing.
     """
     c, f, a = conversations.c, failure_scores.c, cluster_assignments.c
-    elsewhere = sa.select(annotation_records.c.conversation_id).where(annotation_records.c.dataset != dataset)
+    r = annotation_records.c
+    elsewhere = sa.union(
+        sa.select(r.conversation_id).where(r.dataset != dataset),
+        sa.select(r.conversation_id_b).where(r.conversation_id_b.is_not(None)),
+    )
     query = (
         sa.select(c.id, f.failure_score, a.cluster_id, a.novel)
         .select_from(

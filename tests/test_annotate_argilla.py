@@ -250,3 +250,32 @@ def test_cli_push_pull_status_json(cli, store, oasst_file, argilla_env):
     assert state["total"] == 12 and state["completed"] == 0 and state["pending"] == 12
     human = cli("annotate", "status", "--dataset", dataset).stdout
     assert "0 of 12 records completed" in human
+
+
+def test_push_pairs_siblings_into_preference_records(store, oasst_file, conn):
+    from annotations.push import context_key
+    from curation.store import loads
+
+    prepare_store(store, oasst_file, vectors=False)
+    dataset = unique("pairs")
+    result = push(store, dataset, budget=20, connection=conn, pairs=True, progress=False)
+    assert result["pushed"] == 20
+    with store.connect() as c:
+        routed = c.execute(sa.select(annotation_records)).all()
+        messages = dict(c.execute(sa.text("SELECT id, messages FROM conversations")).all())
+    paired = [r for r in routed if r.conversation_id_b]
+    assert len(paired) >= 10  # most oasst1 replies have a sibling
+    for r in paired:  # a real sibling: same context, different reply
+        assert r.record_id == record_id(r.conversation_id, r.conversation_id_b)
+        assert context_key(loads(messages[r.conversation_id])) == context_key(loads(messages[r.conversation_id_b]))
+    used = [r.conversation_id for r in routed] + [r.conversation_id_b for r in paired]
+    assert len(used) == len(set(used))
+    by_id = {r["external_id"]: r for r in server_records(conn, dataset)}
+    assert by_id[paired[0].record_id]["fields"]["response_b"]
+    assert push(store, dataset, budget=20, connection=conn, pairs=True, progress=False)["pushed"] == 0
+
+    rate(conn, dataset, {paired[0].record_id: {"ann": {**{a: 2 for a in ATTRIBUTES}, "preference": "3", "justification": "B is right."}}})
+    pull(store, dataset, connection=conn, progress=False)
+    with store.connect() as c:
+        row = c.execute(sa.select(ratings).where(ratings.c.record_id == paired[0].record_id)).one()
+    assert row.preference == 3 and row.conversation_id_b == paired[0].conversation_id_b

@@ -17,18 +17,20 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
               help="failure: highest failure scores spread over clusters + 20% exploration; random: uniform sample.")
 @click.option("--min-submitted", type=int, default=1, show_default=True,
               help="Annotators per record before it counts as done (2+ for agreement studies).")
+@click.option("--pairs", is_flag=True,
+              help="Show a sibling reply (same context) as response B and ask for a preference (HelpSteer2-Preference).")
 @workspace_option
 @home_option
 @json_option
 @reports
-def push(dataset, budget, ids, strategy, min_submitted, workspace, home, as_json):  # noqa: ANN001, ANN201
+def push(dataset, budget, ids, strategy, min_submitted, pairs, workspace, home, as_json):  # noqa: ANN001, ANN201
     """Send conversations to Argilla as HelpSteer2 rating tasks, PII redacted. Idempotent and resumable."""
     from annotations.push import push as run_push
     from curation.store import Store
 
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
     result = run_push(Store.open(home), dataset, budget=budget if wanted is None else None, ids=wanted,
-                      strategy=strategy, workspace=workspace, min_submitted=min_submitted)
+                      strategy=strategy, workspace=workspace, min_submitted=min_submitted, pairs=pairs)
     shares = ", ".join(f"{k} {v}" for k, v in sorted(result["by_strategy"].items()))
     return result, f"pushed {result['pushed']:,} records to {dataset!r} at {result['url']} ({shares or 'none new'}); skipped {result['skipped']:,}"
 
