@@ -61,6 +61,7 @@ class Export:
     tie_threshold: float = _f(0.5, "rule (a): drop pairs whose score difference is below this")
     include_disagreement: bool = _f(False, "keep records flagged for annotator disagreement")
     test_fraction: float = _f(0.2, "share of contexts held out for evaluation")
+    mix: list[str] = _f([], "existing TRL-format preference data to mix in: files, export folders, or hub ids when online")
     seed: int = _f(0, "split seed")
 
 
@@ -116,6 +117,8 @@ def load(path: str | Path | None) -> LoopConfig:
     config.path = str(path)
     base = path.parent
     config.sources.paths = [p if p.startswith("{home}") or Path(p).is_absolute() else str(base / p) for p in config.sources.paths]
+    config.export.mix = [p if p.startswith("{home}") or Path(p).is_absolute() or not (base / p).exists() else str(base / p)
+                         for p in config.export.mix]
     if config.gate.pairs and not Path(config.gate.pairs).is_absolute():
         config.gate.pairs = str(base / config.gate.pairs)
     return config

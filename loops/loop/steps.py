@@ -142,12 +142,13 @@ def export(ctx: RunContext) -> dict:
 
     with ctx.store.connect() as conn:
         n_ratings = conn.execute(sa.select(sa.func.count()).select_from(ratings)).scalar_one()
-    if not n_ratings:
-        raise StepSkipped("no ratings yet")
     cfg = ctx.config.export
+    if not n_ratings and not cfg.mix:
+        raise StepSkipped("no ratings yet")
     rules = PairRules(rules=tuple(cfg.rules), tie_threshold=cfg.tie_threshold, include_disagreement=cfg.include_disagreement,
                       test_size=cfg.test_fraction, seed=cfg.seed)
-    return export_preferences(ctx.store, ctx.path("exports", ctx.run_id), fmt="jsonl", rules=rules)
+    mix = [m.replace("{home}", str(ctx.store.home)) for m in cfg.mix]
+    return export_preferences(ctx.store, ctx.path("exports", ctx.run_id), fmt="jsonl", rules=rules, mix=mix)
 
 
 def train(ctx: RunContext) -> dict:

@@ -1,0 +1,96 @@
+"""`curate loop run` at scale: N new generated conversations, `--push` records pushed, a retrain on `--pairs` pairs.
+
+    .venv/bin/python benchmarks/loop_scale.py --n 100000 --push 200 --pairs 2000
+
+The pairs come from existing preference data mixed into the export (`export.mix`), generated here as
+(good answer ≻ planted failure) pairs, since a benchmark has no people rating 2,000 records. The embedded Argilla
+server runs beside the loop. Prints each step's time, the total, and the peak RSS of the loop process tree
+(sampled every 100 ms) and of the server.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import psutil
+
+from curation.sample import generate, write_jsonl
+
+
+def pairs_file(path: Path, n: int) -> Path:
+    rows = []
+    for record in generate(n * 4, seed=99, id_prefix="pairs"):
+        truth = record["metadata"]["demo_truth"]
+        if truth["last_answer_failure"] and truth["reference"] != record["messages"][-1]["content"]:
+            rows.append({"prompt": record["messages"][:-1], "chosen": [{"role": "assistant", "content": truth["reference"]}],
+                         "rejected": [record["messages"][-1]], "margin": 2.0})
+        if len(rows) == n:
+            break
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--push", type=int, default=200)
+    parser.add_argument("--pairs", type=int, default=2_000)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    home = Path(args.workdir or tempfile.mkdtemp(prefix="curate-loop-bench-")) / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    write_jsonl(home / "incoming" / "traffic.jsonl", args.n, seed=7)
+    pairs = pairs_file(home / "existing-pairs.jsonl", args.pairs)
+    print(f"generated {args.n:,} conversations and {args.pairs:,} pairs in {time.perf_counter() - t:.0f}s")
+    (home / "bench.toml").write_text(f"""name = "bench"
+[sources]
+paths = ["{{home}}/incoming"]
+[annotate]
+dataset = "bench"
+budget = {args.push}
+[export]
+mix = ["{pairs}"]
+test_fraction = 0.1
+[train]
+min_new_pairs = 1
+epochs = 1.0
+""")
+    from annotations.server import start_background
+
+    server = start_background(home, api_key="bench.apikey.0001", owner_password="bench-password")
+    env = {**os.environ, "CURATE_HOME": str(home), "ARGILLA_API_URL": server.url, "ARGILLA_API_KEY": server.api_key,
+           "HF_HUB_OFFLINE": "1"}
+    try:
+        print(f"cores: {os.cpu_count()}  load average before: {os.getloadavg()[0]:.2f}")
+        started = time.perf_counter()
+        proc = psutil.Popen([sys.executable, "-m", "curation.cli.main", "loop", "run", "--config", str(home / "bench.toml"), "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        peak, server_peak = 0, 0
+        server_proc = psutil.Process(server.process.pid)
+        while proc.poll() is None:
+            try:
+                peak = max(peak, sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]))
+                server_peak = max(server_peak, server_proc.memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+        total = time.perf_counter() - started
+        summary = orjson.loads(proc.stdout.read())
+    finally:
+        server.stop()
+    print(f"status {summary['status']}; total {total / 60:.1f} min; peak RSS {peak / 2**30:.2f} GiB (loop), "
+          f"{server_peak / 2**30:.2f} GiB (Argilla server)")
+    for name, step in summary["steps"].items():
+        figures = {k: v for k, v in step["figures"].items() if isinstance(v, (int, float)) and k != "seconds"}
+        print(f"  {name:<9} {step['status']:<8} {step['seconds'] or 0:8.1f}s  {figures}")
+
+
+if __name__ == "__main__":
+    main()
