@@ -54,6 +54,7 @@ def push(
     redactor: Redactor | None = None,
     batch_size: int = BATCH,
     pairs: bool = False,
+    suggestions_from: str | None = None,
     progress: bool | None = None,
 ) -> dict:
     """Route conversations into `dataset`; returns {"pushed", "skipped", "dataset", "url", "by_strategy", "run_id"}.
@@ -61,6 +62,8 @@ def push(
     `skipped` counts chosen conversations that were already in the dataset (or, for `ids`, routed elsewhere or
     without an assistant reply). With `pairs`, a chosen conversation that has a sibling (another reply to the same
     context, e.g. a regenerated answer) becomes a two-response record with a preference question.
+    `suggestions_from` names the reward model version whose `rewards.attributes` become suggestions (the loop passes
+    its champion); by default the newest version that wrote attributes.
     """
     if (budget is None) == (ids is None):
         raise CurateError("say what to push: --budget N (routing chooses) or --ids ID... (exactly these)")
@@ -77,7 +80,7 @@ def push(
         settings = template(min_submitted=min_submitted, dimensions=dim)
         conn = connection or connect(home=store.home)
         dataset_id, question_ids = ensure_dataset(conn, dataset, workspace or DEFAULT_WORKSPACE, settings)
-        builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space)
+        builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space, suggestions_from)
         pushed, unrateable = _send(store, conn, dataset, dataset_id, picks, builder, batch_size, run_id, progress)
     except Exception as exc:
         store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
@@ -196,13 +199,14 @@ def _record(store: Store, dataset: str, sent: list[Pick], run_id: str) -> None:
 class _RecordBuilder:
     """Turns picks into Argilla record payloads (plain dicts; the SDK's objects cost more than the server's work)."""
 
-    def __init__(self, store: Store, redactor: Redactor, question_ids: dict[str, str], space: str | None):
+    def __init__(self, store: Store, redactor: Redactor, question_ids: dict[str, str], space: str | None,
+                 model_version: str | None = None):
         self.store = store
         self.redactor = redactor
         self.question_ids = question_ids
         self.space = space
         self.labels = cluster_labels(store)
-        self.model_version = _suggestion_model(store)
+        self.model_version = model_version or _suggestion_model(store)
         self.agent = _AGENT_UNSAFE.sub("-", self.model_version)[:200] if self.model_version else None
 
     def build(self, picks: list[Pick]) -> tuple[list[dict], list[Pick]]:
