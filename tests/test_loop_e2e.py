@@ -31,6 +31,7 @@ def test_nightly_twice_second_run_ingests_nothing_and_says_so(cli, home, argilla
     run2 = cli.json("loop", "history")["runs"][0]
     assert run2["steps"]["ingest"]["status"] == "skipped" and run2["ingested"] == 0
     assert run2["steps"]["embed"]["figures"]["embedded"] == 0  # incremental all the way down
+    assert run2["pushed"] == 50  # the budget is per run: the 50 conversations not pushed yet
     assert run2["status"] == "done" and run2["run_id"] != first["run_id"]
     status = cli.json("loop", "status")
     assert status["latest"]["run_id"] == run2["run_id"] and status["running"] == []

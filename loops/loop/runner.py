@@ -41,6 +41,7 @@ class RunContext:
     store: Store
     config: LoopConfig
     run_id: str
+    started_at: str = ""
     progress: bool | None = None
     figures: dict[str, dict] = field(default_factory=dict)  # finished steps of this run, by name
     previous: dict | None = None  # the newest finished run of this loop before this one
@@ -68,7 +69,8 @@ def run_loop(store: Store, config: LoopConfig, steps: list[tuple[str, Step]] | N
     try:
         run_id, resumed = _open_run(store, config, [name for name, _ in steps])
         lock.rename(run_id)
-        ctx = RunContext(store, config, run_id, progress, previous=_previous_run(store, config.name, run_id))
+        ctx = RunContext(store, config, run_id, _started_at(store, run_id), progress,
+                         previous=_previous_run(store, config.name, run_id))
         records = _step_records(store, run_id)
         status = "done"
         for name, fn in steps:
@@ -115,6 +117,11 @@ def _step_records(store: Store, run_id: str) -> dict[str, dict]:
     with store.connect() as conn:
         rows = conn.execute(sa.select(loop_steps).where(loop_steps.c.run_id == run_id)).mappings().all()
     return {r["step"]: {**r, "figures": loads(r["figures"]), "message": r["message"] or ""} for r in rows}
+
+
+def _started_at(store: Store, run_id: str) -> str:
+    with store.connect() as conn:
+        return conn.execute(sa.select(loop_runs.c.started_at).where(loop_runs.c.id == run_id)).scalar_one()
 
 
 def _previous_run(store: Store, loop: str, run_id: str) -> dict | None:

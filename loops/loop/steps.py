@@ -117,9 +117,15 @@ def _annotation(ctx: RunContext, action: str) -> dict:
     try:
         if action == "push":
             from annotations.push import push
+            from annotations.tables import annotation_records
 
-            return push(ctx.store, cfg.dataset, budget=cfg.budget, strategy=cfg.strategy, workspace=cfg.workspace,
-                        min_submitted=cfg.min_submitted, progress=ctx.progress)
+            # push's budget caps the dataset's size; the loop's is per run, counted from what earlier runs pushed
+            # (fixed for this run, so a resumed push tops up to the same total)
+            with ctx.store.connect() as conn:
+                earlier = conn.execute(sa.select(sa.func.count()).select_from(annotation_records).where(
+                    annotation_records.c.dataset == cfg.dataset, annotation_records.c.pushed_at < ctx.started_at)).scalar_one()
+            return push(ctx.store, cfg.dataset, budget=earlier + cfg.budget, strategy=cfg.strategy,
+                        workspace=cfg.workspace, min_submitted=cfg.min_submitted, progress=ctx.progress)
         from annotations.pull import pull
 
         return pull(ctx.store, cfg.dataset, workspace=cfg.workspace, progress=ctx.progress)
