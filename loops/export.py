@@ -258,7 +258,22 @@ def _mix(sources: list[str]) -> tuple[list[dict], list[dict]]:
     return rows, info
 
 
-def _write(rows: dict[str, list[dict]], out: Path, fmt: str) -> None:
+def _features(kind: str) -> Any:
+    """Fixed column types, so that an empty split or an attribute nobody rated still has the same schema."""
+    from datasets import Features, Value
+
+    messages = [{"role": Value("string"), "content": Value("string")}]
+    provenance = {"context_id": Value("string"), "cluster_id": Value("int64"), "annotators": [Value("string")],
+                  "disagreement": Value("bool"), "dataset": Value("string"), "run_id": Value("string")}
+    if kind == "preferences":
+        return Features({"prompt": messages, "chosen": messages, "rejected": messages, "margin": Value("float64"),
+                         "rule": Value("string"), "conversation_id_chosen": Value("string"),
+                         "conversation_id_rejected": Value("string"), "source": Value("string"), **provenance})
+    return Features({"prompt": messages, "response": messages, **{a: Value("float64") for a in ATTRIBUTES},
+                     "conversation_id": Value("string"), "n_annotators": Value("int64"), **provenance})
+
+
+def _write(rows: dict[str, list[dict]], out: Path, fmt: str, kind: str) -> None:
     from datasets import Dataset, DatasetDict
 
     if fmt not in FORMATS:
@@ -268,8 +283,9 @@ def _write(rows: dict[str, list[dict]], out: Path, fmt: str) -> None:
         for name, part in rows.items():
             (out / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in part))
         return
-    train = Dataset.from_list(rows["train"])
-    parts = DatasetDict({name: Dataset.from_list(part, features=train.features) for name, part in rows.items()})
+    features = _features(kind)
+    parts = DatasetDict({name: Dataset.from_dict({k: [r[k] for r in part] for k in features}, features=features)
+                         for name, part in rows.items()})
     if fmt == "hf":
         parts.save_to_disk(str(out))
     else:
@@ -281,7 +297,7 @@ def _finish(store: Store, out: Path, fmt: str, kind: str, train: list[dict], tes
             run_id: str, push_to_hub: str | None) -> dict:
     manifest["version"] = hashlib.sha256(b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
                                                   for r in train + test)).hexdigest()[:16]
-    _write({"train": train, "test": test}, out, fmt)
+    _write({"train": train, "test": test}, out, fmt, kind)
     (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     (out / "README.md").write_text(_card(kind, manifest))
     if push_to_hub:

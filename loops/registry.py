@@ -41,7 +41,7 @@ def register(store: Store, path: str | Path, base: str | None, loss: str, data_v
 def list_models(store: Store) -> list[dict]:
     with store.connect() as conn:
         rows = conn.execute(sa.select(reward_models).order_by(reward_models.c.created_at)).mappings().all()
-    return [{**row, "metrics": loads(row["metrics"])} for row in rows]
+    return [_as_dict(row) for row in rows]
 
 
 def get(store: Store, version: str) -> dict:
@@ -49,13 +49,18 @@ def get(store: Store, version: str) -> dict:
         row = conn.execute(sa.select(reward_models).where(reward_models.c.version == version)).mappings().first()
     if row is None:
         raise RegistryError(f"no reward model {version!r} in the registry; see `curate reward list`")
-    return {**row, "metrics": loads(row["metrics"])}
+    return _as_dict(row)
+
+
+def _as_dict(row: sa.RowMapping) -> dict:
+    # Column names come back as sqlalchemy's `quoted_name` (a str subclass), which JSON encoders refuse.
+    return {str(k): (loads(v) if k == "metrics" else v) for k, v in row.items()}
 
 
 def champion(store: Store) -> dict | None:
     with store.connect() as conn:
         row = conn.execute(sa.select(reward_models).where(reward_models.c.status == "champion")).mappings().first()
-    return None if row is None else {**row, "metrics": loads(row["metrics"])}
+    return None if row is None else _as_dict(row)
 
 
 def resolve_model(store: Store, model: str | Path | None) -> tuple[str, Path]:

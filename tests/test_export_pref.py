@@ -98,6 +98,7 @@ def test_no_ratings_is_a_clear_error(store, tmp_path):
         export_preferences(store, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_trl_reward_trainer_takes_the_export_unchanged(store, rated, tmp_path):
     """TRL 1.16's RewardTrainer trains on our hf export as it is, `margin` column included.
 

@@ -62,6 +62,7 @@ def test_train_saves_a_standard_checkpoint(bt_model, dev):
     assert 0.0 <= bt_model["eval_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_training_is_seeded(bt_model, dev, tmp_path):
     train(dev / "pairs", tmp_path / "again", config=TrainConfig(**TINY), progress=False)
     pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()[:6]]
@@ -92,6 +93,7 @@ def test_wilson_interval():
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_regression_then_bt_reads_the_helpfulness_head(dev, shared_data, tmp_path):
     ratings = oasst_ratings(shared_data / "oasst1-en-validation" / "oasst1-en-validation.jsonl")[:24]
     write(ratings, tmp_path / "ratings" / "train.jsonl")
@@ -107,6 +109,7 @@ def test_regression_then_bt_reads_the_helpfulness_head(dev, shared_data, tmp_pat
         train(dev / "pairs", tmp_path / "x", loss="regression-then-bt", config=TrainConfig(**TINY))
 
 
+@pytest.mark.slow
 def test_decoder_base_uses_its_chat_template(dev, tmp_path):
     base = tiny_decoder(tmp_path / "decoder")
     train(dev / "pairs", tmp_path / "dec", base=str(base), config=TrainConfig(**TINY, freeze_layers=0), progress=False)

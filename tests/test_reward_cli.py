@@ -1,0 +1,38 @@
+"""The whole learning stage through the CLI: export preferences → reward train → eval → promote → score → list."""
+from __future__ import annotations
+
+import orjson
+import sqlalchemy as sa
+
+from reward_support import seed_ratings
+
+
+def test_export_train_eval_promote_score(cli, store, oasst_file, tmp_path):
+    from curation.store.failure_tables import rewards
+
+    seed_ratings(store, oasst_file, n_groups=12)
+    exp = cli.json("export", "preferences", "--out", tmp_path / "prefs", "--format", "jsonl", "--test-size", "0.3")
+    assert set(exp) >= {"pairs", "train", "test", "out"} and exp["test"] > 0
+    ratings = cli.json("export", "ratings", "--out", tmp_path / "ratings")
+    assert ratings["rows"] > 0
+
+    trained = cli.json("reward", "train", "--data", tmp_path / "prefs", "--out", tmp_path / "rm",
+                       "--max-steps", "2", "--max-length", "64", "--batch-size", "4")
+    assert set(trained) >= {"model", "loss", "train_pairs", "eval_accuracy", "seconds"}
+    assert trained["train_pairs"] == exp["train"] and trained["loss"] == "bt"
+
+    ev = cli.json("reward", "eval", "--model", tmp_path / "rm", "--pairs", tmp_path / "prefs" / "test.jsonl")
+    assert ev["n"] == exp["test"] and set(ev["by_cluster"]) and ev["accuracy"] == trained["eval_accuracy"]
+
+    fail = cli("reward", "score", code=1)
+    assert "promote" in fail.stderr and "Traceback" not in fail.stderr
+    promoted = cli.json("reward", "promote", trained["version"], "--gate", tmp_path / "prefs" / "test.jsonl")
+    assert promoted["decision"] == "promoted"
+    scored = cli.json("reward", "score")
+    assert scored["scored"] == sum(1 for _ in range(store.count(rewards))) > 0
+    assert cli.json("reward", "score")["scored"] == 0
+    listed = cli.json("reward", "list")["models"]
+    assert [m["status"] for m in listed] == ["champion"] and listed[0]["data_version"] == orjson.loads(
+        (tmp_path / "prefs" / "manifest.json").read_bytes())["version"]
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count(sa.distinct(rewards.c.model_version)))).scalar_one() == 1
