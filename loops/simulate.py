@@ -36,11 +36,18 @@ class SimulatedAnnotator:
     noise: float = 0.6  # standard deviation of each score before rounding
     rewrite_rate: float = 0.6  # how often it writes a better response for a failed answer
 
-    def rate(self, record_key: str, failure: str | None, reference: str) -> dict:
+    def rate(self, record_key: str, failure: str | None, reference: str, failure_b: str | None = None,
+             has_b: bool = False) -> dict:
+        """Answers for response A (and, with a response B, a preference: the failed one loses)."""
         rng = random.Random(f"{self.seed}:{self.name}:{record_key}")
         values = {q: {"value": int(min(4, max(0, round(m + rng.gauss(0, self.noise)))))} for q, m in MEANS.get(failure, MEANS[None]).items()}
         if failure and reference and rng.random() < self.rewrite_rate:
             values["rewrite"] = {"value": reference}
+        if has_b:
+            gap = MEANS.get(failure_b, MEANS[None])["helpfulness"] - MEANS.get(failure, MEANS[None])["helpfulness"]
+            strength = int(min(3, max(-3, round(gap + rng.gauss(0, self.noise)))))
+            values["preference"] = {"value": str(strength)}
+            values["justification"] = {"value": "simulated: the planted failure decides"}
         return values
 
 
@@ -67,9 +74,11 @@ def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: 
         offset += len(page)
         for record in page:
             key = record["external_id"]
-            truth = truths.get(key.split("|")[0], {})
+            id_a, _, id_b = key.partition("|")
+            truth, truth_b = truths.get(id_a, {}), truths.get(id_b, {})
             for annotator in _raters(annotators, key, per_record):
-                values = annotator.rate(key, truth.get("last_answer_failure"), truth.get("reference", ""))
+                values = annotator.rate(key, truth.get("last_answer_failure"), truth.get("reference", ""),
+                                        truth_b.get("last_answer_failure"), has_b=bool(id_b))
                 work[annotator.name].append({"record_id": record["id"], "values": values, "status": "submitted"})
     responses = 0
     for name, items in work.items():  # the bulk upsert the web UI uses: re-sending the same answers changes nothing

@@ -51,6 +51,7 @@ class Annotate:
     budget: int = _f(100, "records pushed per run")
     strategy: str = _f("failure", "routing strategy", ("failure", "random"))
     min_submitted: int = _f(1, "responses needed per record (≥ 2 for agreement studies)")
+    pairs: bool = _f(True, "show a sibling reply to the same context as response B, for a preference rating")
 
 
 @dataclass

@@ -125,7 +125,8 @@ def _annotation(ctx: RunContext, action: str) -> dict:
                 earlier = conn.execute(sa.select(sa.func.count()).select_from(annotation_records).where(
                     annotation_records.c.dataset == cfg.dataset, annotation_records.c.pushed_at < ctx.started_at)).scalar_one()
             return push(ctx.store, cfg.dataset, budget=earlier + cfg.budget, strategy=cfg.strategy,
-                        workspace=cfg.workspace, min_submitted=cfg.min_submitted, progress=ctx.progress)
+                        workspace=cfg.workspace, min_submitted=cfg.min_submitted, pairs=cfg.pairs,
+                        suggestions_from=(ctx.figures.get("score") or {}).get("model"), progress=ctx.progress)
         from annotations.pull import pull
 
         return pull(ctx.store, cfg.dataset, workspace=cfg.workspace, progress=ctx.progress)
