@@ -111,6 +111,14 @@ def seed_responses(conn, dataset: str, n_records: int) -> int:
     return len(ids) * len(users)
 
 
+def _cpu(server) -> float:
+    """CPU seconds the server process used so far: a figure that does not depend on how busy the machine is."""
+    import psutil
+
+    times = psutil.Process(server.process.pid).cpu_times()
+    return times.user + times.system
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=10_000)
@@ -133,21 +141,24 @@ def main() -> None:
         server = start_background(Path(tmp) / "argilla", api_key="bench.key." + os.urandom(6).hex())
         try:
             conn = connect(server.url, server.api_key)
-            t, cpu = time.perf_counter(), time.process_time()
+            t, cpu, server_cpu = time.perf_counter(), time.process_time(), _cpu(server)
             result = push(store, "bench", budget=args.records, connection=conn, progress=False)
             seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+            server_ms = (_cpu(server) - server_cpu) * 1000 / result["pushed"]
             figures["push"] = {"records": result["pushed"], "seconds": round(seconds, 1),
                                "records_per_s": round(result["pushed"] / seconds, 1),
-                               "client_cpu_ms_per_record": round(cpu * 1000 / result["pushed"], 2)}
+                               "client_cpu_ms_per_record": round(cpu * 1000 / result["pushed"], 2),
+                               "server_cpu_ms_per_record": round(server_ms, 2)}
             if args.baseline:
                 rate, cpu_ms = baseline_sdk_log(conn, store, args.baseline)
                 figures["baseline_sdk_records_log"] = {"records": args.baseline, "records_per_s": round(rate, 1),
                                                        "client_cpu_ms_per_record": round(cpu_ms, 2)}
                 figures["push_speedup_vs_sdk"] = round(figures["push"]["records_per_s"] / figures["baseline_sdk_records_log"]["records_per_s"], 2)
             seeded = seed_responses(conn, "bench", min(args.rated, args.records))
-            t, cpu = time.perf_counter(), time.process_time()
+            t, cpu, server_cpu = time.perf_counter(), time.process_time(), _cpu(server)
             pulled = pull(store, "bench", connection=conn, progress=False)
             seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+            figures["pull_server_cpu_ms_per_response"] = round((_cpu(server) - server_cpu) * 1000 / max(pulled["responses"], 1), 3)
             figures["pull"] = {"responses": pulled["responses"], "seeded": seeded, "seconds": round(seconds, 2),
                                "responses_per_s": round(pulled["responses"] / seconds, 1),
                                "client_cpu_ms_per_response": round(cpu * 1000 / max(pulled["responses"], 1), 3)}
