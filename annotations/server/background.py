@@ -59,11 +59,13 @@ def _child_env(settings: ServerSettings) -> dict[str, str]:
     return env
 
 
-def start_background(home: str | os.PathLike | None = None, port: int | None = None, **overrides: object) -> ServerHandle:
+def start_background(home: str | os.PathLike | None = None, port: int | None = None,
+                     ready_timeout: float = READY_TIMEOUT_S, **overrides: object) -> ServerHandle:
     """Run `curate annotate serve` for this home in a child process; return once the API answers.
 
     `port=None` picks a free port. Other keyword arguments override ServerSettings (api_key, owner_password,
-    queue_order, …). The child's output goes to HOME/argilla/server.log.
+    queue_order, …). The child's output goes to HOME/argilla/server.log. A large home takes longer to start:
+    the index is rebuilt from the database first (`ready_timeout`).
     """
     settings = ServerSettings.resolve(home, port=port or free_port(), **overrides)
     settings.folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ def start_background(home: str | os.PathLike | None = None, port: int | None = N
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(settings))
     handle = ServerHandle(settings.url, settings.api_key, settings.home, process, log_path)
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
@@ -86,7 +88,7 @@ def start_background(home: str | os.PathLike | None = None, port: int | None = N
             pass
         time.sleep(0.2)
     handle.stop()
-    raise CurateError(f"the Argilla server did not answer within {READY_TIMEOUT_S:.0f}s; see {log_path}")
+    raise CurateError(f"the Argilla server did not answer within {ready_timeout:.0f}s; see {log_path}")
 
 
 def add_user(home: str | os.PathLike | None, name: str, role: str = "annotator", password: str = "",

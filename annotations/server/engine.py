@@ -148,11 +148,11 @@ async def rebuild_from_database() -> int:
             if dataset.is_draft:
                 continue
             index = _INDEXES[dataset.id] = DatasetIndex(*_schema(dataset))
-            questions = {q.id: q.name for q in dataset.questions}
+            questions = {q.id.hex: q.name for q in dataset.questions}
             while True:
                 rows = (await db.execute(
-                    select(R.c.id, R.c.external_id, R.c.status, R.c.inserted_at, R.c.updated_at,
-                           type_coerce(R.c.fields, Text), type_coerce(R.c["metadata"], Text))
+                    select(_raw(R.c.id), R.c.external_id, R.c.status, R.c.inserted_at, R.c.updated_at,
+                           _raw(R.c.fields), _raw(R.c["metadata"]))
                     .where(R.c.dataset_id == dataset.id)
                     .order_by(R.c.inserted_at, R.c.id)
                     .limit(REBUILD_BATCH)
@@ -160,31 +160,43 @@ async def rebuild_from_database() -> int:
                 )).all()
                 if not rows:
                     break
-                ids = [row[0] for row in rows]
-                suggestions: dict[UUID, dict] = {}
+                ids = [UUID(_hex(row[0])) for row in rows]
+                suggestions: dict[str, dict] = {}
                 for rid, qid, value, score, agent, kind in await db.execute(
-                    select(S.c.record_id, S.c.question_id, type_coerce(S.c.value, Text), type_coerce(S.c.score, Text), S.c.agent, S.c.type)
+                    select(_raw(S.c.record_id), _raw(S.c.question_id), _raw(S.c.value), _raw(S.c.score), S.c.agent, S.c.type)
                     .where(S.c.record_id.in_(ids))
                 ):
-                    suggestions.setdefault(rid, {})[questions.get(qid, str(qid))] = {
+                    suggestions.setdefault(_hex(rid), {})[questions.get(_hex(qid), str(qid))] = {
                         "value": _json(value), "score": _json(score), "agent": agent, "type": _value(kind)}
-                responses: dict[UUID, list] = {}
+                responses: dict[str, list] = {}
                 for rid, resp_id, user_id, status, values in await db.execute(
-                    select(P.c.record_id, P.c.id, P.c.user_id, P.c.status, type_coerce(P.c["values"], Text)).where(P.c.record_id.in_(ids))
+                    select(_raw(P.c.record_id), P.c.id, P.c.user_id, P.c.status, _raw(P.c["values"])).where(P.c.record_id.in_(ids))
                 ):
                     answers = {q: (v or {}).get("value") for q, v in (_json(values) or {}).items()}
-                    responses.setdefault(rid, []).append(
+                    responses.setdefault(_hex(rid), []).append(
                         {"id": str(resp_id), "user_id": str(user_id), "status": str(_value(status)), "values": answers})
-                vectors: dict[UUID, dict] = {}
+                vectors: dict[str, dict] = {}
                 for rid, vsid, value in await db.execute(
-                    select(V.c.record_id, V.c.vector_settings_id, type_coerce(V.c.value, Text)).where(V.c.record_id.in_(ids))
+                    select(_raw(V.c.record_id), V.c.vector_settings_id, _raw(V.c.value)).where(V.c.record_id.in_(ids))
                 ):
-                    vectors.setdefault(rid, {})[str(vsid)] = _json(value)
-                for rid, external_id, status, inserted_at, updated_at, fields, metadata in rows:
+                    vectors.setdefault(_hex(rid), {})[str(vsid)] = _json(value)
+                for rid, (raw_id, external_id, status, inserted_at, updated_at, fields, metadata) in zip(ids, rows):
+                    key = rid.hex
                     index.upsert(_doc(rid, external_id, status, inserted_at, updated_at, _json(fields), _json(metadata),
-                                      index.fields, suggestions.get(rid, {}), responses.get(rid, []), vectors.get(rid, {})))
+                                      index.fields, suggestions.get(key, {}), responses.get(key, []), vectors.get(key, {})))
                 total += len(rows)
     return total
+
+
+def _raw(column: Any) -> Any:
+    """The column without its SQLAlchemy type: JSON stays text for orjson, UUIDs stay strings (a million UUID
+    objects cost more than the rest of the rebuild)."""
+    return type_coerce(column, Text)
+
+
+def _hex(value: Any) -> str:
+    """A UUID as 32 hex digits, whether the driver returned a UUID, its dashed text or SQLite's hex text."""
+    return value.hex if isinstance(value, UUID) else str(value).replace("-", "")
 
 
 def _json(raw: Any) -> Any:

@@ -17,11 +17,12 @@ import numpy as np
 STATUS_CODES = {"draft": 1, "submitted": 2, "discarded": 3}
 STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 _TOKEN = re.compile(r"\w+")
+_SEPARATORS = re.compile(r"\W+")
 
 
 def normalise_text(text: str) -> str:
-    """Lower-cased tokens joined by single spaces, padded, so that ` word ` finds whole words with `in`."""
-    return " " + " ".join(_TOKEN.findall(text.lower())) + " "
+    """Lower-cased words separated by single spaces, padded, so that ` word ` finds whole words with `in`."""
+    return " " + _SEPARATORS.sub(" ", text.lower()).strip() + " "
 
 
 @dataclass
