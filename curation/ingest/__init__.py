@@ -179,12 +179,8 @@ class _Job:
             return
         now = utcnow()
         batch: dict[str, tuple[Conversation, str]] = {}
-        repeated: list[Conversation] = []
-        for conv, source in self.pending:
-            if conv.row["id"] in batch:
-                repeated.append(conv)
-            else:
-                batch[conv.row["id"]] = (conv, source)
+        for conv, source in self.pending:  # a repeat inside the batch is a duplicate of the first
+            batch.setdefault(conv.row["id"], (conv, source))
         events = {}
         for row, _where in self.events:
             events.setdefault(row["id"], row)
@@ -211,7 +207,6 @@ class _Job:
         self.counts["duplicates"] += len(seen_lines - ingested_lines)
         self.counts["conversations"] += len(new_ids)
         self.counts["feedback_events"] += len(fb_new)
-        del repeated
         self.pending.clear()
         self.events.clear()
 
