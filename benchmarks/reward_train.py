@@ -103,16 +103,24 @@ def main() -> None:
             train(work / "dev", model_dir, config=TrainConfig(max_steps=2, max_length=args.max_length), progress=False)
         from curation.ingest import ingest
         from curation.store import Store
+        from curation.store.failure_tables import rewards
+        from loops.reward import RewardModel
         from loops.reward.score import score
 
         store = Store.open(work / "home", url=f"sqlite:///{work / 'home' / 'curate.db'}")
         ingest(store, [str(OASST)])
-        cpu = time.process_time()
-        summary = score(store, model=model_dir, progress=False)
-        cpu = time.process_time() - cpu
-        print(f"scoring: {summary['scored']} conversations in {summary['seconds']} s = {summary['per_second']} conv/s wall, "
-              f"{cpu:.0f} CPU-s ({2 * summary['scored'] / cpu:.0f} conv/s at 2 full cores) "
-              f"(skipped {summary['skipped']} without a reply), peak RSS {peak_rss_mb():.0f} MB", flush=True)
+        for backend in ("torch", "openvino"):
+            if backend == "openvino":
+                RewardModel(model_dir, backend="openvino")  # the one-off export is not part of scoring throughput
+            with store.begin() as conn:
+                conn.execute(rewards.delete())
+            cpu = time.process_time()
+            summary = score(store, model=model_dir, backend=backend, progress=False)
+            cpu = time.process_time() - cpu
+            print(f"scoring ({backend}): {summary['scored']} conversations in {summary['seconds']} s = "
+                  f"{summary['per_second']} conv/s wall, {cpu:.0f} CPU-s ({2 * summary['scored'] / cpu:.0f} conv/s at "
+                  f"2 full cores) (skipped {summary['skipped']} without a reply), peak RSS {peak_rss_mb():.0f} MB",
+                  flush=True)
 
 
 if __name__ == "__main__":

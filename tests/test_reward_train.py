@@ -187,3 +187,13 @@ def test_registry_gate_and_scoring(store, bt_model, dev, tmp_path, oasst_file):
     expected, _ = rm.score([p["prompt"] for p in pairs[:12]], [p["chosen"][0] for p in pairs[:12]])
     np.testing.assert_allclose([stored[f"c{i}"] for i in range(12)], expected, rtol=1e-4, atol=1e-5)
     assert score(store)["scored"] == 0  # incremental
+
+
+@pytest.mark.slow
+def test_openvino_backend_matches_torch(bt_model, dev):
+    pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()[:8]]
+    prompts, responses = [p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs]
+    torch_rewards, _ = RewardModel(dev / "bt").score(prompts, responses)
+    ov_rewards, _ = RewardModel(dev / "bt", backend="openvino").score(prompts, responses)
+    assert (dev / "bt" / "openvino" / "openvino_model.xml").exists()
+    np.testing.assert_allclose(ov_rewards, torch_rewards, atol=1e-3)

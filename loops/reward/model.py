@@ -15,7 +15,8 @@ class RewardModel:
     """A reward-model checkpoint ready to score. Reads `curate_reward.json` when present (our models); any other
     single-logit sequence-classification checkpoint is scored with its chat template or the plain rendering."""
 
-    def __init__(self, path: str | Path, batch_size: int = 64, max_length: int | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, batch_size: int = 64, max_length: int | None = None, threads: int | None = None,
+                 backend: str = "torch"):
         import torch
         import transformers
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -31,9 +32,14 @@ class RewardModel:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(self.device)
+        if backend == "openvino":
+            self.model, self.device = _openvino(self.path), "cpu"
+        elif backend == "torch":
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.model.to(self.device)
+        else:
+            raise InputError(f"unknown backend {backend!r}; use torch or openvino")
         self.renderer = Renderer(self.tokenizer, max_length or self.meta.get("max_length", 256), self.meta.get("rendering"))
         self.head = self.meta.get("reward_head", 0)
         self.attributes = self.meta.get("attributes")
@@ -57,3 +63,27 @@ class RewardModel:
                 out = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
                 logits[idx] = out.float().cpu().numpy()
         return logits[:, self.head], (logits if self.attributes else None)
+
+
+def _openvino(path: Path):  # noqa: ANN202
+    """The checkpoint as an OpenVINO model, exported once into `path/openvino` (about 2x faster on CPUs).
+
+    Written to a temporary folder and renamed, so two scorers starting at once never read a half-written export.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    try:
+        from optimum.intel import OVModelForSequenceClassification
+    except ImportError:
+        raise InputError("the openvino backend needs optimum-intel: pip install 'curate[fast]'") from None
+    target = path / "openvino"
+    if not (target / "openvino_model.xml").exists():
+        tmp = Path(tempfile.mkdtemp(dir=path, prefix=".openvino-"))
+        OVModelForSequenceClassification.from_pretrained(path, export=True, compile=False).save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return OVModelForSequenceClassification.from_pretrained(target)

@@ -26,16 +26,17 @@ def split_last_reply(messages: list[dict]) -> tuple[list[dict], dict] | None:
 
 
 def score(store: Store, model: str | Path | None = None, batch_size: int = 64, page: int = 2048,
-          progress: bool | None = None) -> dict:
+          backend: str = "torch", progress: bool | None = None) -> dict:
     """Score unscored conversations with `model` (a checkpoint folder; None = the registry's champion).
 
+    `backend="openvino"` exports the model once (beside it) and scores about twice as fast on a CPU.
     Returns {"scored", "skipped" (no assistant reply), "model_version", "seconds", "per_second"}.
     """
     from loops.registry import resolve_model
     from loops.reward.model import RewardModel
 
     version, path = resolve_model(store, model)
-    rm = RewardModel(path, batch_size=batch_size)
+    rm = RewardModel(path, batch_size=batch_size, backend=backend)
     run_id = store.start_run("score", {"model_version": version, "path": str(path)})
     started = time.perf_counter()
     done = skipped = 0
