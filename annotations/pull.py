@@ -64,9 +64,9 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
         pulled = len(changed_records)
         _mark_synced(store, dataset, newest, run_id)
         stats = agreement(_submitted(store, dataset))
-    except Exception as exc:
-        store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
-        if isinstance(exc, CurateError):
+    except BaseException as exc:  # a failed or interrupted run is recorded as failed; its committed batches stay
+        store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
+        if isinstance(exc, CurateError) or not isinstance(exc, Exception):
             raise
         raise map_error(exc, getattr(connection, "url", "ARGILLA_API_URL")) from exc
     result = {"pulled": pulled, "responses": submitted, "agreement": stats, "dataset": dataset,

@@ -82,9 +82,9 @@ def push(
         dataset_id, question_ids = ensure_dataset(conn, dataset, workspace or DEFAULT_WORKSPACE, settings)
         builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space, suggestions_from)
         pushed, unrateable = _send(store, conn, dataset, dataset_id, picks, builder, batch_size, run_id, progress)
-    except Exception as exc:
-        store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
-        if isinstance(exc, CurateError):
+    except BaseException as exc:  # a failed or interrupted run is recorded as failed; its committed batches stay
+        store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
+        if isinstance(exc, CurateError) or not isinstance(exc, Exception):
             raise
         raise map_error(exc, getattr(connection, "url", "ARGILLA_API_URL")) from exc
     by_strategy: dict[str, int] = {}

@@ -29,7 +29,7 @@ def push(dataset, budget, ids, strategy, min_submitted, pairs, workspace, home, 
     from curation.store import Store
 
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
-    result = run_push(Store.open(home), dataset, budget=budget if wanted is None else None, ids=wanted,
+    result = run_push(Store.open(home), dataset, budget=budget, ids=wanted,
                       strategy=strategy, workspace=workspace, min_submitted=min_submitted, pairs=pairs)
     shares = ", ".join(f"{k} {v}" for k, v in sorted(result["by_strategy"].items()))
     return result, f"pushed {result['pushed']:,} records to {dataset!r} at {result['url']} ({shares or 'none new'}); skipped {result['skipped']:,}"
