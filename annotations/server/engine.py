@@ -395,8 +395,9 @@ class CurateSearchEngine(SearchEngine):
         probe /= np.linalg.norm(probe) or 1.0
         if order == SimilarityOrder.least_similar:
             probe = -probe
-        # Elasticsearch's cosine score, (1 + cos) / 2, so thresholds mean the same on both engines.
-        scores = (1.0 + index.vectors[key][candidates] @ probe) / 2.0
+        # Elasticsearch's cosine score, (1 + cos) / 2, so thresholds mean the same on both engines. One product over
+        # the whole column, then the candidates: gathering their rows first would copy the matrix on every request.
+        scores = (1.0 + (index.vectors[key][: index.size] @ probe)[candidates]) / 2.0
         k = min(max_results, len(candidates))
         top = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(candidates) else np.arange(len(candidates))
         top = top[np.lexsort([candidates[top], -scores[top]])]
