@@ -103,7 +103,8 @@ def _choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] |
         in_dataset = set(conn.execute(
             sa.select(annotation_records.c.conversation_id).where(annotation_records.c.dataset == dataset)
         ).scalars())
-        in_dataset |= set(conn.execute(
+        # a second response (B) of any pair is not routed again on its own
+        taken = in_dataset | set(conn.execute(
             sa.select(annotation_records.c.conversation_id_b).where(annotation_records.c.conversation_id_b.is_not(None))
         ).scalars())
     if ids is not None:
@@ -114,10 +115,10 @@ def _choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] |
         if missing:
             raise CurateError(f"{len(missing)} of the --ids are not in the store (first: {missing[0]!r}); ingest them first")
         routable = set(load_candidates(store, dataset).ids)
-        picks = [Pick(i, 0.0, "ids") for i in wanted if i in routable and i not in in_dataset]
+        picks = [Pick(i, 0.0, "ids") for i in wanted if i in routable and i not in taken]
         return picks, len(wanted) - len(picks)
     chosen = strategy.select(load_candidates(store, dataset), budget)
-    fresh = [p for p in chosen if p.conversation_id not in in_dataset]
+    fresh = [p for p in chosen if p.conversation_id not in taken]
     room = max(0, budget - len(in_dataset))
     return fresh[:room], len(chosen) - len(fresh[:room])
 
