@@ -47,3 +47,16 @@ def test_sort_key_puts_missing_last_both_ways():
     assert list(np.argsort(sort_key(values, descending=True), kind="stable")) == [3, 0, 2, 1]
     labels = np.array(["b", None, "a"], dtype=object)
     assert list(np.argsort(sort_key(labels, descending=True), kind="stable")) == [0, 2, 1]
+
+
+def test_text_scores_match_the_per_record_rule():
+    index = DatasetIndex({"prompt": "chat", "response": "text"}, {})
+    texts = ["sort a list in python", "python python snakes", "a list of lists", "", "sorted list python"]
+    for i, text in enumerate(texts):
+        index.upsert({**doc(i), "text": {"prompt": text, "response": f"reply {i} list"}})
+    index.delete(uuid.UUID(int=4))
+    for q in ("python", "list python", '"a list"', "list -python", "pyth*", "reply", '"python reply"'):
+        expected = [TextQueryTerms.parse(q).score(" | ".join(index.text[n][s] for n in ("prompt", "response")))
+                    if s != 4 else 0.0 for s in range(len(texts))]
+        assert list(index.text_scores(q, None)) == expected, q
+    assert list(index.text_scores("list", "prompt")) == [1.0, 0.0, 1.0, 0.0, 0.0]

@@ -25,6 +25,14 @@ def normalise_text(text: str) -> str:
     return " " + _SEPARATORS.sub(" ", text.lower()).strip() + " "
 
 
+def occurrences(text: str, needle: str) -> int:
+    """How often the needle occurs, overlaps included (" a a " holds " a " twice: the words share a space)."""
+    count, at = 0, text.find(needle)
+    while at >= 0:
+        count, at = count + 1, text.find(needle, at + 1)
+    return count
+
+
 @dataclass
 class TextQueryTerms:
     """A parsed Elasticsearch `simple_query_string` (default operator AND): phrases, prefixes and negations."""
@@ -54,7 +62,7 @@ class TextQueryTerms:
             return 0.0
         total = 0
         for needle in self.required:
-            count = text.count(needle)
+            count = occurrences(text, needle)
             if not count:
                 return 0.0
             total += count
@@ -242,14 +250,44 @@ class DatasetIndex:
         return np.zeros(self.size, dtype=np.int8) if codes is None else codes[: self.size]
 
     def text_scores(self, q: str, field_name: str | None) -> np.ndarray:
-        """Relevance per slot (0 = no match) of a simple_query_string over one field or all of them."""
+        """Relevance per slot (0 = no match) of a simple_query_string over one field or all of them.
+
+        The same result as `TextQueryTerms.score` on each record, found by scanning one string that holds every
+        record's text (C speed) and mapping match offsets back to slots.
+        """
         terms = TextQueryTerms.parse(q)
-        names = [field_name] if field_name else [n for n, kind in self.fields.items() if kind != "image"]
-        columns = [self.text[n][: self.size] for n in names if n in self.text]
-        scores = np.zeros(self.size, dtype=np.float64)
-        for slot in np.flatnonzero(self.alive[: self.size]):
-            scores[slot] = terms.score(" | ".join(column[slot] for column in columns))
+        names = tuple([field_name] if field_name else [n for n, kind in self.fields.items() if kind != "image"])
+        corpus, starts = self._corpus(names)
+
+        def counts(needle: str) -> np.ndarray:
+            hits, at = [], corpus.find(needle)
+            while at >= 0:
+                hits.append(at)
+                at = corpus.find(needle, at + 1)
+            slots = np.searchsorted(starts, np.asarray(hits, dtype=np.int64), side="right") - 1
+            return np.bincount(slots, minlength=self.size)[: self.size]
+
+        scores = np.where(self.alive[: self.size], 1.0, 0.0) if not terms.required else np.zeros(self.size)
+        for i, needle in enumerate(terms.required):
+            found = counts(needle)
+            scores = found.astype(np.float64) if i == 0 else np.where(found > 0, scores + found, 0.0)
+        for needle in terms.excluded:
+            scores[counts(needle) > 0] = 0.0
+        scores[~self.alive[: self.size]] = 0.0
         return scores
+
+    def _corpus(self, names: tuple[str, ...]) -> tuple[str, np.ndarray]:
+        """Every slot's fields joined by " | " (no needle spans it), slots joined by newlines; cached until a write."""
+        cached = self._order_cache.get(("corpus",) + names)
+        if cached is not None:
+            return cached
+        columns = [self.text[n][: self.size] for n in names if n in self.text]
+        parts = [" | ".join(column[slot] for column in columns) for slot in range(self.size)]
+        starts = np.zeros(self.size, dtype=np.int64)
+        if parts:
+            starts[1:] = np.cumsum([len(p) + 1 for p in parts[:-1]])
+        self._order_cache[("corpus",) + names] = found = ("\n".join(parts), starts)
+        return found
 
     def metadata_values(self, name: str) -> np.ndarray:
         if name not in self.metadata_types:
