@@ -325,7 +325,9 @@ def _write_card(out: Path, meta: dict) -> None:
         "---",
         "library_name: transformers",
         "pipeline_tag: text-classification",
-        f"base_model: {meta['base']}" if not Path(meta["base"]).exists() else "base_model: sentence-transformers/all-MiniLM-L6-v2",
+        # The bundled MiniLM is a local folder; the card names the hub model it is a copy of.
+        "base_model: sentence-transformers/all-MiniLM-L6-v2" if meta["base"] == default_base() else
+        f"base_model: {meta['base']}" if not Path(meta["base"]).exists() else "base_model: local",
         "tags: [reward-model, curate]",
         "---",
         "",
