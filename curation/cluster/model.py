@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
+from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
 CHUNK = 65_536
@@ -33,8 +34,9 @@ def nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = CHUNK) -> tuple[n
 CLEAR_STRUCTURE = 0.25  # a mean silhouette this high means the clusters really are apart
 
 
-def k_grid(n: int, k_max: int = 1_000) -> tuple[list[int], list[int]]:
-    """(wide, band): candidates from 2 to 2·k₀, and five around the rule of thumb k₀ = √(n/2) (from k₀/2 to 2·k₀)."""
+def k_grid(n: int, k_max: int = 500) -> tuple[list[int], list[int]]:
+    """(wide, band): candidates from 2 to 2·k₀, and five around the rule of thumb k₀ = √(n/2) (from k₀/2 to 2·k₀),
+    at most 500: more clusters than a person can review is not a summary."""
     k0 = np.sqrt(n / 2)
     high = min(k_max, n - 1, max(2, int(round(2 * k0))))
     low = min(high, max(2, int(round(k0 / 2))))
@@ -45,25 +47,25 @@ def k_grid(n: int, k_max: int = 1_000) -> tuple[list[int], list[int]]:
     return wide, band
 
 
-def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 20_000) -> int:
+def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> int:
     """`k="auto"`: the k with the highest mean cosine silhouette, on a seeded sample, with a guard for overlap.
 
     When the data has clear clusters (a silhouette of at least 0.25 at some k from 2 to 2·√(n/2)), that k wins.
     Text embeddings usually have no such structure: topics overlap, silhouettes stay near 0, and the maximum then
     sits at k = 2 (code versus everything else), which tells a reader nothing. In that case the best k within a
     factor of two of the rule of thumb √(n/2) is taken. Each candidate is fitted on up to `sample` rows and scored
-    on up to 5,000 of them, so the cost does not grow with n.
+    on up to 2,000 of them with a short k-means (one init, 20 iterations), so the cost does not grow with n.
     """
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(len(X), size=sample, replace=False)) if len(X) > sample else np.arange(len(X))
     S = X[rows]
-    score_rows = rng.choice(len(S), size=min(5_000, len(S)), replace=False)
+    score_rows = rng.choice(len(S), size=min(2_000, len(S)), replace=False)
     wide, band = k_grid(len(X))
     scores = {}
     for k in wide + band:
         if k >= len(S):
             continue
-        labels = _kmeans(k, random_state, len(S)).fit(S).labels_
+        labels = _kmeans(k, random_state, len(S), quick=True).fit(S).labels_
         if len(np.unique(labels[score_rows])) > 1:
             scores[k] = silhouette_score(S[score_rows], labels[score_rows], metric="cosine")
     if not scores:
@@ -74,41 +76,62 @@ def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 20_000) -> int:
     return max((k for k in band if k in scores), key=scores.get, default=best)
 
 
-def _kmeans(k: int, random_state: int, n: int) -> KMeans | MiniBatchKMeans:
-    """Full k-means while it is cheap (it finds better minima), mini-batch beyond 10,000 rows."""
+def _kmeans(k: int, random_state: int, n: int, quick: bool = False) -> KMeans | MiniBatchKMeans:
+    """Full k-means while it is cheap (it finds better minima), mini-batch beyond 10,000 rows.
+
+    Iterations are capped: on overlapping topics k-means creeps for hundreds of iterations while the partition
+    hardly changes, and `quick` fits (for choosing k) need only its shape.
+    """
     if n <= 10_000:
-        return KMeans(n_clusters=k, random_state=random_state, n_init=3)
-    return MiniBatchKMeans(n_clusters=k, random_state=random_state, batch_size=4096, n_init=3,
-                           max_no_improvement=20, reassignment_ratio=0.01)
+        return KMeans(n_clusters=k, random_state=random_state, n_init=1 if quick else 3, max_iter=20 if quick else 100)
+    return MiniBatchKMeans(n_clusters=k, random_state=random_state, batch_size=2048, n_init=1 if quick else 3,
+                           max_iter=3 if quick else 10, max_no_improvement=10, reassignment_ratio=0.01)
 
 
 class AutoKMeans(ClusterMixin, BaseEstimator):
-    """Spherical mini-batch k-means on L2-normalised vectors; k chosen by `choose_k` when `n_clusters="auto"`.
+    """Spherical k-means on L2-normalised vectors; k chosen by `choose_k` when `n_clusters="auto"`.
 
-    Fits on at most `fit_sample` rows (seeded) and assigns the rest to the nearest centroid, so time and memory
-    stay flat from thousands to millions of rows.
+    For speed the vectors are first projected to `n_components` principal components (fitted on a seeded sample;
+    the leading components of sentence embeddings carry the topic), and the k-means is fitted on at most
+    `fit_sample` rows, then every row gets its nearest centroid. Time and memory stay flat from thousands to
+    millions of rows. `n_components=None` clusters in the full space.
     """
 
-    def __init__(self, n_clusters: int | str = "auto", fit_sample: int = 200_000, random_state: int = 0):
+    def __init__(self, n_clusters: int | str = "auto", n_components: int | None = 64, fit_sample: int = 100_000,
+                 random_state: int = 0):
         self.n_clusters = n_clusters
+        self.n_components = n_components
         self.fit_sample = fit_sample
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y=None) -> "AutoKMeans":  # noqa: ANN001
         X = normalise(np.asarray(X, dtype=np.float32))
-        k = choose_k(X, self.random_state) if self.n_clusters == "auto" else int(self.n_clusters)
-        k = max(1, min(k, len(X)))
+        rng = np.random.default_rng(self.random_state)
         rows = np.arange(len(X))
         if len(X) > self.fit_sample:
-            rows = np.sort(np.random.default_rng(self.random_state).choice(len(X), self.fit_sample, replace=False))
-        model = _kmeans(k, self.random_state, len(rows)).fit(X[rows])
+            rows = np.sort(rng.choice(len(X), self.fit_sample, replace=False))
+        self.pca_ = None
+        if self.n_components and X.shape[1] > self.n_components and len(rows) > self.n_components:
+            self.pca_ = PCA(n_components=self.n_components, random_state=self.random_state).fit(X[rows[:20_000]])
+        Z = self._project(X)
+        k = choose_k(Z, self.random_state) if self.n_clusters == "auto" else int(self.n_clusters)
+        k = max(1, min(k, len(X)))
+        model = _kmeans(k, self.random_state, len(rows)).fit(Z[rows])
         self.cluster_centers_ = normalise(model.cluster_centers_)
-        self.labels_, _ = nearest(X, self.cluster_centers_)
+        self.labels_, _ = nearest(Z, self.cluster_centers_)
         self.n_clusters_ = k
         return self
 
+    def _project(self, X: np.ndarray) -> np.ndarray:
+        if self.pca_ is None:
+            return X
+        out = np.empty((len(X), self.pca_.n_components_), dtype=np.float32)
+        for start in range(0, len(X), CHUNK):
+            out[start : start + CHUNK] = self.pca_.transform(X[start : start + CHUNK])
+        return normalise(out)
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return nearest(normalise(np.asarray(X, dtype=np.float32)), self.cluster_centers_)[0]
+        return nearest(self._project(normalise(np.asarray(X, dtype=np.float32))), self.cluster_centers_)[0]
 
 
 class SampledHDBSCAN(ClusterMixin, BaseEstimator):

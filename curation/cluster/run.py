@@ -145,8 +145,12 @@ def _refit(X, k, algorithm, seed, clusterer, reducer, old, min_similarity):  # n
     labels = np.asarray(model.fit(Z).labels_)
     if (labels >= 0).sum() == 0:
         labels = np.zeros(len(X), dtype=np.int64)  # all noise: one cluster is the honest answer
-    _, C = centroids_of(X, labels)
-    index, sim = nearest(X, C)  # noise and unsampled rows join their nearest cluster
+    present, C = centroids_of(X, labels)
+    index = np.searchsorted(present, labels).astype(np.int32)
+    noise = np.flatnonzero(labels < 0)
+    if len(noise):  # noise and unsampled rows join their nearest cluster
+        index[noise] = nearest(X[noise], C)[0]
+    sim = _own_similarity(X, C, index)
     used = np.unique(index)
     C = C[used]
     index = np.searchsorted(used, index).astype(np.int32)
@@ -155,6 +159,14 @@ def _refit(X, k, algorithm, seed, clusterer, reducer, old, min_similarity):  # n
     else:
         ids_of = match(old["ids"], np.zeros((0, X.shape[1]), np.float32), C, min_similarity)
     return index, sim, np.zeros(len(X), dtype=bool), ids_of
+
+
+def _own_similarity(X: np.ndarray, C: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each row's cosine to its own cluster's centroid, in chunks (O(n·d), not O(n·k·d))."""
+    sim = np.empty(len(X), dtype=np.float32)
+    for start in range(0, len(X), 65_536):
+        sim[start : start + 65_536] = np.einsum("ij,ij->i", X[start : start + 65_536], C[index[start : start + 65_536]])
+    return sim
 
 
 def _centroids(X, index, k, old, refitted):  # noqa: ANN001, ANN202
