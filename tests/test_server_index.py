@@ -55,7 +55,8 @@ def test_text_scores_match_the_per_record_rule():
     for i, text in enumerate(texts):
         index.upsert({**doc(i), "text": {"prompt": text, "response": f"reply {i} list"}})
     index.delete(uuid.UUID(int=4))
-    for q in ("python", "list python", '"a list"', "list -python", "pyth*", "reply", '"python reply"'):
+    for q in ("python", "list python", "sort python", "snakes list", "python sort list", '"a list"', "list -python",
+              "pyth*", "reply", '"python reply"', "-python"):
         expected = [TextQueryTerms.parse(q).score(" | ".join(index.text[n][s] for n in ("prompt", "response")))
                     if s != 4 else 0.0 for s in range(len(texts))]
         assert list(index.text_scores(q, None)) == expected, q

@@ -15,7 +15,7 @@ from typing import Callable
 
 from annotations.server import jobs
 from annotations.server.settings import ServerSettings, port_is_free
-from curation.errors import ConfigError, CurateError
+from curation.errors import CurateError
 
 _LOGGER = logging.getLogger("curate.argilla")
 
@@ -151,4 +151,4 @@ def add_user(settings: ServerSettings, name: str, role: str, password: str, work
     return asyncio.run(run())
 
 
-__all__ = ["ConfigError", "add_user", "configure", "prepare", "serve"]
+__all__ = ["add_user", "cache_membership", "configure", "migrate", "prepare", "serve"]

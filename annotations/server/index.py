@@ -267,13 +267,15 @@ class DatasetIndex:
             slots = np.searchsorted(starts, np.asarray(hits, dtype=np.int64), side="right") - 1
             return np.bincount(slots, minlength=self.size)[: self.size]
 
-        scores = np.where(self.alive[: self.size], 1.0, 0.0) if not terms.required else np.zeros(self.size)
-        for i, needle in enumerate(terms.required):
+        matched = self.alive[: self.size].copy()
+        scores = np.zeros(self.size) if terms.required else np.ones(self.size)
+        for needle in terms.required:  # AND: every required term occurs
             found = counts(needle)
-            scores = found.astype(np.float64) if i == 0 else np.where(found > 0, scores + found, 0.0)
+            matched &= found > 0
+            scores += found
         for needle in terms.excluded:
-            scores[counts(needle) > 0] = 0.0
-        scores[~self.alive[: self.size]] = 0.0
+            matched &= counts(needle) == 0
+        scores[~matched] = 0.0
         return scores
 
     def _corpus(self, names: tuple[str, ...]) -> tuple[str, np.ndarray]:
