@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
+import warnings
 
 import numpy as np
 import orjson
@@ -23,6 +24,8 @@ from curation.errors import CurateError
 from curation.store import Store, dumps, utcnow
 
 MODEL_VERSION = "rm-test-v1"
+# annotator names of our own: the session server is shared with other areas' tests
+ANN, BOB, CY = "rater-ann", "rater-bob", "rater-cy"
 
 
 def prepare_store(store: Store, oasst_file, n_clusters: int = 6, vectors: bool = True, extra=None) -> list[str]:
@@ -163,13 +166,15 @@ def test_cli_push_unreachable_server_is_one_line(cli, store, monkeypatch):
     assert result.stderr.count("\n") == 1 and "http://127.0.0.1:9" in result.stderr and "curate annotate serve" in result.stderr
 
 
-def _annotators(conn, names=("ann", "bob", "cy")):
+def _annotators(conn, names=(ANN, BOB, CY)):
     import argilla as rg
 
     workspace = conn.client.workspaces("argilla")
     users = []
     for name in names:
-        user = conn.client.users(username=name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "user not found" before the first test creates them
+            user = conn.client.users(username=name)
         if user is None:
             user = rg.User(username=name, password="pw-" + uuid.uuid4().hex, role="annotator", client=conn.client).create()
             user.add_to_workspace(workspace)
@@ -202,10 +207,10 @@ def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, co
     records = sorted(r["external_id"] for r in server_records(conn, dataset, "responses"))
     scores = {a: 3 for a in ATTRIBUTES}
     plan = {
-        records[0]: {"ann": scores, "bob": {**scores, "helpfulness": 2}, "cy": {**scores, "helpfulness": 4}},
-        records[1]: {"ann": {**scores, "correctness": 0}, "bob": scores, "cy": {**scores, "correctness": 4}},  # spread 4
-        records[2]: {"ann": scores, "bob": None},  # a discarded response with null values (crashes SDK 2.8.0)
-        records[3]: {"ann": {**scores, "preference": "-2", "rewrite": "A better answer."}},
+        records[0]: {ANN: scores, BOB: {**scores, "helpfulness": 2}, CY: {**scores, "helpfulness": 4}},
+        records[1]: {ANN: {**scores, "correctness": 0}, BOB: scores, CY: {**scores, "correctness": 4}},  # spread 4
+        records[2]: {ANN: scores, BOB: None},  # a discarded response with null values (crashes SDK 2.8.0)
+        records[3]: {ANN: {**scores, "preference": "-2", "rewrite": "A better answer."}},
     }
     rate(conn, dataset, plan)
     with pytest.raises(AttributeError):  # why pull reads JSON: the SDK's own iterator dies on the discarded null
@@ -216,20 +221,20 @@ def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, co
     with store.connect() as c:
         raw = {r.id: r for r in c.execute(sa.select(rating_responses))}
         consensus = {r.record_id: r for r in c.execute(sa.select(ratings))}
-    assert len(raw) == 9 and raw[f"{records[2]}:bob"].status == "discarded"
-    assert raw[f"{records[2]}:bob"].helpfulness is None
-    assert raw[f"{records[3]}:ann"].preference == -2 and raw[f"{records[3]}:ann"].rewrite == "A better answer."
+    assert len(raw) == 9 and raw[f"{records[2]}:{BOB}"].status == "discarded"
+    assert raw[f"{records[2]}:{BOB}"].helpfulness is None
+    assert raw[f"{records[3]}:{ANN}"].preference == -2 and raw[f"{records[3]}:{ANN}"].rewrite == "A better answer."
     assert consensus[records[0]].helpfulness == pytest.approx(3.0) and consensus[records[0]].disagreement == 0
     assert consensus[records[1]].disagreement == 1 and consensus[records[1]].correctness == pytest.approx(7 / 3)
     assert consensus[records[2]].n_annotators == 1
-    assert orjson.loads(consensus[records[0]].annotators) == ["ann", "bob", "cy"]
+    assert orjson.loads(consensus[records[0]].annotators) == [ANN, BOB, CY]
     agreement = result["agreement"]
     assert agreement["records"] == 4 and agreement["disagreement"] == 1
-    assert agreement["annotators"]["cy"]["count"] == 2 and agreement["annotators"]["cy"]["mean_offset"] > 0
+    assert agreement["annotators"][CY]["count"] == 2 and agreement["annotators"][CY]["mean_offset"] > 0
 
     again = pull(store, dataset, connection=conn, progress=False)
     assert again["pulled"] == 0 and again["responses"] == 0
-    rate(conn, dataset, {records[0]: {"bob": scores}})  # bob changes his mind
+    rate(conn, dataset, {records[0]: {BOB: scores}})  # bob changes his mind
     changed = pull(store, dataset, connection=conn, progress=False)
     assert changed["pulled"] == 1 and changed["responses"] == 1
     with store.connect() as c:
@@ -237,7 +242,7 @@ def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, co
 
     report = status(store, dataset, connection=conn)
     assert report["total"] == 30 and report["store"]["pushed"] == 30 and report["store"]["rated"] == 4
-    assert report["annotators"]["bob"]["discarded"] == 1 and report["store"]["annotators"]["ann"]["submitted"] == 4
+    assert report["annotators"][BOB]["discarded"] == 1 and report["store"]["annotators"][ANN]["submitted"] == 4
 
 
 def test_cli_push_pull_status_json(cli, store, oasst_file, argilla_env):
@@ -276,7 +281,7 @@ def test_push_pairs_siblings_into_preference_records(store, oasst_file, conn):
     assert by_id[paired[0].record_id]["fields"]["response_b"]
     assert push(store, dataset, budget=20, connection=conn, pairs=True, progress=False)["pushed"] == 0
 
-    rate(conn, dataset, {paired[0].record_id: {"ann": {**{a: 2 for a in ATTRIBUTES}, "preference": "3", "justification": "B is right."}}})
+    rate(conn, dataset, {paired[0].record_id: {ANN: {**{a: 2 for a in ATTRIBUTES}, "preference": "3", "justification": "B is right."}}})
     pull(store, dataset, connection=conn, progress=False)
     with store.connect() as c:
         row = c.execute(sa.select(ratings).where(ratings.c.record_id == paired[0].record_id)).one()

@@ -113,7 +113,7 @@ def test_push_killed_halfway_resumes_without_duplicates(store, own_server):
 def test_pull_killed_halfway_resumes_without_losing_or_doubling(store, own_server, monkeypatch):
     import annotations.pull as pull_module
     from annotations.push import push
-    from tests.test_annotate_argilla import rate
+    from tests.test_annotate_argilla import ANN, BOB, rate
 
     server, restart = own_server
     _traffic(store, N)
@@ -121,7 +121,7 @@ def test_pull_killed_halfway_resumes_without_losing_or_doubling(store, own_serve
     push(store, "pullfault", budget=N, connection=conn, progress=False)
     ids = _server_ids(conn, "pullfault")
     scores = {"helpfulness": 3, "correctness": 2, "coherence": 4, "complexity": 1, "verbosity": 2}
-    rate(conn, "pullfault", {rid: {"ann": scores, "bob": {**scores, "helpfulness": 2}} for rid in ids})
+    rate(conn, "pullfault", {rid: {ANN: scores, BOB: {**scores, "helpfulness": 2}} for rid in ids})
 
     monkeypatch.setattr(pull_module, "PAGE", 100)  # more pages, so that "halfway" is between two of them
     in_dataset = rating_responses.c.dataset == "pullfault"
