@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -218,14 +219,16 @@ class Embedder:
         target.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
         try:
-            model = _sentence_transformer(source, backend)
-            model.save_pretrained(str(work))
-            if backend == "onnx":
-                from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the ONNX tracer warns about its own trace, nothing the user can act on
+                model = _sentence_transformer(source, backend)
+                model.save_pretrained(str(work))
+                if backend == "onnx":
+                    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-                export_dynamic_quantized_onnx_model(model, onnx_quantization_config(), str(work))
-            else:
-                _export_openvino(model, work, calibration)
+                    export_dynamic_quantized_onnx_model(model, onnx_quantization_config(), str(work))
+                else:
+                    _export_openvino(model, work, calibration)
             (work / "DONE").write_text(json.dumps({"source": source}))
             try:
                 work.rename(target)
