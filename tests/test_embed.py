@@ -171,3 +171,34 @@ def test_migration_0002_upgrades_and_downgrades(home):
     assert "embeddings" not in names and "embedding_spaces" not in names and "conversations" in names
     assert store.count(conversations) == 1
     store.dispose()
+
+
+class FailingAfter:
+    """An injected fault: the real embedder, which dies on its n-th call (a killed process, an OOM)."""
+
+    def __init__(self, embedder: Embedder, calls: int):
+        self.inner, self.calls = embedder, calls
+        self.label, self.backend_label = embedder.label, embedder.backend_label
+
+    def encode(self, texts):  # noqa: ANN001
+        self.calls -= 1
+        if self.calls < 0:
+            raise RuntimeError("killed")
+        return self.inner.encode(texts)
+
+
+def test_interrupted_run_keeps_its_chunks_and_resumes(store, threads, embedder):
+    insert(store, threads[:20])
+    with pytest.raises(RuntimeError, match="killed"):
+        embed(store, embedder=FailingAfter(embedder, calls=2), chunk_size=6, progress=False)
+    assert store.count(embeddings) == 12  # two chunks of 6 were committed before the fault
+    with store.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM runs WHERE kind = 'embed'")).scalar_one()
+    assert status == "failed"
+    resumed = embed(store, embedder=embedder, chunk_size=6, progress=False)
+    assert resumed["embedded"] == 8 and resumed["skipped"] == 12
+    ids, X = load_vectors(store)
+    assert ids == sorted(cid for cid, _ in threads[:20])
+    by_id = dict(threads)
+    fresh = embedder.encode([last_turn(by_id[cid]) for cid in ids])
+    np.testing.assert_allclose((X * fresh).sum(axis=1), 1.0, atol=1e-4)  # chunking does not change the vectors
