@@ -180,24 +180,22 @@ def _centroids(X, index, k, old, refitted):  # noqa: ANN001, ANN202
 
 
 def _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted) -> int:  # noqa: ANN001
-    """Write only rows that changed; returns how many."""
-    rows = []
-    for i, cid in enumerate(ids):
-        kept = previous.get(cid)
-        if refitted or kept is None or kept[0] != cluster_id[i]:
-            rows.append({"conversation_id": cid, "cluster_id": int(cluster_id[i]), "similarity": float(sim[i]),
-                         "run_id": run_id, "novel": int(novel[i])})
+    """Write only rows that changed, a chunk at a time (a million row dicts at once would cost gigabytes)."""
+    changed = [i for i, cid in enumerate(ids)
+               if refitted or (kept := previous.get(cid)) is None or kept[0] != cluster_id[i]]
     with store.begin() as conn:
         if refitted:
             conn.execute(cluster_assignments.delete())
         else:
-            changed = [r["conversation_id"] for r in rows if r["conversation_id"] in previous]
-            for start in range(0, len(changed), 5_000):
+            stale = [ids[i] for i in changed if ids[i] in previous]
+            for start in range(0, len(stale), 5_000):
                 conn.execute(cluster_assignments.delete().where(
-                    cluster_assignments.c.conversation_id.in_(changed[start : start + 5_000])))
-        for start in range(0, len(rows), WRITE_CHUNK):
-            conn.execute(cluster_assignments.insert(), rows[start : start + WRITE_CHUNK])
-    return len(rows)
+                    cluster_assignments.c.conversation_id.in_(stale[start : start + 5_000])))
+        for start in range(0, len(changed), WRITE_CHUNK):
+            conn.execute(cluster_assignments.insert(), [
+                {"conversation_id": ids[i], "cluster_id": int(cluster_id[i]), "similarity": float(sim[i]),
+                 "run_id": run_id, "novel": int(novel[i])} for i in changed[start : start + WRITE_CHUNK]])
+    return len(changed)
 
 
 def _label_texts(store, ids, index, sim, k, seed):  # noqa: ANN001, ANN202
