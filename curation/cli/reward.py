@@ -107,7 +107,7 @@ def promote(version, gate, tolerance, force, home, as_json):  # noqa: ANN001, AN
 @click.option("--model", default=None, help="Checkpoint folder or registry version (default: the champion).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--backend", type=click.Choice(["torch", "openvino"]), default="torch", show_default=True,
-              help="openvino: export the model once (kept beside it) and score about 2x faster on a CPU.")
+              help="openvino: export the model once (kept beside it) and score faster on a CPU.")
 @home_option
 @json_option
 @reports

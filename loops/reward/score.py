@@ -29,7 +29,7 @@ def score(store: Store, model: str | Path | None = None, batch_size: int = 64, p
           backend: str = "torch", progress: bool | None = None) -> dict:
     """Score unscored conversations with `model` (a checkpoint folder; None = the registry's champion).
 
-    `backend="openvino"` exports the model once (beside it) and scores about twice as fast on a CPU.
+    `backend="openvino"` exports the model once (beside it) and scores faster on a CPU.
     Returns {"scored", "skipped" (no assistant reply), "model_version", "seconds", "per_second"}.
     """
     from loops.registry import resolve_model

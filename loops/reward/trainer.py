@@ -50,7 +50,7 @@ class TrainConfig:
     length_penalty: float = field(default=0.1, metadata={"help": "Weight of corr(reward, length)² in the loss."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps per stage (-1: run the epochs)."})
     freeze_layers: int | None = field(default=None, metadata={
-        "help": "Freeze the embeddings and this many bottom layers; None = 3 on a CPU (about 2x faster), 0 on a GPU."})
+        "help": "Freeze the embeddings and this many bottom layers; None = 3 on a CPU (cheaper steps), 0 on a GPU."})
 
 
 def train(
