@@ -89,6 +89,58 @@ def cache_membership() -> None:
     User.is_member = is_member
 
 
+def cache_settings_validation() -> None:
+    """Validate question and metadata settings with one pydantic TypeAdapter each, not a new one per call.
+
+    argilla-server 2.8.0 builds a `TypeAdapter` on every `parsed_settings` access (about 7 ms each), and its record and
+    response validators access it several times per record: most of the server's time on a bulk push.
+    """
+    from argilla_server.models import MetadataProperty, Question
+    from argilla_server.models.metadata_properties import MetadataPropertySettings
+    from argilla_server.api.schemas.v1.questions import QuestionSettings
+    from pydantic import TypeAdapter
+
+    if getattr(Question.parsed_settings, "_curate_cached", False):
+        return
+    questions, metadata = TypeAdapter(QuestionSettings), TypeAdapter(MetadataPropertySettings)
+    question_settings = property(lambda self: questions.validate_python(self.settings))
+    metadata_settings = property(lambda self: metadata.validate_python(self.settings))
+    question_settings.fget._curate_cached = True
+    Question.parsed_settings = question_settings
+    MetadataProperty.parsed_settings = metadata_settings
+
+
+def skip_events_without_webhooks() -> None:
+    """Build record and response webhook events only when an enabled webhook will receive them.
+
+    The server assembles each event (several queries and a full record serialisation) before it looks for
+    subscribers; with no webhook that work is thrown away, once per record of every bulk upsert.
+    """
+    import importlib
+
+    from argilla_server.contexts.webhooks import list_enabled_webhooks
+
+    def guarded(notify):  # noqa: ANN001, ANN202
+        if getattr(notify, "_curate_guarded", False):
+            return notify
+
+        async def notify_if_subscribed(db, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if not await list_enabled_webhooks(db):
+                return []
+            return await notify(db, *args, **kwargs)
+
+        notify_if_subscribed._curate_guarded = True
+        return notify_if_subscribed
+
+    for module_name, attrs in (("argilla_server.bulk.records_bulk", ("notify_record_event_v1",)),
+                               ("argilla_server.contexts.records", ("notify_record_event_v1",)),
+                               ("argilla_server.contexts.distribution", ("notify_record_event_v1",)),
+                               ("argilla_server.contexts.datasets", ("notify_record_event_v1", "notify_response_event_v1"))):
+        module = importlib.import_module(module_name)
+        for attr in attrs:
+            setattr(module, attr, guarded(getattr(module, attr)))
+
+
 def prepare(settings: ServerSettings) -> None:
     """Configure, migrate, and make the owner and the configured users match the settings (idempotent)."""
     configure(settings)
@@ -96,6 +148,8 @@ def prepare(settings: ServerSettings) -> None:
     import annotations.server.engine  # noqa: F401 - registers the "curate" search engine
 
     cache_membership()
+    cache_settings_validation()
+    skip_events_without_webhooks()
     asyncio.run(_prepare(settings))
 
 
