@@ -31,9 +31,18 @@ def pytest_report_header(config):  # noqa: ANN001
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+    """PostgreSQL pass: every test that opens a store, except the long end-to-end, fault and browser tests (marked
+    slow or browser) whose store code the fast tests already run on PostgreSQL; `pg` opts a slow test back in."""
     if not PG_URL:
         return
-    keep = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+
+    def wanted(item) -> bool:  # noqa: ANN001
+        if "database_url" not in getattr(item, "fixturenames", ()):
+            return False
+        long = item.get_closest_marker("slow") or item.get_closest_marker("browser")
+        return not long or item.get_closest_marker("pg") is not None
+
+    keep = [item for item in items if wanted(item)]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
 

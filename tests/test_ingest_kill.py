@@ -20,6 +20,7 @@ N = 200_000
 
 
 @pytest.mark.slow
+@pytest.mark.pg
 def test_kill_9_mid_ingest_then_rerun_equals_clean_ingest(home, tmp_path):
     path = write_jsonl(tmp_path / "traffic.jsonl", N, seed=11)
     cmd = [sys.executable, "-m", "curation.cli.main", "ingest", str(path), "--json"]
