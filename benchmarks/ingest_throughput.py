@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/ingest_throughput.py --n 1000000 --database-url postgresql+psycopg://postgres@127.0.0.1:55432/bench
 
 Each configuration runs `curate ingest` in a fresh home as a subprocess; peak RSS is the largest sum of RSS over the
-process and its workers, sampled every 50 ms. The baseline is the same command validating in one process (--workers 1).
+process and its workers, sampled every 50 ms. Two configurations run on the same file: the default (validation in
+the ingesting process) and the opt-in worker processes (`CURATE_INGEST_WORKERS=2`).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def main() -> None:
         write_jsonl(data, args.n, seed=1, turns=3)
         print(f"generated {args.n:,} conversations ({data.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s")
     print(f"cores: {os.cpu_count()}  load average before: {os.getloadavg()[0]:.2f}")
-    for label, workers in (("baseline: validate in one process", 1), ("default: validate in worker processes", 2)):
+    for label, workers in (("default: validate in one process", 1), ("option: validate in 2 worker processes", 2)):
         home = work / f"home-{workers}"
         shutil.rmtree(home, ignore_errors=True)
         env = {**os.environ, "CURATE_HOME": str(home), "CURATE_INGEST_WORKERS": str(workers)}
