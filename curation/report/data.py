@@ -18,7 +18,7 @@ def gather(store: Store, top: int = 20, max_points: int = 5_000, projection: str
     if not rows:
         raise CurateError("nothing to report yet; run `curate embed` and `curate cluster` first")
     return {"clusters": rows, "top": rows[:top], "points": _map(store, max_points, projection, seed),
-            "history": _history(store), "totals": _totals(rows)}
+            "history": cluster_trend(store), "totals": _totals(rows)}
 
 
 def _totals(rows: list[dict]) -> dict:
@@ -61,7 +61,7 @@ def _map(store: Store, max_points: int, projection: str, seed: int) -> list[dict
             for cid, (x, y) in zip(ids, xy)]
 
 
-def _history(store: Store) -> dict:
+def cluster_trend(store: Store) -> dict:
     """{"runs": [run start times], "series": {cluster_id: [failure_rate or None per run]}, "sizes": {...}}."""
     with store.connect() as conn:
         rows = conn.execute(

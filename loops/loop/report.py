@@ -18,7 +18,6 @@ from loops.loop.history import history
 GROWTH = 1.25  # a cluster "grows" when its share of all failures rose by at least this factor since the last run
 MIN_NEW_FAILURES = 3  # … and it gained at least this many failures
 SHOWN = 15
-PALETTE = ["#3b6fb6", "#d9534f", "#5cb85c", "#f0ad4e", "#6f42c1", "#17a2b8", "#e83e8c", "#795548", "#20c997", "#6c757d"]
 
 
 def write_run_report(store: Store, run_id: str, out: str | Path) -> dict:
@@ -40,7 +39,7 @@ def write_run_report(store: Store, run_id: str, out: str | Path) -> dict:
         "<h2>New and growing failure clusters</h2>",
         _changes_table(changes, labels),
         "<h2>Failure rate per cluster across runs</h2>",
-        _trend_svg(trend, labels),
+        _trend(store),
         "<h2>Annotation</h2>",
         _annotation(runs, this),
         "<h2>Reward models</h2>",
@@ -81,6 +80,18 @@ def _cluster_trend(store: Store) -> dict[int, list[tuple[str, dict]]]:
     for row in rows:
         trend.setdefault(row["cluster_id"], []).append((row["run_id"], dict(row)))
     return trend
+
+
+def _trend(store: Store) -> str:
+    """The failure-report's trend chart (curation.report), for the clusters ranked highest now."""
+    from curation.cluster import rank_clusters
+    from curation.report.data import cluster_trend
+    from curation.report.html import colour_of, trend
+
+    rows = rank_clusters(store, top=10)
+    if not rows:
+        return "<p>No clustering runs yet.</p>"
+    return trend(cluster_trend(store), rows, colour_of([r["id"] for r in rows]), width=1000)
 
 
 def _labels(store: Store) -> dict[int, str]:
@@ -140,32 +151,6 @@ def _changes_table(changes: list[dict], labels: dict[int, str]) -> str:
         for c in changes)
     return ("<table id='changes'><tr><th>cluster</th><th>label</th><th>change</th><th>size</th><th>failures</th>"
             "<th>failure rate</th><th>failures before</th></tr>" + rows + "</table>")
-
-
-def _trend_svg(trend: dict, labels: dict[int, str], width: int = 900, height: int = 260) -> str:
-    runs = sorted({run for points in trend.values() for run, _ in points},
-                  key=lambda r: min(row["at"] for pts in trend.values() for rr, row in pts if rr == r))
-    if not runs:
-        return "<p>No clustering runs yet.</p>"
-    top = sorted(trend, key=lambda c: -max((row["failures"] for _, row in trend[c]), default=0))[:10]
-    x = lambda i: 50 + (width - 250) * (i / max(len(runs) - 1, 1))  # noqa: E731
-    y = lambda rate: 20 + (height - 50) * (1 - rate)  # noqa: E731
-    parts = [f"<svg id='trend' width='{width}' height='{height}' role='img' aria-label='failure rate per cluster'>",
-             f"<line x1='50' y1='{y(0)}' x2='{width - 200}' y2='{y(0)}' stroke='#999'/>",
-             f"<line x1='50' y1='{y(0)}' x2='50' y2='{y(1)}' stroke='#999'/>"]
-    for tick in (0, 0.25, 0.5, 0.75, 1):
-        parts.append(f"<text x='10' y='{y(tick) + 4}'>{tick:.0%}</text>")
-    for i, run in enumerate(runs):
-        parts.append(f"<text x='{x(i) - 10}' y='{height - 8}'>run {i + 1}</text>")
-    for n, cid in enumerate(top):
-        colour = PALETTE[n % len(PALETTE)]
-        points = [(runs.index(run), row["failure_rate"] or 0) for run, row in trend[cid]]
-        path = " ".join(f"{x(i):.1f},{y(r):.1f}" for i, r in points)
-        parts.append(f"<polyline class='series' fill='none' stroke='{colour}' stroke-width='2' points='{path}'/>")
-        parts += [f"<circle cx='{x(i):.1f}' cy='{y(r):.1f}' r='3' fill='{colour}'/>" for i, r in points]
-        parts.append(f"<text x='{width - 190}' y='{30 + 18 * n}' fill='{colour}'>■ {_e(labels.get(cid, cid))[:28]}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _annotation(runs: list[dict], this: dict) -> str:

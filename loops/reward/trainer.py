@@ -290,6 +290,10 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
         objective.to(args.device)
         trainer = _Trainer(model=model, args=args, train_dataset=rows,
                            data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
+        if not show:  # without a progress bar the Trainer prints every log dict; they stay in state.log_history
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its summary; keep stdout for --json
             output = trainer.train()
