@@ -62,6 +62,15 @@ def test_failed_step_resumes_without_redoing_finished_steps(store, loop_env):
     assert third["run_id"] != first["run_id"] and not third["resumed"]
 
 
+def test_a_run_that_keeps_failing_is_given_up_after_three_attempts(store, loop_env):
+    loop_env["LOOP_FAIL"].touch()
+    attempts = [run_loop(store, LoopConfig(), steps=fx.STEPS) for _ in range(3)]
+    assert {a["run_id"] for a in attempts} == {attempts[0]["run_id"]} and attempts[1]["resumed"]
+    fresh = run_loop(store, LoopConfig(), steps=fx.STEPS)  # new data must not wait behind a broken run forever
+    assert fresh["run_id"] != attempts[0]["run_id"] and not fresh["resumed"] and fresh["status"] == "failed"
+    assert calls(loop_env).count("first") == 2
+
+
 def test_kill_9_mid_step_then_rerun_resumes_that_step(home, store, loop_env):
     loop_env["LOOP_GATE"].unlink()
     proc = start_holder(home)

@@ -25,6 +25,9 @@ from loops.loop.tables import loop_runs, loop_steps
 
 # exit codes for schedulers (documented in docs/operations.md)
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 75
+# a run whose step keeps failing is resumed this many times in all; then the next invocation starts afresh, so one
+# persistent error cannot stop new data from flowing in forever (the failed run stays in the history)
+MAX_ATTEMPTS = 3
 
 
 class StepSkipped(Exception):
@@ -97,10 +100,10 @@ def _open_run(store: Store, config: LoopConfig, names: list[str]) -> tuple[str, 
     """The unfinished run to resume (we hold the lock, so its process is gone), else a new run with pending steps."""
     with store.begin() as conn:
         last = conn.execute(
-            sa.select(loop_runs.c.id, loop_runs.c.status).where(loop_runs.c.loop == config.name)
+            sa.select(loop_runs.c.id, loop_runs.c.status, loop_runs.c.attempts).where(loop_runs.c.loop == config.name)
             .order_by(loop_runs.c.started_at.desc()).limit(1)
         ).first()
-        if last is not None and last.status in ("running", "failed"):
+        if last is not None and (last.status == "running" or (last.status == "failed" and last.attempts < MAX_ATTEMPTS)):
             conn.execute(loop_runs.update().where(loop_runs.c.id == last.id).values(
                 status="running", pid=os.getpid(), host=socket.gethostname(), attempts=loop_runs.c.attempts + 1))
             return last.id, True

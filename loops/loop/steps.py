@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from curation.errors import CurateError
 from curation.store import loads, utcnow
 from loops.loop.runner import RunContext, StepSkipped
 from loops.loop.tables import loop_files
@@ -155,7 +156,12 @@ def export(ctx: RunContext) -> dict:
     rules = PairRules(rules=tuple(cfg.rules), tie_threshold=cfg.tie_threshold, include_disagreement=cfg.include_disagreement,
                       test_size=cfg.test_fraction, seed=cfg.seed)
     mix = [m.replace("{home}", str(ctx.store.home)) for m in cfg.mix]
-    return export_preferences(ctx.store, ctx.path("exports", ctx.run_id), fmt="jsonl", rules=rules, mix=mix)
+    try:
+        return export_preferences(ctx.store, ctx.path("exports", ctx.run_id), fmt="jsonl", rules=rules, mix=mix)
+    except CurateError as exc:
+        if str(exc).startswith("no preference pairs"):  # ratings, but none that the rules turn into pairs yet
+            raise StepSkipped(str(exc)) from None
+        raise
 
 
 def train(ctx: RunContext) -> dict:
@@ -228,7 +234,11 @@ def _gate(ctx: RunContext) -> Path:
         return Path(ctx.config.gate.pairs)
     if fixed.exists():
         return fixed
-    return Path((ctx.figures.get("export") or {})["out"])
+    exported = ctx.figures.get("export") or {}
+    if not exported.get("test"):
+        raise StepSkipped("no gate set yet: the export's test split is empty (more ratings, or a larger "
+                          "export.test_fraction, or gate.pairs in the loop file)")
+    return Path(exported["out"])
 
 
 def report(ctx: RunContext) -> dict:
