@@ -16,15 +16,17 @@ Exit codes: 0 done, 1 failed (one line on stderr), 2 usage error.
 def render() -> str:
     parts = [HEADER]
 
-    def walk(command: click.Command, path: list[str]) -> None:
-        ctx = click.Context(command, info_name=" ".join(path), terminal_width=100, max_content_width=100)
-        if path[1:]:
-            parts.append(f"\n## `{' '.join(path)}`\n\n```\n{command.get_help(ctx)}\n```\n")
+    def walk(command: click.Command, name: str, parent: click.Context | None) -> None:
+        # contexts chained as in a real invocation, so every command shows the help options it really has
+        ctx = click.Context(command, info_name=name, parent=parent, terminal_width=100, max_content_width=100,
+                            help_option_names=["-h", "--help"])
+        if parent is not None:
+            parts.append(f"\n## `{ctx.command_path}`\n\n```\n{command.get_help(ctx)}\n```\n")
         if isinstance(command, click.Group):
-            for name in sorted(command.list_commands(ctx)):
-                walk(command.get_command(ctx, name), [*path, name])
+            for sub in sorted(command.list_commands(ctx)):
+                walk(command.get_command(ctx, sub), sub, ctx)
 
-    walk(cli, ["curate"])
+    walk(cli, "curate", None)
     return "".join(parts)
 
 
