@@ -52,13 +52,14 @@ def prepare_store(store: Store, oasst_file, n_clusters: int = 6, vectors: bool =
             {"conversation_id": cid, "model_version": MODEL_VERSION, "reward": rng.random(), "scored_at": utcnow(),
              "attributes": dumps({a: rng.uniform(0, 4) for a in ATTRIBUTES}), "run_id": run} for cid in ids])
     if vectors:
+        from curation.embed.run import text_hash
         from curation.embed.vectors import ensure_space, write_vectors
 
         space = ensure_space(store, "test|thread|torch", "test", "thread", "torch", 384, run)
         gen = np.random.default_rng(0)
         matrix = gen.normal(size=(len(ids), 384)).astype(np.float32)
         matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-        write_vectors(store, space, [(cid, cid, v) for cid, v in zip(ids, matrix)], run)
+        write_vectors(store, space, [(cid, text_hash(cid), v) for cid, v in zip(ids, matrix)], run)
     return ids
 
 

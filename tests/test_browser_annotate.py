@@ -56,6 +56,7 @@ def pick_conversations(store, n: int = 10) -> list[str]:
 def write_inputs(store, ids: list[str]) -> None:
     """What the embed and reward stages would have written: real MiniLM vectors and reward-model attributes."""
     from curation.embed import Embedder
+    from curation.embed.run import text_hash
     from curation.embed.vectors import ensure_space, write_vectors
     from curation.store import dumps, loads, utcnow
     from curation.store.failure_tables import rewards
@@ -68,7 +69,7 @@ def write_inputs(store, ids: list[str]) -> None:
     vectors = np.asarray(embedder.encode(texts), dtype=np.float32)
     run = store.start_run("browser-test-inputs")
     space = ensure_space(store, "browser|minilm|torch", embedder.label, "thread", "torch", vectors.shape[1], run)
-    write_vectors(store, space, [(cid, cid, v) for cid, v in zip(ids, vectors)], run)
+    write_vectors(store, space, [(cid, text_hash(cid), v) for cid, v in zip(ids, vectors)], run)
     with store.begin() as conn:
         conn.execute(rewards.insert(), [
             {"conversation_id": cid, "model_version": MODEL_VERSION, "reward": 0.5, "scored_at": utcnow(), "run_id": run,
