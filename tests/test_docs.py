@@ -11,6 +11,6 @@ def test_cli_reference_is_current():
 
 
 def test_docs_name_no_machine_paths():
+    here = str(DOCS.parent.parent)  # the folder the checkout lives in: docs must not name it
     for page in DOCS.glob("*.md"):
-        text = page.read_text()
-        assert "/work/" not in text and "/root/" not in text, page
+        assert here not in page.read_text(), page
