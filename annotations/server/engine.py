@@ -439,11 +439,8 @@ def _filter_mask(index: DatasetIndex, flt: Filter) -> np.ndarray:
     scope = flt.scope
     if isinstance(scope, ResponseFilterScope):
         return _response_mask(index, flt)
-    if isinstance(scope, MetadataFilterScope):
-        values = index.metadata_values(scope.metadata_property)
-    elif isinstance(scope, SuggestionFilterScope):
-        prop = scope.property or "value"
-        values = index.slot_values(lambda s: ((index.suggestions[s] or {}).get(scope.question) or {}).get(prop))
+    if isinstance(scope, (MetadataFilterScope, SuggestionFilterScope)):
+        values = _scope_values(index, scope)
     elif isinstance(scope, RecordFilterScope):
         if scope.property == "status" and isinstance(flt, TermsFilter):
             # The UI sends this with every queue page; a boolean column answers it without a Python loop.
@@ -528,14 +525,19 @@ def _response_mask(index: DatasetIndex, flt: Filter) -> np.ndarray:
     return mask
 
 
+def _scope_values(index: DatasetIndex, scope: MetadataFilterScope | SuggestionFilterScope) -> np.ndarray:
+    """Per-record values of a metadata property, or of a suggestion's value/score/agent, for filters and sorts."""
+    if isinstance(scope, MetadataFilterScope):
+        return index.metadata_values(scope.metadata_property)
+    prop = scope.property or "value"
+    return index.slot_values(lambda s: ((index.suggestions[s] or {}).get(scope.question) or {}).get(prop))
+
+
 def _order_key(index: DatasetIndex, order: Order) -> np.ndarray:
     scope = order.scope
     descending = str(_value(order.order)) == "desc"
-    if isinstance(scope, MetadataFilterScope):
-        values = index.metadata_values(scope.metadata_property)
-    elif isinstance(scope, SuggestionFilterScope):
-        prop = scope.property or "value"
-        values = index.slot_values(lambda s: ((index.suggestions[s] or {}).get(scope.question) or {}).get(prop))
+    if isinstance(scope, (MetadataFilterScope, SuggestionFilterScope)):
+        values = _scope_values(index, scope)
     elif isinstance(scope, RecordFilterScope):
         values = _record_property(index, scope.property)
     elif isinstance(scope, ResponseFilterScope):
