@@ -36,8 +36,8 @@ for module_name, attr in COMMANDS:
     try:
         cli.add_command(getattr(importlib.import_module(module_name), attr))
     except ModuleNotFoundError as exc:
-        # An optional extra (argilla, …) is missing, or a stage's CLI module is not written yet: keep the rest usable.
-        if exc.name and exc.name.startswith(("curation", "annotations", "loops")) and not exc.name.startswith("curation.cli."):
+        # An optional extra (argilla, …) is not installed: keep the rest of the CLI usable.
+        if exc.name and exc.name.startswith(("curation", "annotations", "loops")):
             raise
 
 
