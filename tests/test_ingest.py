@@ -186,3 +186,45 @@ def test_parallel_validation_matches_serial(home, store, tmp_path, monkeypatch):
     assert reasons[0].startswith("malformed JSON") and reasons[1].startswith("invalid UTF-8")
     assert [e["line"] for e in quarantine_entries(summary)] == list(range(11, 18))
     assert store.count(conversations) == 4_001
+
+
+def test_utc_fast_path_matches_the_general_parser():
+    import datetime as dt
+
+    from curation.ingest.records import Reject, parse_time
+
+    def general(text):  # the general path: parse (naive = UTC), convert to UTC, write the store's text
+        moment = dt.datetime.fromisoformat(text)
+        moment = moment.replace(tzinfo=moment.tzinfo or dt.timezone.utc).astimezone(dt.timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    for text in ("2026-11-01T08:27:31Z", "2026-11-01T08:27:31+00:00", "2024-02-29T23:59:59.123456Z",
+                 "2026-11-01T08:27:31.000001+00:00", "2026-11-01T10:27:31+02:00", "2026-11-01 08:27:31"):
+        assert parse_time(text, "at") == general(text)
+    for bad in ("2026-13-01T08:27:31Z", "2025-02-29T00:00:00Z", "2026-11-01T24:00:00Z"):
+        with pytest.raises(Reject, match="bad timestamp"):
+            parse_time(bad, "at")
+
+
+def test_a_failing_write_fails_the_run_and_keeps_committed_batches(store, tmp_path, monkeypatch):
+    import curation.ingest as ingest_module
+    from curation.config import IngestSettings
+    from curation.sample import write_jsonl
+    from curation.store.tables import runs
+
+    real, calls = ingest_module.insert_tuples, []
+
+    def fail_third_batch(conn, table, columns, rows, *args):  # a disk that fills during the third batch
+        calls.append(table.name)
+        if calls.count("conversations") == 3:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+        return real(conn, table, columns, rows, *args)
+
+    monkeypatch.setattr(ingest_module, "insert_tuples", fail_third_batch)
+    path = write_jsonl(tmp_path / "t.jsonl", 2_000, seed=4)
+    with pytest.raises(sa.exc.OperationalError, match="disk is full"):
+        ingest(store, [path], settings=IngestSettings(batch_size=300), progress=False)
+    assert store.count(conversations) == 600  # the two committed batches, nothing of the failed one
+    with store.connect() as conn:
+        status, summary = conn.execute(sa.select(runs.c.status, runs.c.summary)).one()
+    assert status == "failed" and orjson.loads(summary)["ingested"] == 600

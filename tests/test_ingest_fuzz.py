@@ -30,14 +30,16 @@ def _bad_record():
         st.lists(json_values, max_size=3),
         st.builds(lambda m: {"messages": m}, st.lists(good_message, max_size=3)),  # no assistant turn
         st.builds(lambda r: {"messages": [{"role": r, "content": "x"}, assistant]},
-                  st.text(max_size=10).filter(lambda r: r not in {"system", "user", "assistant", "tool", "developer", "function"})),
+                  st.text(max_size=10).filter(lambda r: r not in {"system", "user", "assistant", "tool", "developer", "function"})
+                  | json_values.filter(lambda r: not isinstance(r, str))),  # lists and objects are unhashable
         st.builds(lambda c: {"messages": [{"role": "user", "content": c}, assistant]},
                   json_values.filter(lambda c: not isinstance(c, str) and c is not None)),
         st.builds(lambda t: {"messages": [{"role": "user", "content": "q"}, assistant], "created_at": t},
                   st.text(min_size=1, max_size=12).filter(lambda t: not t.strip()[:1].isdigit())),
         st.builds(lambda f: {"messages": [{"role": "user", "content": "q"}, assistant], "feedback": [{"type": f}]},
                   st.text(max_size=10).filter(lambda f: f not in {"thumbs_down", "thumbs_up", "rating", "comment", "flag",
-                                                                   "regenerated", "edited", "abandoned"})),
+                                                                   "regenerated", "edited", "abandoned"})
+                  | json_values.filter(lambda f: not isinstance(f, str))),
         st.just({"messages": [{"role": "user", "content": "q" * 2_000}, assistant]}),  # over max_chars below
         st.just({"messages": [{"role": "user", "content": "q"}, assistant] * 40}),  # over max_messages below
     ).map(orjson.dumps)

@@ -47,8 +47,8 @@ def test_kill_9_mid_ingest_then_rerun_equals_clean_ingest(home, tmp_path):
     with open(path, "rb") as handle:
         for line in handle:
             conv = chat_record(orjson.loads(line), limits)
-            expected_conv.add(conv.row["id"])
-            expected_fb.update(f["id"] for f in conv.feedback)
+            expected_conv.add(conv.id)
+            expected_fb.update(f[0] for f in conv.feedback)
     with store.connect() as conn:
         conv_ids = conn.execute(sa.select(conversations.c.id)).scalars().all()
         fb_ids = conn.execute(sa.select(feedback.c.id)).scalars().all()

@@ -5,11 +5,14 @@ record is one message, placed in one or more threads or quarantined.
 """
 from __future__ import annotations
 
-import time
+import contextlib
+import queue
+import threading
 from pathlib import Path
 from typing import IO, Any, Iterable
 
 import orjson
+import sqlalchemy as sa
 from tqdm import tqdm
 
 from curation.config import IngestSettings
@@ -17,14 +20,16 @@ from curation.errors import StrictModeError
 from curation.ingest import oasst
 from curation.ingest.readers import Item, Source, expand, jsonl_lines, parse_line, read
 from curation.ingest.parse import parse_chunk, parse_item
-from curation.ingest.records import Conversation, Limits, classify
-from curation.store import Store, existing_ids, insert_rows, utcnow
+from curation.ingest.records import CONVERSATION_COLUMNS, FEEDBACK_COLUMNS, Conversation, Limits, classify
+from curation.store import Store, existing_ids, insert_tuples, utcnow
 from curation.store.tables import conversations, feedback
 
 __all__ = ["ingest", "ingest_records"]
 
 PARALLEL_MIN_BYTES = 8 << 20  # below this, starting worker processes costs more than it saves
 CHUNK_LINES = 2_000
+COLUMNS = CONVERSATION_COLUMNS + ("source", "run_id", "ingested_at")
+FB_COLUMNS = FEEDBACK_COLUMNS + ("run_id",)
 
 
 def ingest(
@@ -49,14 +54,13 @@ def ingest(
     try:
         for source in sources:
             job.run(source, fmt, bar.update)
-        job.flush()
+        job.finish()
     except BaseException:
         job.close()
         store.finish_run(run_id, "failed", job.summary())
         raise
     finally:
         bar.close()
-    job.close()
     summary = job.summary()
     store.finish_run(run_id, "done", summary)
     if strict and summary["quarantined"]:
@@ -75,16 +79,23 @@ def ingest_records(store: Store, records: Iterable[dict], source: str = "api", s
     run_id = store.start_run("ingest", {"source": source})
     job = _Job(store, run_id, settings)
     items = (Item(source, i, orjson.dumps(r, default=str), r) for i, r in enumerate(records, 1))
-    job.run_items(items, "auto", source)
-    job.flush()
-    job.close()
+    try:
+        job.run_items(items, "auto", source)
+        job.finish()
+    finally:
+        job.close()
     summary = job.summary()
     store.finish_run(run_id, "done", summary)
     return summary
 
 
 class _Job:
-    """One ingest run: validates items, batches inserts (one transaction per batch), writes the quarantine."""
+    """One ingest run: validates items, batches inserts (one transaction per batch), writes the quarantine.
+
+    Counting: a one-line conversation is ingested when its insert adds a row (the driver's rowcount says how many
+    did), so the hot path never asks the database which ids it holds. An oasst thread accounts for several lines and
+    a feedback event line for one feedback row; those ask first, because a line counts once whichever row it is in.
+    """
 
     def __init__(self, store: Store, run_id: str, settings: IngestSettings):
         self.store = store
@@ -93,10 +104,21 @@ class _Job:
         self.workers = settings.workers
         self.limits = Limits(settings.max_messages, settings.max_chars, settings.user_salt)
         self.counts = dict(read=0, ingested=0, duplicates=0, quarantined=0, conversations=0, feedback_events=0)
-        self.pending: list[tuple[Conversation, str]] = []
-        self.events: list[tuple[dict, tuple[str, int]]] = []
+        self.rows: list[tuple] = []  # one-line conversations, as conversation rows ready to insert
+        self.feedback: list[tuple] = []  # their feedback rows
+        self.threads: list[tuple[Conversation, tuple]] = []  # conversations over several lines (oasst), with their tail
+        self.events: list[tuple[tuple, tuple[str, int]]] = []  # standalone feedback events and where they came from
         self.quarantine_path = store.quarantine_dir / f"ingest-{run_id}.jsonl"
         self._quarantine: IO[bytes] | None = None
+        self._tails: dict[str, tuple] = {}
+        self._writer = _Writer(store.bulk_connection, self._write)
+
+    def _tail(self, source: str) -> tuple:
+        """The values every conversation row of this batch from `source` ends with (source, run_id, ingested_at)."""
+        tail = self._tails.get(source)
+        if tail is None:
+            tail = self._tails[source] = (source, self.run_id, utcnow())
+        return tail
 
     def run(self, source: Source, fmt: str, on_bytes) -> None:  # noqa: ANN001
         if source.kind == "jsonl" and self.workers > 1 and source.size >= PARALLEL_MIN_BYTES:
@@ -124,7 +146,7 @@ class _Job:
                 for item, reason in rejected:
                     self.reject(item, reason)
                 for conv in threads:
-                    self.pending.append((conv, source))
+                    self.threads.append((conv, self._tail(source)))
                 self._maybe_flush()
             return
         for item in items:
@@ -154,8 +176,9 @@ class _Job:
     def _take(self, source: str, line: int, raw: bytes | None, kind: str, payload: Any) -> None:
         self.counts["read"] += 1
         if kind == "conv":
-            payload.lines = (line,)
-            self.pending.append((payload, source))
+            self.rows.append(payload.row + self._tail(source))
+            if payload.feedback:
+                self.feedback.extend(payload.feedback)
         elif kind == "event":
             self.events.append((payload, (source, line)))
         else:
@@ -170,47 +193,52 @@ class _Job:
         self._quarantine.write(orjson.dumps(entry) + b"\n")
 
     def _maybe_flush(self) -> None:
-        if len(self.pending) + len(self.events) >= self.batch_size:
+        if len(self.rows) + len(self.threads) + len(self.events) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
-        """Write the pending batch in one transaction; duplicates (already stored or repeated) are counted, not written."""
-        if not self.pending and not self.events:
+        """Hand the pending batch to the writer; each batch is written in one transaction."""
+        if not (self.rows or self.threads or self.events):
             return
-        now = utcnow()
-        batch: dict[str, tuple[Conversation, str]] = {}
-        for conv, source in self.pending:  # a repeat inside the batch is a duplicate of the first
-            batch.setdefault(conv.row["id"], (conv, source))
-        events = {}
-        for row, _where in self.events:
-            events.setdefault(row["id"], row)
-        with self.store.begin() as conn:
-            stored = existing_ids(conn, conversations.c.id, list(batch))
-            new = [(c, s) for cid, (c, s) in batch.items() if cid not in stored]
-            rows = [{**c.row, "source": s, "run_id": self.run_id, "ingested_at": now} for c, s in new]
-            insert_rows(conn, conversations, rows)
-            fb_rows = [{**f, "run_id": self.run_id} for c, _ in batch.values() for f in c.feedback]
-            fb_rows += [{**row, "run_id": self.run_id} for row in events.values()]
-            known_fb = existing_ids(conn, feedback.c.id, [f["id"] for f in fb_rows]) if fb_rows else set()
-            fb_new = [f for f in {f["id"]: f for f in fb_rows}.values() if f["id"] not in known_fb]
-            insert_rows(conn, feedback, fb_new)
-        new_ids = {c.row["id"] for c, _ in new}
-        ingested_lines = {(s, line) for c, s in new for line in c.lines}
-        seen_lines = {(s, line) for c, s in self.pending for line in c.lines}
-        event_new = {row["id"] for row in fb_new}
-        for row, where in self.events:
-            if row["id"] in event_new:
-                ingested_lines.add(where)
-                event_new.discard(row["id"])
-            seen_lines.add(where)
-        self.counts["ingested"] += len(ingested_lines)
-        self.counts["duplicates"] += len(seen_lines - ingested_lines)
-        self.counts["conversations"] += len(new_ids)
-        self.counts["feedback_events"] += len(fb_new)
-        self.pending.clear()
-        self.events.clear()
+        self._writer.submit((self.rows, self.feedback, self.threads, self.events))
+        self.rows, self.feedback, self.threads, self.events = [], [], [], []
+        self._tails.clear()
+
+    def _write(self, conn: sa.Connection, batch: tuple) -> None:
+        """Writer thread: one batch, one transaction; duplicates (already stored or repeated) are counted, not written."""
+        rows, fb, threads, events = batch
+        run = (self.run_id,)
+        with conn.begin():
+            ingested, duplicates, new_threads = _insert_threads(conn, threads)
+            added = insert_tuples(conn, conversations, COLUMNS, rows)  # after the threads: a repeat is a duplicate
+            ingested += added
+            duplicates += len(rows) - added
+            fb_rows = [row + run for row in fb]
+            fb_rows += [row + run for conv, _ in threads for row in conv.feedback]
+            new_feedback = insert_tuples(conn, feedback, FB_COLUMNS, fb_rows)
+            # an event line is ingested when its row is new: not stored before, and not repeated earlier in the batch
+            known = existing_ids(conn, feedback.c.id, [row[0] for row, _ in events]) if events else set()
+            for row, _where in events:
+                if row[0] in known:
+                    duplicates += 1
+                else:
+                    known.add(row[0])
+                    ingested += 1
+            new_feedback += insert_tuples(conn, feedback, FB_COLUMNS, [row + run for row, _ in events])
+        self.counts["ingested"] += ingested
+        self.counts["duplicates"] += duplicates
+        self.counts["conversations"] += added + new_threads
+        self.counts["feedback_events"] += new_feedback
+
+    def finish(self) -> None:
+        """Write what is pending and wait until every batch is committed; raises what the writer raised."""
+        self.flush()
+        self._writer.close()
+        self.close()
 
     def close(self) -> None:
+        """Stop, dropping batches not yet written (an interrupted ingest resumes by running it again)."""
+        self._writer.close(drop=True)
         if self._quarantine is not None:
             self._quarantine.close()
 
@@ -222,6 +250,67 @@ class _Job:
             "feedback_events": self.counts["feedback_events"],
             "run_id": self.run_id,
         }
+
+class _Writer:
+    """Runs `write(conn, batch)` on each submitted batch in a second thread, at most `depth` batches waiting; `conn`
+    comes from `connect()`, opened in that thread on the first batch and held until the end.
+
+    The SQLite and PostgreSQL drivers release the GIL while the database works (and SQLite's commit waits on the
+    disk), so on two cores the next batch is parsed while this one is written. Batches are written in order.
+    """
+
+    def __init__(self, connect, write, depth: int = 2):  # noqa: ANN001
+        self._connect = connect
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._drop = False
+        self._thread = threading.Thread(target=self._loop, name="curate-ingest-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self, drop: bool = False) -> None:
+        """Wait for the batches already submitted (or, with `drop`, only the one being written); then raise its error."""
+        if self._thread.is_alive():
+            self._drop = self._drop or drop
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None and not drop:
+            error, self._error = self._error, None
+            raise error
+
+    def _loop(self) -> None:
+        with contextlib.ExitStack() as stack:
+            conn = None
+            while (batch := self._queue.get()) is not None:
+                if self._error is None and not self._drop:
+                    try:
+                        conn = conn or stack.enter_context(self._connect())
+                        self._write(conn, batch)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the ingesting thread, which raises it
+                        self._error = exc
+
+
+def _insert_threads(conn, threads: list[tuple[Conversation, tuple]]) -> tuple[int, int, int]:  # noqa: ANN001
+    """Insert the pending multi-line conversations; (lines ingested, lines duplicate, conversations added)."""
+    if not threads:
+        return 0, 0, 0
+    stored = existing_ids(conn, conversations.c.id, [conv.id for conv, _ in threads])
+    new: dict[str, tuple] = {}
+    seen_lines: set[tuple[str, int]] = set()
+    ingested_lines: set[tuple[str, int]] = set()
+    for conv, tail in threads:  # a repeat inside the batch is a duplicate of the first
+        lines = {(tail[0], line) for line in conv.lines}
+        seen_lines |= lines
+        if conv.id not in stored and conv.id not in new:
+            new[conv.id] = conv.row + tail
+            ingested_lines |= lines
+    insert_tuples(conn, conversations, COLUMNS, list(new.values()))
+    return len(ingested_lines), len(seen_lines - ingested_lines), len(new)
 
 
 def _chain(first, rest):  # noqa: ANN001, ANN202

@@ -94,7 +94,7 @@ def _check(obj: Any) -> str | None:
         return "record is not a JSON object"
     if not isinstance(obj.get("message_id"), str):
         return "oasst message without a 'message_id'"
-    if obj.get("role") not in ROLE:
+    if not isinstance(obj.get("role"), str) or obj["role"] not in ROLE:
         return f"unknown oasst role {str(obj.get('role'))[:40]!r} (expected prompter or assistant)"
     if not isinstance(obj.get("text"), str) or not obj["text"].strip():
         return "oasst message 'text' must be a non-empty string"
@@ -124,11 +124,11 @@ def _conversation(items: list[Item], limits: Limits) -> Conversation:
     for turn, obj in enumerate(objs):
         if obj["role"] != "assistant":
             continue
-        emojis = obj.get("emojis") or {}
+        emojis = obj.get("emojis") if isinstance(obj.get("emojis"), dict) else {}
         for name, count in zip(emojis.get("name") or [], emojis.get("count") or []):
-            if name in EMOJI_FEEDBACK and count:
+            if isinstance(name, str) and name in EMOJI_FEEDBACK and count:
                 feedback.append(feedback_row(conv_id, EMOJI_FEEDBACK[name], count, turn, None, ("emoji", obj["message_id"])))
-        labels = obj.get("labels") or {}
+        labels = obj.get("labels") if isinstance(obj.get("labels"), dict) else {}
         review[obj["message_id"]] = {
             "turn": turn,
             "labels": dict(zip(labels.get("name") or [], labels.get("value") or [])),
@@ -142,14 +142,14 @@ def _conversation(items: list[Item], limits: Limits) -> Conversation:
         # human review of the source dataset: annotation truth for evaluation, never a production signal
         "oasst_review": review,
     }
-    row = {
-        "id": conv_id,
-        "messages": orjson.dumps(messages).decode(),
-        "model": leaf.get("model_name"),
-        "created_at": parse_time(leaf.get("created_date"), "created_date"),
-        "session_id": leaf.get("message_tree_id"),
-        "user_hash": hash_user(objs[0].get("user_id"), limits.salt),
-        "metadata": orjson.dumps(metadata).decode(),
-        "n_messages": len(messages),
-    }
+    row = (  # CONVERSATION_COLUMNS
+        conv_id,
+        orjson.dumps(messages).decode(),
+        leaf.get("model_name"),
+        parse_time(leaf.get("created_date"), "created_date"),
+        leaf.get("message_tree_id"),
+        hash_user(objs[0].get("user_id"), limits.salt),
+        orjson.dumps(metadata).decode(),
+        len(messages),
+    )
     return Conversation(row, feedback, tuple(item.line for item in items))

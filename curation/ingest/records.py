@@ -6,7 +6,9 @@ about what later stages rely on (roles, string content, an assistant turn, times
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +35,20 @@ class Limits:
     salt: str = "curate"
 
 
-@dataclass
+# Rows are plain tuples in these column orders: the ingest hot path hands them to the driver as they are.
+CONVERSATION_COLUMNS = ("id", "messages", "model", "created_at", "session_id", "user_hash", "metadata", "n_messages")
+FEEDBACK_COLUMNS = ("id", "conversation_id", "type", "value", "turn", "at")
+
+
+@dataclass(slots=True)
 class Conversation:
-    row: dict[str, Any]
-    feedback: list[dict[str, Any]] = field(default_factory=list)
+    row: tuple  # values in CONVERSATION_COLUMNS order
+    feedback: list[tuple] = field(default_factory=list)  # rows in FEEDBACK_COLUMNS order
     lines: tuple[int, ...] = ()  # source lines it accounts for (several for an oasst thread)
+
+    @property
+    def id(self) -> str:
+        return self.row[0]
 
 
 def content_hash(*parts: Any) -> str:
@@ -47,13 +58,28 @@ def content_hash(*parts: Any) -> str:
 def hash_user(user_id: Any, salt: str) -> str | None:
     if user_id is None:
         return None
+    return _salted_hash(str(user_id), salt)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the same users come back again and again in production traffic
+def _salted_hash(user_id: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}\x00{user_id}".encode()).hexdigest()[:32]
+
+
+# Most logs write UTC like this already: its store text is the same characters with the fraction padded.
+_UTC_TEXT = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]{6})?(?:Z|\+00:00)")
 
 
 def parse_time(value: Any, what: str) -> str | None:
     """ISO-8601 text (naive = UTC) or epoch seconds → the store's UTC text; anything else is rejected."""
     if value is None:
         return None
+    if type(value) is str and (utc := _UTC_TEXT.fullmatch(value)) is not None:
+        try:
+            dt.datetime.fromisoformat(value)  # checks the ranges: month 13 or 30 February are still rejected
+            return f"{utc[1]}{utc[2] or '.000000'}Z"
+        except ValueError:
+            pass  # the general path below words the rejection
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -78,6 +104,8 @@ def parse_time(value: Any, what: str) -> str | None:
 def _ident(value: Any, what: str) -> str | None:
     if value is None:
         return None
+    if type(value) is str and 0 < len(value) <= MAX_ID:
+        return value
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise Reject(f"'{what}' must be a string")
     text = str(value)
@@ -98,15 +126,18 @@ def check_messages(messages: Any, limits: Limits) -> list[dict]:
     chars = 0
     has_assistant = False
     for msg in messages:
-        # the common case costs two dict lookups and a type check; the slow path below explains a rejection
-        if type(msg) is not dict or msg.get("role") not in ROLES:
+        # the common case costs two dict lookups and three type checks; _explain_bad_message words a rejection
+        if type(msg) is not dict:
+            _explain_bad_message(messages)
+        role = msg.get("role")
+        if type(role) is not str or role not in ROLES:  # a list or dict role is unhashable: check the type first
             _explain_bad_message(messages)
         content = msg.get("content")
         if type(content) is str:
             chars += len(content)
-        elif not (content is None and msg["role"] == "assistant" and msg.get("tool_calls")):
+        elif not (content is None and role == "assistant" and msg.get("tool_calls")):
             _explain_bad_message(messages)
-        if msg["role"] == "assistant":
+        if role == "assistant":
             has_assistant = True
     if not has_assistant:
         raise Reject("no assistant turn: a conversation needs at least one assistant message")
@@ -120,7 +151,7 @@ def _explain_bad_message(messages: list) -> None:
         if not isinstance(msg, dict):
             raise Reject(f"message {i} is not an object")
         role = msg.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise Reject(f"message {i} has unknown role {str(role)[:40]!r} (expected system, user, assistant or tool)")
         content = msg.get("content")
         if not isinstance(content, str) and not (content is None and role == "assistant" and msg.get("tool_calls")):
@@ -136,7 +167,7 @@ def check_event(event: Any, messages: list[dict] | None, where: str) -> tuple[st
     if not isinstance(event, dict):
         raise Reject(f"{where} is not an object")
     kind = event.get("type")
-    if kind not in FEEDBACK_TYPES:
+    if not isinstance(kind, str) or kind not in FEEDBACK_TYPES:
         raise Reject(f"{where} has unknown type {str(kind)[:40]!r} (expected one of {', '.join(sorted(FEEDBACK_TYPES))})")
     value = event.get("value")
     if kind == "rating" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 5):
@@ -152,15 +183,16 @@ def check_event(event: Any, messages: list[dict] | None, where: str) -> tuple[st
     return kind, value, turn, parse_time(event.get("at"), f"{where}.at")
 
 
-def feedback_row(conversation_id: str, kind: str, value: Any, turn: int | None, at: str | None, key: Any) -> dict:
-    return {
-        "id": content_hash(conversation_id, key, kind, value, turn, at),
-        "conversation_id": conversation_id,
-        "type": kind,
-        "value": None if value is None else orjson.dumps(value).decode(),
-        "turn": turn,
-        "at": at,
-    }
+def feedback_row(conversation_id: str, kind: str, value: Any, turn: int | None, at: str | None, key: Any) -> tuple:
+    """A feedback row (FEEDBACK_COLUMNS); its id is a content hash, so ingesting it again adds nothing."""
+    return (
+        content_hash(conversation_id, key, kind, value, turn, at),
+        conversation_id,
+        kind,
+        None if value is None else orjson.dumps(value).decode(),
+        turn,
+        at,
+    )
 
 
 def chat_record(obj: dict, limits: Limits, messages: list | None = None) -> Conversation:
@@ -173,16 +205,16 @@ def chat_record(obj: dict, limits: Limits, messages: list | None = None) -> Conv
     model = obj.get("model")
     if model is not None and not isinstance(model, str):
         raise Reject("'model' must be a string")
-    row = {
-        "id": conv_id,
-        "messages": orjson.dumps(messages).decode(),
-        "model": model,
-        "created_at": parse_time(obj.get("created_at"), "created_at"),
-        "session_id": _ident(obj.get("session_id"), "session_id"),
-        "user_hash": hash_user(_ident(obj.get("user_id"), "user_id"), limits.salt),
-        "metadata": None if metadata is None else orjson.dumps(metadata).decode(),
-        "n_messages": len(messages),
-    }
+    row = (
+        conv_id,
+        orjson.dumps(messages).decode(),
+        model,
+        parse_time(obj.get("created_at"), "created_at"),
+        _ident(obj.get("session_id"), "session_id"),
+        hash_user(_ident(obj.get("user_id"), "user_id"), limits.salt),
+        None if metadata is None else orjson.dumps(metadata).decode(),
+        len(messages),
+    )
     events = obj.get("feedback") or []
     if not isinstance(events, list):
         raise Reject("'feedback' must be a list of events")
@@ -210,7 +242,7 @@ def sharegpt_record(obj: dict, limits: Limits) -> Conversation:
     return chat_record(obj, limits, messages)
 
 
-def event_record(obj: dict) -> dict:
+def event_record(obj: dict) -> tuple:
     """A standalone feedback event: `{"conversation_id", "type", "value"?, "turn"?, "at"?}`."""
     conv_id = _ident(obj.get("conversation_id"), "conversation_id")
     if conv_id is None:

@@ -25,6 +25,7 @@ from curation.errors import StoreError
 from curation.store import tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+BULK_CACHE_KIB = int(os.environ.get("XX_CACHE", 64 << 10))  # SQLite page cache of a bulk connection (default 2 MiB)
 
 
 def utcnow() -> str:
@@ -121,6 +122,27 @@ class Store:
     def connect(self) -> contextlib.AbstractContextManager[sa.Connection]:
         return self.engine.connect()
 
+    @contextlib.contextmanager
+    def bulk_connection(self) -> Iterator[sa.Connection]:
+        """A connection for a long run of write transactions (ingest); begin each one with `conn.begin()`.
+
+        On SQLite it keeps a larger page cache while it is held, so the primary-key index of a big table stays in
+        memory when ids arrive in random order (content hashes), and gives the memory back afterwards.
+        """
+        with self.engine.connect() as conn:
+            if self.dialect != "sqlite":
+                yield conn
+                return
+            default = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+            conn.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.exec_driver_sql(f"PRAGMA cache_size={int(default)}")
+                conn.commit()
+
     # runs: every stage records the run that produced its rows
     def start_run(self, kind: str, params: dict | None = None) -> str:
         run_id = str(uuid.uuid4())
@@ -185,19 +207,31 @@ def insert_ignore(store: Store, table: sa.Table) -> sa.Insert:
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict], ignore_existing: bool = True) -> None:
-    """Bulk insert through the driver's executemany, skipping SQLAlchemy's per-row work (the ingest hot path).
+    """Bulk insert through the driver's executemany, skipping SQLAlchemy's per-row work.
 
     Values go in as they are, so callers pass what the column stores (text, numbers, None).
     """
+    if rows:
+        columns = list(rows[0])
+        insert_tuples(conn, table, columns, [tuple(row[c] for c in columns) for row in rows], ignore_existing)
+
+
+def insert_tuples(
+    conn: sa.Connection, table: sa.Table, columns: tuple[str, ...] | list[str], rows: list[tuple], ignore_existing: bool = True
+) -> int:
+    """`insert_rows` for rows already in `columns` order (the ingest hot path); returns how many rows were inserted.
+
+    With `ignore_existing`, a row whose key is already stored (or repeats an earlier row of `rows`) is skipped and
+    not counted, on SQLite and PostgreSQL alike.
+    """
     if not rows:
-        return
-    columns = list(rows[0])
+        return 0
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
         + (" ON CONFLICT DO NOTHING" if ignore_existing else "")
     )
-    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+    return conn.exec_driver_sql(sql, rows).rowcount
 
 
 def existing_ids(conn: sa.Connection, column: sa.Column, ids: list[str]) -> set[str]:
