@@ -101,6 +101,22 @@ def test_same_input_and_seed_give_the_same_clusters():
     assert a.n_clusters_ == 5 and np.array_equal(a.labels_, b.labels_)
 
 
+def test_auto_k_finds_clear_groups_of_unequal_size_and_its_silhouette_is_scikit_learns():
+    from sklearn.metrics import silhouette_score
+
+    from curation.cluster.model import _silhouette, choose_k, k_ceiling
+
+    X, _ = blobs(12, [0, 1, 2, 3], seed=1, noise=0.12)  # 4 groups of 12 next to 3 groups of 60 and 3 of 6
+    X = np.vstack([X, blobs(60, [4, 5, 6], seed=2, noise=0.12)[0], blobs(6, [7, 8, 9], seed=3, noise=0.12)[0]])
+    assert k_ceiling(len(X)) == 22 and choose_k(X, random_state=0) == 10
+    rng = np.random.default_rng(0)
+    D = np.abs(rng.normal(size=(200, 200)))
+    D = D + D.T
+    np.fill_diagonal(D, 0)
+    labels = rng.integers(0, 30, size=200)
+    assert _silhouette(D, labels) == pytest.approx(silhouette_score(D, labels, metric="precomputed"), abs=1e-12)
+
+
 def test_hdbscan_option_finds_dense_groups():
     X, y = blobs(60, [0, 1, 2], seed=0)
     labels = SampledHDBSCAN(random_state=0).fit(X).labels_

@@ -6,10 +6,13 @@ as BERTopic does; it computes centroids itself in the embedding space, so any sc
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
+from threadpoolctl import threadpool_limits
+
+from curation.cluster.identity import centroids_of
 
 CHUNK = 65_536
 
@@ -36,70 +39,179 @@ def nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = CHUNK) -> tuple[n
     return index, sim
 
 
-CLEAR_STRUCTURE = 0.25  # a mean silhouette this high means the clusters really are apart
+K_MAX = 500  # more clusters than a person can review is not a summary
+SCORE_ROWS = 2_000
 
 
-def k_grid(n: int, k_max: int = 500) -> tuple[list[int], list[int]]:
-    """(wide, band): candidates from 2 to 2·k₀, and five around the rule of thumb k₀ = √(n/2) (from k₀/2 to 2·k₀),
-    at most 500: more clusters than a person can review is not a summary."""
-    k0 = np.sqrt(n / 2)
-    high = min(k_max, n - 1, max(2, int(round(2 * k0))))
-    low = min(high, max(2, int(round(k0 / 2))))
-    band = sorted({int(round(k)) for k in np.geomspace(low, high, num=5)})
-    # every k up to 10 (few clusters, where one more or less matters most), then geometric steps up to the band
-    wide = set(range(2, min(low, 11))) | ({int(round(k)) for k in np.geomspace(11, low, num=4)} if low > 11 else set())
-    wide = sorted(wide - set(band))
-    return wide, band
+def k_ceiling(n: int, k_max: int = K_MAX) -> int:
+    """The finest granularity `k="auto"` considers: √(2n) clusters (about √(n/2) conversations each), at most 500."""
+    return int(min(k_max, max(2, round(np.sqrt(2 * n))), max(2, n // 2)))
 
 
 def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> int:
-    """`k="auto"`: the k with the highest mean cosine silhouette, on a seeded sample, with a guard for overlap.
+    """`k="auto"`: the k whose clusters stand out most above chance, from 2 up to `k_ceiling(n)` (see `_auto_k`)."""
+    return _auto_k(X, random_state, sample)[0]
 
-    When the data has clear clusters (a silhouette of at least 0.25 at some k from 2 to 2·√(n/2)), that k wins.
-    Text embeddings usually have no such structure: topics overlap, silhouettes stay near 0, and the maximum then
-    sits at k = 2 (code versus everything else), which tells a reader nothing. In that case the best k within a
-    factor of two of the rule of thumb √(n/2) is taken. Each candidate is fitted on up to `sample` rows and scored
-    on up to 2,000 of them with a short k-means (one init, 20 iterations), so the cost does not grow with n.
+
+def _auto_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> tuple[int, np.ndarray]:
+    """(k, its centroids on the sample): over-cluster once, merge, and score every level of the merge tree.
+
+    1. A seeded sample of up to `sample` rows is over-clustered by k-means into k_hi = `k_ceiling(n)` clusters.
+    2. Ward's method (weighted by cluster size) merges those centroids step by step into a tree, so every
+       k ≤ k_hi is one cut of it: all candidates reuse the one k-means fit instead of each needing its own.
+    3. Each cut is scored by its mean cosine silhouette on 2,000 rows, minus the silhouette that the same procedure
+       gets on structureless data: Gaussian noise with the sample's per-component mean and spread. The k with the
+       largest excess wins. The subtraction matters on text: any split of a high-dimensional cloud in two has a
+       positive silhouette, so the raw silhouette favours k = 2 even when the data has no two groups, while the
+       excess peaks where the data has more structure than noise would.
+    Where topics overlap (usual for text embeddings) the excess keeps growing with k, and k ends near k_hi:
+    clusters of about √(n/2) conversations. Clear groups (a silhouette far above chance) end it sooner.
     """
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(len(X), size=sample, replace=False)) if len(X) > sample else np.arange(len(X))
-    S = X[rows]
-    score_rows = rng.choice(len(S), size=min(2_000, len(S)), replace=False)
-    wide, band = k_grid(len(X))
-    scores = {}
-    for k in wide + band:
-        if k >= len(S):
-            continue
-        labels = _kmeans(k, random_state, len(S), quick=True).fit(S).labels_
+    S = np.asarray(X[rows], dtype=np.float32)
+    if len(S) < 4:
+        return max(1, len(S)), normalise(S) if len(S) else S
+    k_hi = k_ceiling(len(X))
+    score_rows = rng.choice(len(S), size=min(SCORE_ROWS, len(S)), replace=False)
+    grid = sorted({int(round(k)) for k in np.geomspace(2, k_hi, num=28)})
+    real, cut_centroids = _tree_silhouettes(S, k_hi, grid, score_rows, random_state)
+    noise = rng.normal(size=S.shape).astype(np.float32) * S.std(axis=0) + S.mean(axis=0)
+    null, _ = _tree_silhouettes(normalise(noise), k_hi, grid, score_rows, random_state)
+    scored = [k for k in grid if k in real and k in null]
+    if not scored:
+        return k_hi, cut_centroids.get(k_hi, normalise(S[:k_hi]))
+    k = max(scored, key=lambda k: (real[k] - null[k], -k))
+    return k, cut_centroids[k]
+
+
+def _tree_silhouettes(S: np.ndarray, k_hi: int, grid: list[int], score_rows: np.ndarray,
+                      random_state: int) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+    """Silhouette of each grid cut of the Ward tree over a k_hi-means fit of S, and each cut's centroids."""
+    init = _seeds(S, k_hi, random_state)
+    fit = KMeans(n_clusters=k_hi, init=init, n_init=1, max_iter=20, random_state=random_state).fit(S)
+    micro = fit.labels_
+    sizes = np.bincount(micro, minlength=k_hi).astype(np.float64)
+    R = S[score_rows]
+    distances = np.clip(1.0 - R @ R.T, 0.0, 2.0)
+    np.fill_diagonal(distances, 0.0)
+    scores, centroids = {}, {}
+    for k, group in _ward_cuts(fit.cluster_centers_, sizes, grid).items():
+        labels = group[micro]
+        sums = np.zeros((k, S.shape[1]), dtype=np.float64)
+        np.add.at(sums, group, fit.cluster_centers_ * sizes[:, None])
+        centroids[k] = normalise(sums)
         if len(np.unique(labels[score_rows])) > 1:
-            scores[k] = silhouette_score(S[score_rows], labels[score_rows], metric="cosine")
-    if not scores:
-        return band[0]
-    best = max(scores, key=scores.get)
-    if scores[best] >= CLEAR_STRUCTURE:
-        return best
-    return max((k for k in band if k in scores), key=scores.get, default=best)
+            scores[k] = _silhouette(distances, labels[score_rows])
+    return scores, centroids
 
 
-def _kmeans(k: int, random_state: int, n: int, quick: bool = False) -> KMeans | MiniBatchKMeans:
-    """Full k-means while it is cheap (it finds better minima), mini-batch beyond 10,000 rows.
+def _seeds(S: np.ndarray, k: int, random_state: int) -> np.ndarray:
+    """Greedy k-means++ seeding (D² sampling; of 2 + ⌊ln k⌋ candidates per step the one that lowers the total most),
+    as scikit-learn's, with the candidates scored in one product per step: scikit-learn's per-step overhead
+    dominates at k in the hundreds."""
+    rng = np.random.default_rng(random_state)
+    trials = 2 + int(np.log(k))
+    sq = np.einsum("ij,ij->i", S, S)
+    centres = np.empty((k, S.shape[1]), dtype=S.dtype)
+    centres[0] = S[rng.integers(len(S))]
+    # hundreds of small products in a row: BLAS threads waking for each one cost more than the product itself,
+    # and far more when other processes hold the cores
+    with threadpool_limits(1, user_api="blas"):
+        d2 = np.maximum(sq - 2 * S @ centres[0] + centres[0] @ centres[0], 0)
+        for i in range(1, k):
+            total = d2.sum()
+            if total <= 0:  # fewer distinct rows than k: any row will do
+                centres[i] = S[rng.integers(len(S))]
+                continue
+            picks = np.minimum(np.searchsorted(np.cumsum(d2), rng.random(trials) * total), len(S) - 1)
+            cand = S[picks]
+            dist = np.maximum(sq[:, None] - 2 * S @ cand.T + sq[picks][None, :], 0)
+            options = np.minimum(d2[:, None], dist)
+            best = int(np.argmin(options.sum(axis=0)))
+            centres[i] = cand[best]
+            d2 = options[:, best].copy()
+    return centres
 
-    Iterations are capped: on overlapping topics k-means creeps for hundreds of iterations while the partition
-    hardly changes, and `quick` fits (for choosing k) need only its shape.
-    """
+
+def _silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette from a precomputed distance matrix, as scikit-learn's `silhouette_score` computes it (a
+    singleton scores 0), with one sparse product per labelling instead of a pass per row."""
+    _, labels = np.unique(labels, return_inverse=True)
+    n, k = len(labels), labels.max() + 1
+    members = sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
+    sums = np.asarray(members @ distances).T  # n × k: each row's summed distance to each cluster
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    own = counts[labels]
+    a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
+    means = sums / counts
+    means[np.arange(n), labels] = np.inf
+    b = means.min(axis=1)
+    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
+    return float(s.mean())
+
+
+def _ward_cuts(C: np.ndarray, sizes: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
+    """Ward agglomeration of centroids weighted by their sizes; for each k in `ks`, the group (0…k−1) of every
+    centroid. Ward's merge cost of groups a, b is |a||b|/(|a|+|b|)·‖c_a − c_b‖²: the growth of the within sum of squares."""
+    C = C.astype(np.float64)
+    w = np.maximum(sizes, 1e-9)
+    k_hi = len(C)
+    sq = np.einsum("ij,ij->i", C, C)
+    cost = np.maximum(sq[:, None] + sq[None, :] - 2 * C @ C.T, 0.0) * np.outer(w, w) / (w[:, None] + w[None, :])
+    np.fill_diagonal(cost, np.inf)
+    parent = np.arange(k_hi)
+    alive = np.ones(k_hi, dtype=bool)
+    wanted, out = set(ks), {}
+    for k in range(k_hi, 1, -1):
+        if k in wanted:
+            roots = parent.copy()
+            while not np.array_equal(roots[roots], roots):
+                roots = roots[roots]
+            out[k] = np.unique(roots, return_inverse=True)[1]
+        if k == min(wanted):
+            break
+        a, b = divmod(int(np.argmin(cost)), k_hi)
+        C[a] = (w[a] * C[a] + w[b] * C[b]) / (w[a] + w[b])
+        w[a] += w[b]
+        parent[b], alive[b] = a, False
+        cost[b, :] = cost[:, b] = np.inf
+        row = np.einsum("ij,ij->i", C - C[a], C - C[a]) * w * w[a] / (w + w[a])
+        row[~alive] = np.inf
+        row[a] = np.inf
+        cost[a, :] = cost[:, a] = row
+    return out
+
+
+def _kmeans(k: int, random_state: int, n: int) -> KMeans | MiniBatchKMeans:
+    """For a k given by the caller: full k-means while it is cheap (it finds better minima), mini-batch beyond
+    10,000 rows. Iterations are capped: on overlapping topics k-means creeps for hundreds of iterations while the
+    partition hardly changes."""
     if n <= 10_000:
-        return KMeans(n_clusters=k, random_state=random_state, n_init=1 if quick else 3, max_iter=20 if quick else 100)
-    return MiniBatchKMeans(n_clusters=k, random_state=random_state, batch_size=2048, n_init=1 if quick else 3,
-                           max_iter=3 if quick else 10, max_no_improvement=10, reassignment_ratio=0.01)
+        return KMeans(n_clusters=k, random_state=random_state, n_init=3, max_iter=100)
+    return MiniBatchKMeans(n_clusters=k, random_state=random_state, batch_size=2048, n_init=3, max_iter=10,
+                           max_no_improvement=10, reassignment_ratio=0.01)
+
+
+def _refine(Z: np.ndarray, centres: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """A few spherical k-means (Lloyd) steps on all fit rows from centres found on a sample; clusters left empty
+    keep their centre."""
+    centres = normalise(centres)
+    for _ in range(iterations):
+        present, means = centroids_of(Z, nearest(Z, centres)[0])
+        centres = centres.copy()
+        centres[present] = means
+    return centres
 
 
 class AutoKMeans(ClusterMixin, BaseEstimator):
     """Spherical k-means on L2-normalised vectors; k chosen by `choose_k` when `n_clusters="auto"`.
 
-    For speed the vectors are first projected to `n_components` principal components (fitted on a seeded sample;
-    the leading components of sentence embeddings carry the topic), and the k-means is fitted on at most
-    `fit_sample` rows, then every row gets its nearest centroid. Time and memory stay flat from thousands to
-    millions of rows. `n_components=None` clusters in the full space.
+    For speed the vectors are first projected to `n_components` principal components (fitted on a seeded sample
+    of 20,000 rows; the leading components of sentence embeddings carry the topic), and the k-means is fitted on at
+    most `fit_sample` rows, then every row gets its nearest centroid. With `"auto"`, the centroids of the chosen
+    cut (see `_auto_k`) start three Lloyd steps on the fit rows, so no second k-means from scratch is needed.
+    Time and memory stay flat from thousands to millions of rows. `n_components=None` clusters in the full space.
     """
 
     def __init__(self, n_clusters: int | str = "auto", n_components: int | None = 64, fit_sample: int = 100_000,
@@ -117,14 +229,17 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
             rows = np.sort(rng.choice(len(X), self.fit_sample, replace=False))
         self.pca_ = None
         if self.n_components and X.shape[1] > self.n_components and len(rows) > self.n_components:
-            self.pca_ = PCA(n_components=self.n_components, random_state=self.random_state).fit(X[rows[:20_000]])
+            fit_rows = np.sort(rng.choice(rows, 20_000, replace=False)) if len(rows) > 20_000 else rows
+            self.pca_ = PCA(n_components=self.n_components, svd_solver="covariance_eigh").fit(X[fit_rows])
         Z = self._project(X)
-        k = choose_k(Z, self.random_state) if self.n_clusters == "auto" else int(self.n_clusters)
-        k = max(1, min(k, len(X)))
-        model = _kmeans(k, self.random_state, len(rows)).fit(Z[rows])
-        self.cluster_centers_ = normalise(model.cluster_centers_)
+        if self.n_clusters == "auto":
+            centres = _refine(Z[rows], _auto_k(Z, self.random_state)[1])
+        else:
+            k = max(1, min(int(self.n_clusters), len(X)))
+            centres = _kmeans(k, self.random_state, len(rows)).fit(Z[rows]).cluster_centers_
+        self.cluster_centers_ = normalise(centres)
         self.labels_, _ = nearest(Z, self.cluster_centers_)
-        self.n_clusters_ = k
+        self.n_clusters_ = len(self.cluster_centers_)
         return self
 
     def _project(self, X: np.ndarray) -> np.ndarray:
