@@ -27,14 +27,16 @@ def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, m
     assert result["embedded"] == 24 and result["backend"] == "onnx-int8"
     assert result["space"] == "all-MiniLM-L6-v2|last_turn|onnx-int8"
     exported = list((home / "models").glob("all-MiniLM-L6-v2-*/onnx-int8/onnx/model_*int8_*.onnx"))
-    assert len(exported) == 1
+    # attention, LayerNorm and GELU fused before quantising (the fp32 intermediate is not kept)
+    assert len(exported) == 1 and exported[0].name.startswith("model_fused_qint8_")
+    assert not (exported[0].parent / "model_fused.onnx").exists()
     stamp = exported[0].stat().st_mtime_ns
 
     ids, X = load_vectors(store)
     by_id = dict(threads)
     ref = reference([last_turn(by_id[cid]) for cid in ids])
     cosine = (X * ref).sum(axis=1)
-    assert cosine.mean() >= 0.98 and cosine.min() >= 0.9
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.95  # measured 0.9933 and 0.9886 on these 24 threads
 
     # a second embedder (a new process, a new view) loads the cached export instead of exporting again
     again = embed(store, backend="onnx", view="thread", progress=False)
