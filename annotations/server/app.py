@@ -90,24 +90,34 @@ def cache_membership() -> None:
 
 
 def cache_settings_validation() -> None:
-    """Validate question and metadata settings with one pydantic TypeAdapter each, not a new one per call.
+    """Validate question and metadata settings with one pydantic TypeAdapter each, and once per settings value.
 
     argilla-server 2.8.0 builds a `TypeAdapter` on every `parsed_settings` access (about 7 ms each), and its record and
-    response validators access it several times per record: most of the server's time on a bulk push.
+    response validators access it several times per record: most of the server's time on a bulk push. The parsed
+    value is kept on the instance next to a copy of the settings it came from, so a changed setting is parsed again.
     """
+    import copy
+
     from argilla_server.models import MetadataProperty, Question
     from argilla_server.models.metadata_properties import MetadataPropertySettings
     from argilla_server.api.schemas.v1.questions import QuestionSettings
     from pydantic import TypeAdapter
 
-    if getattr(Question.parsed_settings, "_curate_cached", False):
+    if getattr(Question.parsed_settings.fget, "_curate_cached", False):
         return
-    questions, metadata = TypeAdapter(QuestionSettings), TypeAdapter(MetadataPropertySettings)
-    question_settings = property(lambda self: questions.validate_python(self.settings))
-    metadata_settings = property(lambda self: metadata.validate_python(self.settings))
-    question_settings.fget._curate_cached = True
-    Question.parsed_settings = question_settings
-    MetadataProperty.parsed_settings = metadata_settings
+
+    def parsed(adapter: TypeAdapter) -> property:
+        def get(self):  # noqa: ANN001, ANN202
+            raw, memo = self.settings, self.__dict__.get("_curate_parsed_settings")
+            if memo is None or memo[0] != raw:
+                memo = self.__dict__["_curate_parsed_settings"] = (copy.deepcopy(raw), adapter.validate_python(raw))
+            return memo[1]
+
+        get._curate_cached = True
+        return property(get)
+
+    Question.parsed_settings = parsed(TypeAdapter(QuestionSettings))
+    MetadataProperty.parsed_settings = parsed(TypeAdapter(MetadataPropertySettings))
 
 
 def skip_events_without_webhooks() -> None:
@@ -147,9 +157,13 @@ def prepare(settings: ServerSettings) -> None:
     migrate()
     import annotations.server.engine  # noqa: F401 - registers the "curate" search engine
 
+    from annotations.server import bulk, responses
+
     cache_membership()
     cache_settings_validation()
     skip_events_without_webhooks()
+    bulk.install()
+    responses.install()
     asyncio.run(_prepare(settings))
 
 
@@ -166,10 +180,11 @@ def serve(settings: ServerSettings, log_level: str = "warning", announce: Callab
     prepare(settings)
     import uvicorn
 
+    from annotations.server.bulk import honour_prefer_minimal
     from argilla_server._app import app
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
+    config = uvicorn.Config(honour_prefer_minimal(app), host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if announce is not None:
         where = "the default key (loopback only)" if settings.uses_defaults() else "$ARGILLA_API_KEY"

@@ -87,10 +87,14 @@ def _response_doc(response: Response) -> dict:
 
 
 def _suggestion_doc(suggestion: Suggestion) -> dict:
-    return {"value": suggestion.value, "score": suggestion.score, "agent": suggestion.agent, "type": _value(suggestion.type)}
+    return suggestion_document(suggestion.value, suggestion.score, suggestion.agent, suggestion.type)
 
 
-def _doc(record_id: UUID, external_id: str | None, status: Any, inserted_at: Any, updated_at: Any, fields: dict | None,
+def suggestion_document(value: Any, score: Any, agent: str | None, kind: Any) -> dict:
+    return {"value": value, "score": score, "agent": agent, "type": _value(kind)}
+
+
+def document(record_id: UUID, external_id: str | None, status: Any, inserted_at: Any, updated_at: Any, fields: dict | None,
          metadata: dict | None, field_types: dict[str, str], suggestions: dict, responses: list, vectors: dict) -> dict:
     text = {}
     for name, kind in field_types.items():
@@ -115,7 +119,7 @@ def _doc(record_id: UUID, external_id: str | None, status: Any, inserted_at: Any
 
 
 def _record_doc(record: Record, field_types: dict[str, str]) -> dict:
-    return _doc(
+    return document(
         record.id, record.external_id, record.status, record.inserted_at, record.updated_at, record.fields,
         record.metadata_, field_types,
         suggestions={s.question.name: _suggestion_doc(s) for s in record.suggestions},
@@ -166,8 +170,8 @@ async def rebuild_from_database() -> int:
                     select(_raw(S.c.record_id), _raw(S.c.question_id), _raw(S.c.value), _raw(S.c.score), S.c.agent, S.c.type)
                     .where(S.c.record_id.in_(ids))
                 ):
-                    suggestions.setdefault(_hex(rid), {})[questions.get(_hex(qid), str(qid))] = {
-                        "value": _json(value), "score": _json(score), "agent": agent, "type": _value(kind)}
+                    suggestions.setdefault(_hex(rid), {})[questions.get(_hex(qid), str(qid))] = suggestion_document(
+                        _json(value), _json(score), agent, kind)
                 responses: dict[str, list] = {}
                 for rid, resp_id, user_id, status, values in await db.execute(
                     select(_raw(P.c.record_id), P.c.id, P.c.user_id, P.c.status, _raw(P.c["values"])).where(P.c.record_id.in_(ids))
@@ -182,10 +186,19 @@ async def rebuild_from_database() -> int:
                     vectors.setdefault(_hex(rid), {})[str(vsid)] = _json(value)
                 for rid, (raw_id, external_id, status, inserted_at, updated_at, fields, metadata) in zip(ids, rows):
                     key = rid.hex
-                    index.upsert(_doc(rid, external_id, status, inserted_at, updated_at, _json(fields), _json(metadata),
+                    index.upsert(document(rid, external_id, status, inserted_at, updated_at, _json(fields), _json(metadata),
                                       index.fields, suggestions.get(key, {}), responses.get(key, []), vectors.get(key, {})))
                 total += len(rows)
     return total
+
+
+def dataset_index(dataset: Dataset) -> DatasetIndex:
+    """The dataset's index (created when missing), with its current field types."""
+    index = _INDEXES.get(dataset.id)
+    if index is None:
+        index = _INDEXES[dataset.id] = DatasetIndex(*_schema(dataset))
+    index.fields = {f.name: f.settings["type"] for f in dataset.fields}
+    return index
 
 
 def _raw(column: Any) -> Any:
@@ -248,10 +261,7 @@ class CurateSearchEngine(SearchEngine):
         pass  # a vector column is created with its first value
 
     async def index_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
-        index = self._index(dataset.id)
-        if index is None:
-            index = _INDEXES[dataset.id] = DatasetIndex(*_schema(dataset))
-        index.fields = {f.name: f.settings["type"] for f in dataset.fields}
+        index = dataset_index(dataset)
         for record in records:
             index.upsert(_record_doc(record, index.fields))
 
