@@ -28,6 +28,14 @@ class AnnotationError(CurateError):
     """Argilla refused a request or could not be reached."""
 
 
+class RefusedRequest(AnnotationError):
+    """The server answered a request with a 4xx status (`status_code`)."""
+
+    def __init__(self, message: str, status_code: int):
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class ServerUnreachable(AnnotationError):
     """No answer from the Argilla server after the retries."""
 
@@ -45,13 +53,14 @@ class Connection:
     def http(self) -> httpx.Client:
         return self.client.api.http_client
 
-    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None) -> Any:
+    def request(self, method: str, path: str, *, json: Any = None, params: dict | None = None,
+                headers: dict | None = None) -> Any:
         """One API call with retries and exponential backoff on connection errors, timeouts and 5xx; JSON back.
 
         Callers only send idempotent requests (upserts keyed by external id, reads), so retrying is safe.
         """
         content = None if json is None else orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY)
-        headers = {"Content-Type": "application/json"} if content is not None else None
+        headers = {**({"Content-Type": "application/json"} if content is not None else {}), **(headers or {})} or None
         for attempt in range(self.retries):
             try:
                 response = self.http.request(method, path, content=content, params=params, headers=headers)
@@ -128,7 +137,8 @@ def _raise_for_status(response: httpx.Response, url: str) -> None:
         detail = orjson.loads(response.content).get("detail")
     except (orjson.JSONDecodeError, AttributeError):
         detail = response.text
-    raise AnnotationError(
+    raise RefusedRequest(
         f"the Argilla server at {url} answered {response.status_code} to {response.request.method} "
-        f"{response.request.url.path}: {str(detail)[:300]}"
+        f"{response.request.url.path}: {str(detail)[:300]}",
+        response.status_code,
     )

@@ -1,21 +1,23 @@
 """Pull: bring annotators' responses home, raw and as a per-record consensus, with agreement statistics.
 
-Records are read through the records API as JSON (`GET /datasets/{id}/records?include=responses`), not through
-the SDK's Record objects: SDK 2.8.0 crashes on a discarded response whose values are null, and would lose the
-page it is on. Each page is one store transaction, and a response is written only when it is new or its
-server-side `updated_at` changed, so a pull cut off anywhere is finished by running it again, and a rerun stores
-nothing twice.
+From the embedded server, a pull reads only the responses changed since the last pull, through its responses
+endpoint (annotations/server/responses.py). From a stock Argilla server, it reads the records API as JSON
+(`GET /datasets/{id}/records?include=responses`), not the SDK's Record objects: SDK 2.8.0 crashes on a discarded
+response whose values are null, and would lose the page it is on. Each page is one store transaction, and a
+response is written only when it is new or its server-side `updated_at` changed, so a pull cut off anywhere is
+finished by running it again, and a rerun stores nothing twice.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 from tqdm import tqdm
 
 from annotations.agreement import agreement, consensus
-from annotations.client import AnnotationError, Connection, connect, map_error
+from annotations.client import AnnotationError, Connection, RefusedRequest, connect, map_error
 from annotations.push import DEFAULT_WORKSPACE
 from annotations.tables import annotation_records, annotation_sync, rating_responses, ratings
 from annotations.template import ATTRIBUTES, PREFERENCE
@@ -23,6 +25,10 @@ from curation.errors import CurateError
 from curation.store import Store, dumps, utcnow
 
 PAGE = 1000  # the records API's largest page
+RESPONSES_PAGE = 5_000  # responses per page of the embedded server's responses endpoint
+# A pull asks for responses changed since the newest one it stored, minus this margin: a response whose
+# transaction began earlier may commit after that one. Re-read responses are recognised and not stored twice.
+SINCE_MARGIN = timedelta(minutes=10)
 STATUSES = ("submitted", "discarded", "draft")
 
 
@@ -40,14 +46,11 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
         users = _usernames(conn)
         pushed = _pushed(store, dataset)
         seen = _seen(store, dataset)
+        since = _since(store, dataset) if seen else None  # an empty store side reads everything
         pulled, submitted, changed_records, unknown, newest = 0, 0, set(), 0, None
-        with tqdm(desc=f"pull {dataset}", unit="rec", disable=None if progress is None else not progress) as bar:
-            offset = 0
-            while True:
-                page = conn.request("GET", f"/api/v1/datasets/{dataset_id}/records",
-                                    params={"include": "responses", "offset": offset, "limit": PAGE})
-                items = page["items"]
-                bar.total = page.get("total")
+        with tqdm(desc=f"pull {dataset}", unit="resp", disable=None if progress is None else not progress) as bar:
+            for items, total in _pages(conn, dataset_id, since):
+                bar.total = total
                 rows, unknown_here = _changed_rows(items, users, pushed, seen, dataset, run_id)
                 unknown += unknown_here
                 if rows:
@@ -58,9 +61,6 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
                         submitted += row["status"] == "submitted"
                         newest = max(newest or "", row["updated_at"] or "")
                 bar.update(len(items))
-                offset += len(items)
-                if len(items) < PAGE:
-                    break
         pulled = len(changed_records)
         _mark_synced(store, dataset, newest, run_id)
         stats = agreement(_submitted(store, dataset))
@@ -73,6 +73,51 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
               "unknown_records": unknown, "run_id": run_id}
     store.finish_run(run_id, "done", {k: v for k, v in result.items() if k != "agreement"})
     return result
+
+
+def _pages(conn: Connection, dataset_id: str, since: datetime | None) -> Iterator[tuple[list[dict], int | None]]:
+    """Pages of records with responses, as ({"external_id", "responses"} items, total or None).
+
+    The embedded server answers with the responses changed since `since` (annotations/server/responses.py); a
+    stock Argilla server does not know that endpoint, and its records listing is read whole instead.
+    """
+    path = f"/api/v1/curate/datasets/{dataset_id}/responses"
+    params: dict[str, Any] = {"limit": RESPONSES_PAGE}
+    if since is not None:
+        params["since"] = since.isoformat()
+    try:
+        page = conn.request("GET", path, params=params)
+    except RefusedRequest as exc:
+        if exc.status_code not in (404, 405):
+            raise
+        yield from _record_pages(conn, dataset_id)
+        return
+    while True:
+        yield [{"external_id": r["external_id"], "responses": [r]} for r in page["items"]], None
+        if not page.get("next"):
+            return
+        page = conn.request("GET", path, params={**params, "after": page["next"]})
+
+
+def _record_pages(conn: Connection, dataset_id: str) -> Iterator[tuple[list[dict], int | None]]:
+    offset = 0
+    while True:
+        page = conn.request("GET", f"/api/v1/datasets/{dataset_id}/records",
+                            params={"include": "responses", "offset": offset, "limit": PAGE})
+        yield page["items"], page.get("total")
+        offset += len(page["items"])
+        if len(page["items"]) < PAGE:
+            return
+
+
+def _since(store: Store, dataset: str) -> datetime | None:
+    with store.connect() as conn:
+        newest = conn.execute(
+            sa.select(annotation_sync.c.responses_since).where(annotation_sync.c.dataset == dataset)).scalar()
+    try:
+        return datetime.fromisoformat(newest) - SINCE_MARGIN if newest else None
+    except ValueError:
+        return None
 
 
 def _dataset_id(conn: Connection, name: str, workspace: str) -> str:

@@ -33,6 +33,9 @@ from curation.store.tables import conversations
 
 BATCH = 250  # records per bulk request (the server accepts up to 500); smaller batches lose less to a crash
 DEFAULT_WORKSPACE = "argilla"  # the embedded server's workspace, which annotators join by default
+# RFC 7240: push reads nothing from the bulk answer; the embedded server then skips serialising whole records
+# (a stock Argilla ignores the header and answers in full)
+MINIMAL = {"Prefer": "return=minimal"}
 _AGENT_UNSAFE = re.compile(r"[^a-zA-Z0-9\-_:./ ]")
 
 
@@ -182,7 +185,7 @@ def _send(store: Store, conn: Connection, dataset: str, dataset_id: str, picks: 
                 items, sent = built
                 unrateable += len(batch) - len(sent)
                 if items:
-                    pending = (pool.submit(conn.request, "PUT", path, json={"items": items}), sent)
+                    pending = (pool.submit(conn.request, "PUT", path, json={"items": items}, headers=MINIMAL), sent)
     return pushed, unrateable
 
 

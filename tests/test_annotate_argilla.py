@@ -201,7 +201,7 @@ def rate(conn, dataset: str, ratings_by_record: dict[str, dict[str, dict | None]
         conn.request("PUT", f"/api/v1/datasets/{found.id}/records/bulk", json={"items": items[start : start + 250]})
 
 
-def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, conn):
+def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, conn, monkeypatch):
     prepare_store(store, oasst_file, vectors=False)
     dataset = unique("pull")
     push(store, dataset, budget=30, connection=conn, progress=False)
@@ -235,6 +235,7 @@ def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, co
 
     again = pull(store, dataset, connection=conn, progress=False)
     assert again["pulled"] == 0 and again["responses"] == 0
+    _responses_endpoint_matches_the_records_listing(conn, dataset, monkeypatch)
     rate(conn, dataset, {records[0]: {BOB: scores}})  # bob changes his mind
     changed = pull(store, dataset, connection=conn, progress=False)
     assert changed["pulled"] == 1 and changed["responses"] == 1
@@ -244,6 +245,29 @@ def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, co
     report = status(store, dataset, connection=conn)
     assert report["total"] == 30 and report["store"]["pushed"] == 30 and report["store"]["rated"] == 4
     assert report["annotators"][BOB]["discarded"] == 1 and report["store"]["annotators"][ANN]["submitted"] == 4
+
+
+def _responses_endpoint_matches_the_records_listing(conn, dataset: str, monkeypatch) -> None:
+    """The embedded server's responses endpoint gives pull exactly what a stock server's records listing gives."""
+    import datetime as dt
+
+    import annotations.pull as pull_module
+
+    dataset_id = str(conn.client.datasets(name=dataset, workspace="argilla").id)
+
+    def flat(pages) -> list[tuple]:
+        return sorted((item["external_id"], r["user_id"], r["status"], orjson.dumps(r["values"], option=orjson.OPT_SORT_KEYS),
+                       r["updated_at"]) for items, _ in pages for item in items for r in item.get("responses") or [])
+
+    listing = flat(pull_module._record_pages(conn, dataset_id))
+    assert len(listing) == 9
+    monkeypatch.setattr(pull_module, "RESPONSES_PAGE", 4)  # three keyset pages
+    assert flat(pull_module._pages(conn, dataset_id, None)) == listing
+    newest = dt.datetime.fromisoformat(max(r[4] for r in listing))
+    assert flat(pull_module._pages(conn, dataset_id, newest + dt.timedelta(seconds=1))) == []
+    assert flat(pull_module._pages(conn, dataset_id, newest)) == [r for r in listing if r[4] == max(x[4] for x in listing)]
+    page = conn.request("GET", f"/api/v1/curate/datasets/{dataset_id}/responses", params={"limit": 4})
+    assert len(page["items"]) == 4 and page["next"]
 
 
 def test_cli_push_pull_status_json(cli, store, oasst_file, argilla_env):

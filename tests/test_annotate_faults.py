@@ -123,7 +123,9 @@ def test_pull_killed_halfway_resumes_without_losing_or_doubling(store, own_serve
     scores = {"helpfulness": 3, "correctness": 2, "coherence": 4, "complexity": 1, "verbosity": 2}
     rate(conn, "pullfault", {rid: {ANN: scores, BOB: {**scores, "helpfulness": 2}} for rid in ids})
 
-    monkeypatch.setattr(pull_module, "PAGE", 100)  # more pages, so that "halfway" is between two of them
+    # more pages, so that "halfway" is between two of them
+    monkeypatch.setattr(pull_module, "PAGE", 100)
+    monkeypatch.setattr(pull_module, "RESPONSES_PAGE", 100)
     in_dataset = rating_responses.c.dataset == "pullfault"
     thread, outcome = _run_in_thread(lambda: pull_module.pull(store, "pullfault", connection=conn, progress=False))
     _kill_when(server, lambda: _count(store, rating_responses, in_dataset) >= N)
