@@ -22,16 +22,25 @@ import psutil
 
 from curation.sample import generate, write_jsonl
 
+TEST_FRACTION = 0.1
+
 
 def pairs_file(path: Path, n: int) -> Path:
-    rows = []
-    for record in generate(n * 4, seed=99, id_prefix="pairs"):
+    """`n` distinct pairs: the export drops repeated (prompt, chosen, rejected) triples, so count distinct ones."""
+    rows, seen = [], set()
+    for record in generate(n * 40, seed=99, id_prefix="pairs"):
         truth = record["metadata"]["demo_truth"]
         if truth["last_answer_failure"] and truth["reference"] != record["messages"][-1]["content"]:
-            rows.append({"prompt": record["messages"][:-1], "chosen": [{"role": "assistant", "content": truth["reference"]}],
-                         "rejected": [record["messages"][-1]], "margin": 2.0})
+            row = {"prompt": record["messages"][:-1], "chosen": [{"role": "assistant", "content": truth["reference"]}],
+                   "rejected": [record["messages"][-1]], "margin": 2.0}
+            key = orjson.dumps([row["prompt"], row["chosen"], row["rejected"]])
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
         if len(rows) == n:
             break
+    if len(rows) < n:
+        raise SystemExit(f"the generator gave only {len(rows):,} distinct pairs; ask for fewer")
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return path
 
@@ -47,7 +56,8 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     write_jsonl(home / "incoming" / "traffic.jsonl", args.n, seed=7)
-    pairs = pairs_file(home / "existing-pairs.jsonl", args.pairs)
+    # The export keeps `test_fraction` of the pairs aside for the gate, so generate enough for `--pairs` to train on.
+    pairs = pairs_file(home / "existing-pairs.jsonl", round(args.pairs / (1 - TEST_FRACTION)))
     print(f"generated {args.n:,} conversations and {args.pairs:,} pairs in {time.perf_counter() - t:.0f}s")
     (home / "bench.toml").write_text(f"""name = "bench"
 [sources]
@@ -57,7 +67,7 @@ dataset = "bench"
 budget = {args.push}
 [export]
 mix = ["{pairs}"]
-test_fraction = 0.1
+test_fraction = {TEST_FRACTION}
 [train]
 min_new_pairs = 1
 epochs = 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 
 from curation.signals.base import ConversationView, Signal, short
 
@@ -103,26 +104,34 @@ SCRIPTS = (("CYRILLIC", "cyrillic"), ("CJK", "cjk"), ("HIRAGANA", "ja"), ("KATAK
            ("ARABIC", "ar"), ("HEBREW", "he"), ("GREEK", "el"), ("DEVANAGARI", "hi"), ("THAI", "th"))
 
 
+@lru_cache(maxsize=4096)
+def _script(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return next((code for key, code in SCRIPTS if key in name), "latin")
+
+
 def guess_language(text: str) -> str | None:
     """A coarse guess without models: the writing system, then stopwords for six Latin-script languages.
 
     Returns None when the text is too short or the evidence is weak, so that callers only act on clear cases.
     """
     text = re.sub(r"```.*?(```|$)", " ", text, flags=re.DOTALL)  # code says nothing about the language
-    letters = [c for c in text[:3000] if c.isalpha()]
-    if len(letters) < 20:
-        return None
-    scripts: Counter = Counter()
-    for c in letters:
-        name = unicodedata.name(c, "")
-        scripts[next((code for key, code in SCRIPTS if key in name), "latin")] += 1
-    script, count = scripts.most_common(1)[0]
-    if count < 0.6 * len(letters):
-        return None
+    sample = text[:3000]
+    if sample.isascii():  # the common case, and every ASCII letter is Latin: skip the per-character lookup
+        if sum(map(str.isalpha, sample)) < 20:
+            return None
+        script = "latin"
+    else:
+        letters = [c for c in sample if c.isalpha()]
+        if len(letters) < 20:
+            return None
+        script, count = Counter(map(_script, letters)).most_common(1)[0]
+        if count < 0.6 * len(letters):
+            return None
     if script != "latin":
         return script
-    words = re.findall(r"[^\W\d_]+", text[:3000].lower())
-    hits = Counter({lang: sum(w in stop for w in words) for lang, stop in STOPWORDS.items()})
+    words = Counter(re.findall(r"[^\W\d_]+", sample.lower()))
+    hits = Counter({lang: sum(words[w] for w in stop if w in words) for lang, stop in STOPWORDS.items()})
     (top, n1), (_, n2) = hits.most_common(2)
     return top if n1 >= 3 and n1 >= 2 * n2 else None
 
