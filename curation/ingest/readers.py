@@ -108,15 +108,19 @@ def parse_line(path: str, number: int, raw: bytes) -> Item:
 
 
 def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[int, bytes]]:
-    """(line number, stripped bytes) for each non-blank line."""
+    """(line number, stripped bytes) for each non-blank line; `on_bytes` hears of progress about every MiB."""
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     handle = gzip.open(path, "rb") if gz else open(path, "rb", buffering=1 << 20)
     number = 0
+    unreported = 0
     try:
         for number, raw in enumerate(handle, 1):
-            if on_bytes is not None and not gz:
-                on_bytes(len(raw))
+            unreported += len(raw)
+            if unreported >= 1 << 20:
+                if on_bytes is not None and not gz:
+                    on_bytes(unreported)
+                unreported = 0
             raw = raw.strip()
             if raw:
                 yield number, raw
@@ -124,8 +128,8 @@ def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None) -> Ite
         raise InputError(f"{path}: cannot read past line {number}: {exc}; the file is truncated or corrupt") from None
     finally:
         handle.close()
-        if on_bytes is not None and gz:
-            on_bytes(os.path.getsize(path))
+        if on_bytes is not None:
+            on_bytes(os.path.getsize(path) if gz else unreported)
 
 
 def _json_reason(raw: bytes, exc: Exception) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import itertools
 import os
 import uuid
 from pathlib import Path
@@ -25,7 +26,8 @@ from curation.errors import StoreError
 from curation.store import tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-BULK_CACHE_KIB = int(os.environ.get("XX_CACHE", 64 << 10))  # SQLite page cache of a bulk connection (default 2 MiB)
+BULK_CACHE_KIB = 64 << 10  # SQLite page cache of a bulk connection; SQLite's default is 2 MiB (docs/performance.md)
+ROWS_PER_INSERT = 3000  # rows per multi-row INSERT in insert_tuples; the rows are bound together, so this bounds that
 
 
 def utcnow() -> str:
@@ -222,16 +224,45 @@ def insert_tuples(
     """`insert_rows` for rows already in `columns` order (the ingest hot path); returns how many rows were inserted.
 
     With `ignore_existing`, a row whose key is already stored (or repeats an earlier row of `rows`) is skipped and
-    not counted, on SQLite and PostgreSQL alike.
+    not counted, on SQLite and PostgreSQL alike. Rows go in as multi-row INSERTs of up to ROWS_PER_INSERT rows: the
+    driver binds a whole statement at once and the database then inserts all its rows in one call that releases
+    Python's GIL, so another thread parses meanwhile (executemany takes the GIL back after every row).
     """
     if not rows:
         return 0
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-        + (" ON CONFLICT DO NOTHING" if ignore_existing else "")
-    )
-    return conn.exec_driver_sql(sql, rows).rowcount
+    head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+    group = f"({', '.join([mark] * len(columns))})"
+    tail = " ON CONFLICT DO NOTHING" if ignore_existing else ""
+    per = max(1, min(ROWS_PER_INSERT, _max_parameters(conn) // len(columns)))
+    added = start = 0
+    for size in _statement_sizes(len(rows), per):
+        chunk = rows[start : start + size]
+        start += size
+        sql = head + ", ".join([group] * size) + tail
+        added += conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(chunk))).rowcount
+    return added
+
+
+def _statement_sizes(n: int, per: int) -> list[int]:
+    """Full statements of `per` rows, then the rest in powers of two: the drivers cache each prepared statement by
+    its text, so a few sizes serve every batch instead of one new (large) statement per batch."""
+    sizes = [per] * (n // per)
+    rest = n % per
+    sizes += [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
+    return sizes
+
+
+def _max_parameters(conn: sa.Connection) -> int:
+    """How many bound parameters one statement may have."""
+    if conn.dialect.name != "sqlite":
+        return 65_535  # PostgreSQL's wire protocol
+    driver = conn.connection.driver_connection
+    if hasattr(driver, "getlimit"):  # Python 3.11+
+        import sqlite3
+
+        return driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return 999  # the smallest limit any SQLite has had
 
 
 def existing_ids(conn: sa.Connection, column: sa.Column, ids: list[str]) -> set[str]:
