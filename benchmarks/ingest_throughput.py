@@ -1,11 +1,15 @@
-"""Ingest throughput and peak memory: generated JSONL (3 user turns each) → the store.
+"""Ingest throughput and peak memory: generated JSONL (3 user turns each) → the store, beside the raw floor.
 
     .venv/bin/python benchmarks/ingest_throughput.py --n 1000000
-    .venv/bin/python benchmarks/ingest_throughput.py --n 1000000 --database-url postgresql+psycopg://postgres@127.0.0.1:55432/bench
+    .venv/bin/python benchmarks/ingest_throughput.py --n 200000 --database-url postgresql+psycopg://postgres@127.0.0.1:55432/bench
 
-Each configuration runs `curate ingest` in a fresh home as a subprocess; peak RSS is the largest sum of RSS over the
-process and its workers, sampled every 50 ms. Two configurations run on the same file: the default (validation in
-the ingesting process) and the opt-in worker processes (`CURATE_INGEST_WORKERS=2`).
+Each configuration runs in a fresh home as a subprocess; peak RSS is the largest sum of RSS over the process and its
+workers, sampled every 50 ms, and CPU time is theirs (user + system; the database server's, for PostgreSQL, is not
+in it). Configurations, all on the same file in the same run:
+- floor: orjson-parse every line and insert the same conversation and feedback rows in the same batches, with no
+  validation, ids, timestamps, hashing or accounting: what the parser and the database cost by themselves;
+- curate: `curate ingest FILE --json`, the default settings;
+- with `--workers 2`, also `CURATE_INGEST_WORKERS=2` (validation in worker processes).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from pathlib import Path
 import orjson
 import psutil
 
-from curation.sample import write_jsonl
+BATCH = 5_000  # the default ingest batch, so the floor commits as often as curate does
 
 
 def run(cmd: list[str], env: dict) -> tuple[dict, float, float, float]:
@@ -41,8 +45,40 @@ def run(cmd: list[str], env: dict) -> tuple[dict, float, float, float]:
     seconds = time.perf_counter() - started
     out = proc.stdout.read()
     if proc.returncode != 0:
-        raise SystemExit(f"ingest failed: {out[-500:]!r}")
-    return orjson.loads(out), seconds, peak / 2**20, sum(cpu.values())
+        raise SystemExit(f"{cmd[2:4]} failed: {out[-500:]!r}")
+    return orjson.loads(out.splitlines()[-1]), seconds, peak / 2**20, sum(cpu.values())
+
+
+def floor(path: str) -> None:
+    """The raw floor (run in its own process): parse, then insert the rows as they are, one transaction per batch."""
+    from curation.ingest import COLUMNS, FB_COLUMNS
+    from curation.store import Store, insert_tuples, utcnow
+    from curation.store.tables import conversations, feedback
+
+    store = Store.open()
+    dumps, loads = orjson.dumps, orjson.loads
+    rows, fb, n = [], [], 0
+    with store.bulk_connection() as conn:
+        def write() -> None:
+            with conn.begin():
+                insert_tuples(conn, conversations, COLUMNS, rows)
+                insert_tuples(conn, feedback, FB_COLUMNS, fb)
+            rows.clear()
+            fb.clear()
+
+        with open(path, "rb") as handle:
+            for raw in handle:
+                obj = loads(raw)
+                cid, messages = obj["id"], obj["messages"]
+                rows.append((cid, dumps(messages).decode(), obj.get("model"), obj.get("created_at"), obj.get("session_id"),
+                             obj.get("user_id"), dumps(obj.get("metadata")).decode(), len(messages), path, "floor", utcnow()))
+                for i, event in enumerate(obj.get("feedback") or ()):
+                    fb.append((f"{cid}:{i}", cid, event["type"], None, event.get("turn"), None, "floor"))
+                n += 1
+                if len(rows) >= BATCH:
+                    write()
+        write()
+    print(orjson.dumps({"ingested": n}).decode())
 
 
 def main() -> None:
@@ -50,30 +86,50 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--database-url", default=None, help="benchmark PostgreSQL instead of SQLite")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--workers", type=int, default=1, help="also run with this many validating worker processes")
+    parser.add_argument("--only", choices=("floor", "curate"), default=None, help="run one configuration")
+    parser.add_argument("--floor", metavar="FILE", help=argparse.SUPPRESS)  # the floor's own process
     args = parser.parse_args()
+    if args.floor:
+        floor(args.floor)
+        return
+    from curation.sample import write_jsonl
+
     work = Path(args.workdir or tempfile.mkdtemp(prefix="curate-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     data = work / f"traffic-{args.n}.jsonl"
     if not data.exists():
         t = time.perf_counter()
         write_jsonl(data, args.n, seed=1, turns=3)
         print(f"generated {args.n:,} conversations ({data.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s")
-    print(f"cores: {os.cpu_count()}  load average before: {os.getloadavg()[0]:.2f}")
-    for label, workers in (("default: validate in one process", 1), ("option: validate in 2 worker processes", 2)):
-        home = work / f"home-{workers}"
+    backend = "postgresql" if args.database_url else "sqlite"
+    configs = [("floor: parse + insert, no validation", "floor", 1), ("curate ingest (default)", "curate", 1)]
+    if args.workers > 1:
+        configs.append((f"curate ingest, {args.workers} worker processes", "curate", args.workers))
+    print(f"cores: {os.cpu_count()}  backend: {backend}  load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for label, kind, workers in configs:
+        if args.only and kind != args.only:
+            continue
+        home = work / f"home-{kind}-{workers}"
         shutil.rmtree(home, ignore_errors=True)
-        env = {**os.environ, "CURATE_HOME": str(home), "CURATE_INGEST_WORKERS": str(workers)}
+        env = {**os.environ, "CURATE_HOME": str(home), "CURATE_INGEST_WORKERS": str(workers), "HF_HUB_OFFLINE": "1"}
         if args.database_url:
             import sqlalchemy as sa
 
             engine = sa.create_engine(args.database_url)
             with engine.begin() as conn:
                 conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+            engine.dispose()
             env["CURATE_DATABASE_URL"] = args.database_url
-        summary, seconds, peak_mb, cpu = run([sys.executable, "-m", "curation.cli.main", "ingest", str(data), "--json"], env)
+        if kind == "floor":
+            cmd = [sys.executable, __file__, "--floor", str(data)]
+        else:
+            cmd = [sys.executable, "-m", "curation.cli.main", "ingest", str(data), "--json"]
+        summary, seconds, peak_mb, cpu = run(cmd, env)
         assert summary["ingested"] == args.n, summary
         print(f"{label}: {args.n / seconds:,.0f} conversations/s wall ({seconds:.1f}s), "
-              f"CPU {cpu / args.n * 1e6:.0f} µs/conversation, peak RSS {peak_mb:.0f} MiB "
-              f"[{'postgresql' if args.database_url else 'sqlite'}]")
+              f"CPU {cpu / args.n * 1e6:.0f} µs/conversation, peak RSS {peak_mb:.0f} MiB [{backend}]", flush=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
