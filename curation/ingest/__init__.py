@@ -237,8 +237,9 @@ class _Job:
         self.close()
 
     def close(self) -> None:
-        """Stop, dropping batches not yet written (an interrupted ingest resumes by running it again)."""
-        self._writer.close(drop=True)
+        """Stop once the batches already handed to the writer are written (as whole transactions, like the ones
+        before them); what the writer raised was raised by `finish` already, or the run is failing anyway."""
+        self._writer.close(raise_error=False)
         if self._quarantine is not None:
             self._quarantine.close()
 
@@ -250,6 +251,7 @@ class _Job:
             "feedback_events": self.counts["feedback_events"],
             "run_id": self.run_id,
         }
+
 
 class _Writer:
     """Runs `write(conn, batch)` on each submitted batch in a second thread, at most `depth` batches waiting; `conn`
@@ -264,7 +266,6 @@ class _Writer:
         self._write = write
         self._queue: queue.Queue = queue.Queue(depth)
         self._error: BaseException | None = None
-        self._drop = False
         self._thread = threading.Thread(target=self._loop, name="curate-ingest-writer", daemon=True)
         self._thread.start()
 
@@ -273,13 +274,12 @@ class _Writer:
             raise self._error
         self._queue.put(batch)
 
-    def close(self, drop: bool = False) -> None:
-        """Wait for the batches already submitted (or, with `drop`, only the one being written); then raise its error."""
+    def close(self, raise_error: bool = True) -> None:
+        """Wait until the submitted batches are written (after an error, the rest are skipped); then raise the error."""
         if self._thread.is_alive():
-            self._drop = self._drop or drop
             self._queue.put(None)
             self._thread.join()
-        if self._error is not None and not drop:
+        if self._error is not None and raise_error:
             error, self._error = self._error, None
             raise error
 
@@ -287,7 +287,7 @@ class _Writer:
         with contextlib.ExitStack() as stack:
             conn = None
             while (batch := self._queue.get()) is not None:
-                if self._error is None and not self._drop:
+                if self._error is None:
                     try:
                         conn = conn or stack.enter_context(self._connect())
                         self._write(conn, batch)
