@@ -76,7 +76,9 @@ def test_plain_rendering_truncates_symmetrically():
     sep = tok.sep_token_id
     ctx_c = c["input_ids"][: c["input_ids"].index(sep)]
     ctx_j = j["input_ids"][: j["input_ids"].index(sep)]
-    assert ctx_c == ctx_j and len(ctx_c) >= 1 + 64 // 4 - 3  # same context on both sides, at least a quarter kept
+    assert ctx_c == ctx_j and len(ctx_c) == 1 + (64 - 3) // 3  # the same context tail on both sides: a third
+    assert r.encode(prompt, long) == c and r.encode(prompt, short) == j  # a response renders alike in any pair
+    assert len(j["input_ids"]) < 64  # a short response does not buy its side more context
     text = tok.decode(r.encode([{"role": "user", "content": "Hi there"}], short)["input_ids"])
     assert text == "[CLS] user : hi there [SEP] short answer [SEP]"
 

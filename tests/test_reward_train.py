@@ -72,6 +72,29 @@ def test_training_is_seeded(bt_model, dev, tmp_path):
     np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_trunk_is_computed_once_and_gives_the_full_models_logits(bt_model, dev):
+    import torch
+
+    from loops.reward.trainer import _pad
+    from loops.reward.trunk import FrozenTrunk, TopModel, pad_states
+
+    rm = RewardModel(dev / "bt")
+    n_frozen = rm.meta["frozen_layers"]
+    assert n_frozen == rm.model.config.num_hidden_layers - 1  # the CPU default: only the top layer trains
+    history = rm.meta["history"]["pairwise"]
+    assert 0 < history["distinct_inputs"] < 2 * 48  # siblings share responses: each input ran through the trunk once
+    pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()[:6]]
+    enc = [rm.renderer.encode(p["prompt"], p["chosen"][0]) for p in pairs]
+    memo: dict = {}
+    states = FrozenTrunk(rm.model, n_frozen, memo).features(enc + enc[:2], rm.tokenizer.pad_token_id)
+    assert len(next(iter(memo.values()))) == len({tuple(e["input_ids"]) for e in enc})
+    hidden, mask = pad_states(states[: len(enc)])
+    with torch.inference_mode():
+        top = TopModel(rm.model, n_frozen).eval()(hidden_states=hidden, attention_mask=mask).logits
+        full = rm.model(**_pad(enc, rm.tokenizer.pad_token_id)).logits
+    torch.testing.assert_close(top, full, atol=1e-3, rtol=1e-3)  # states are stored in float16
+
+
 def test_evaluate_reports_clusters_sources_and_length(bt_model, dev):
     result = evaluate(dev / "bt", dev / "pairs" / "test.jsonl")
     assert result["n"] == 40 and set(result["by_cluster"]) == {"0", "1"}
@@ -79,6 +102,9 @@ def test_evaluate_reports_clusters_sources_and_length(bt_model, dev):
     assert list(result["by_source"]) == ["oasst1-en-validation"]
     assert result["ci_low"] <= result["accuracy"] <= result["ci_high"]
     assert -1 <= result["length_correlation"] <= 1 and 0 <= result["length_baseline"] <= 1
+    split = result["by_length"]
+    assert split["longer_chosen"]["n"] + split["shorter_chosen"]["n"] <= 40
+    assert split["longer_chosen"]["n"] / 40 == pytest.approx(result["length_baseline"], abs=0.05)
     pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()]
     rm = RewardModel(dev / "bt")
     rc, _ = rm.score([p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs])
@@ -189,10 +215,13 @@ def test_registry_gate_and_scoring(store, bt_model, dev, tmp_path, oasst_file):
 
 
 @pytest.mark.slow
-def test_openvino_backend_matches_torch(bt_model, dev):
+def test_cpu_backends_match_torch(bt_model, dev):
     pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()[:8]]
     prompts, responses = [p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs]
     torch_rewards, _ = RewardModel(dev / "bt").score(prompts, responses)
     ov_rewards, _ = RewardModel(dev / "bt", backend="openvino").score(prompts, responses)
     assert (dev / "bt" / "openvino" / "openvino_model.xml").exists()
     np.testing.assert_allclose(ov_rewards, torch_rewards, atol=1e-3)
+    int8_rewards, _ = RewardModel(dev / "bt", backend="onnx").score(prompts, responses)
+    assert sorted(p.name for p in (dev / "bt" / "onnx-int8").glob("*.onnx")) == ["model_quantized.onnx"]
+    np.testing.assert_allclose(int8_rewards, torch_rewards, atol=0.02)  # int8 weights: close, not equal

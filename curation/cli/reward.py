@@ -21,7 +21,8 @@ def reward() -> None:
               help="`curate export ratings` folder (regression-then-bt's first stage).")
 @click.option("--epochs", type=float, default=2.0, show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--learning-rate", type=float, default=5e-5, show_default=True)
+@click.option("--learning-rate", type=float, default=None,
+              help="Peak learning rate (default: 5e-5 when every layer trains, 3e-4 when only the top layer does).")
 @click.option("--max-length", type=int, default=256, show_default=True)
 @click.option("--max-steps", type=int, default=-1, help="Stop each stage after N steps (smoke runs).")
 @click.option("--no-length-debias", is_flag=True, help="Plain objective, without the length term and penalty.")
@@ -106,8 +107,8 @@ def promote(version, gate, tolerance, force, home, as_json):  # noqa: ANN001, AN
 @reward.command()
 @click.option("--model", default=None, help="Checkpoint folder or registry version (default: the champion).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--backend", type=click.Choice(["torch", "openvino"]), default="torch", show_default=True,
-              help="openvino: export the model once (kept beside it) and score faster on a CPU.")
+@click.option("--backend", type=click.Choice(["torch", "onnx", "openvino"]), default="torch", show_default=True,
+              help="onnx (int8 weights) or openvino: export the model once (kept beside it), score faster on a CPU.")
 @home_option
 @json_option
 @reports

@@ -58,7 +58,9 @@ def pair_wins(pairs: list[dict], model: RewardModel, progress: bool | None = Non
 
 
 def evaluate(model: str | Path | RewardModel, pairs: str | Path | list[dict], progress: bool | None = None) -> dict:
-    """{"accuracy", "n", "ci_low", "ci_high", "by_cluster", "by_source", "length_baseline", "length_correlation"}.
+    """{"accuracy", "n", "ci_low", "ci_high", "by_cluster", "by_source", "by_length", "length_baseline",
+    "length_correlation"}. `by_length` splits the pairs by whether the chosen response is the longer or the shorter
+    one: a model that only learned length scores high on the first and low on the second.
 
     `pairs` is a TRL-format JSONL/Parquet file, an export folder (its test split) or a list of pair dicts.
     """
@@ -68,12 +70,15 @@ def evaluate(model: str | Path | RewardModel, pairs: str | Path | list[dict], pr
     rm = model if isinstance(model, RewardModel) else RewardModel(model)
     if not pairs:
         return {"accuracy": None, "n": 0, "ci_low": 0.0, "ci_high": 1.0, "by_cluster": {}, "by_source": {},
-                "length_baseline": None, "length_correlation": None}
+                "by_length": {}, "length_baseline": None, "length_correlation": None}
     wins, rewards, lengths = pair_wins(pairs, rm, progress)
     result = _summary(wins)
     result["by_cluster"] = _grouped(pairs, wins, "cluster_id")
     result["by_source"] = _grouped(pairs, wins, "source")
-    result["length_baseline"] = round(float(length_baseline(pairs).mean()), 4)
+    longer = length_baseline(pairs)
+    result["by_length"] = {name: _summary(wins[longer == value]) for name, value in
+                           (("longer_chosen", 1.0), ("shorter_chosen", 0.0)) if (longer == value).any()}
+    result["length_baseline"] = round(float(longer.mean()), 4)
     result["length_correlation"] = round(_spearman(rewards, lengths), 4)
     return result
 

@@ -20,8 +20,12 @@ LOSSES = PAIRWISE + ("regression", "regression-then-bt")
 
 
 def _rewards(model: nn.Module, batch: dict, head: int) -> torch.Tensor:
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-    return model(**inputs).logits[:, head].float()
+    return model(**_inputs(batch)).logits[:, head].float()
+
+
+def _inputs(batch: dict) -> dict:
+    """What the model reads: token ids, or the frozen trunk's stored states (`trunk.TopModel`)."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "hidden_states") if k in batch}
 
 
 def _corr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,7 +71,6 @@ class RegressionLoss(nn.Module):
     """MSE over the attribute heads; attributes an annotator did not give are masked out (`mask` is 0 there)."""
 
     def forward(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-        pred = model(**inputs).logits.float()
+        pred = model(**_inputs(batch)).logits.float()
         mask = batch["mask"].to(pred.dtype)
         return ((pred - batch["labels"].to(pred.dtype)) ** 2 * mask).sum() / mask.sum().clamp(min=1.0)

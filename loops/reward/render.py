@@ -7,9 +7,11 @@ documented plain-text rendering fed as a sentence pair, so the encoder's segment
     segment A: "User: …\\n\\nAssistant: …\\n\\nUser: …"   (every message before the rated one, "Role: content")
     segment B: the rated assistant message's content
 
-Truncation keeps the most recent context (cut from the left) and the start of the response (cut from the right).
-For a training pair the cut is symmetric: chosen and rejected see the same context and the same response budget, so
-the model cannot learn "the one with less context wins" or read length off where truncation happened.
+Truncation keeps the tail of the context (cut from the left) and the head of the response (cut from the right). The
+context gets at most `context_share` of the window whatever the response's length, so the cut depends on the input
+alone: chosen and rejected of a pair see exactly the same context (the model cannot learn "the one with less context
+wins"), scoring renders a response exactly as training did, and an input that appears in several pairs is encoded
+(and, on a CPU, its frozen layers computed) once.
 """
 from __future__ import annotations
 
@@ -41,9 +43,10 @@ def length_feature(response: dict) -> float:
 class Renderer:
     """Token ids for reward-model inputs. `rendering` is "chat_template" or "plain" (see the module docstring)."""
 
-    def __init__(self, tokenizer: Any, max_length: int = 256, rendering: str | None = None):
+    def __init__(self, tokenizer: Any, max_length: int = 256, rendering: str | None = None, context_share: float = 1 / 3):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.context_share = context_share
         self.rendering = rendering or ("chat_template" if getattr(tokenizer, "chat_template", None) else "plain")
         # Sentence-pair encoders add [CLS] a [SEP] b [SEP]; a chat template carries its own special tokens.
         self.n_special = tokenizer.num_special_tokens_to_add(pair=True) if self.rendering == "plain" else 0
@@ -60,13 +63,11 @@ class Renderer:
         ctx = tok(plain_context(prompt), add_special_tokens=False)["input_ids"] if prompt else []
         return ctx, tok(content_text(response), add_special_tokens=False)["input_ids"]
 
-    def _cut(self, ctx: list[int], longest_response: int) -> tuple[list[int], int]:
-        """The context kept and the response budget, given the longest response that must share them."""
+    def _cut(self, ctx: list[int], resp: list[int]) -> tuple[list[int], list[int]]:
+        """The context tail and response head that fit; the context's share does not depend on the response."""
         budget = self.max_length - self.n_special
-        response_cap = budget - min(len(ctx), budget // 4)  # the context always keeps up to a quarter of the window
-        kept = min(longest_response, response_cap)
-        room = budget - kept
-        return (ctx[len(ctx) - room:] if room > 0 else []), kept
+        ctx = ctx[max(0, len(ctx) - int(budget * self.context_share)):]
+        return ctx, resp[: budget - len(ctx)]
 
     def _join(self, ctx: list[int], resp: list[int]) -> dict[str, list[int]]:
         if self.rendering == "chat_template":
@@ -78,12 +79,7 @@ class Renderer:
         return out
 
     def encode(self, prompt: list[dict], response: dict) -> dict[str, list[int]]:
-        ctx, resp = self.pieces(prompt, response)
-        ctx, kept = self._cut(ctx, len(resp))
-        return self._join(ctx, resp[:kept])
+        return self._join(*self._cut(*self.pieces(prompt, response)))
 
     def encode_pair(self, prompt: list[dict], chosen: dict, rejected: dict) -> tuple[dict, dict]:
-        ctx, resp_c = self.pieces(prompt, chosen)
-        _, resp_r = self.pieces(prompt, rejected)
-        ctx, kept = self._cut(ctx, max(len(resp_c), len(resp_r)))
-        return self._join(ctx, resp_c[:kept]), self._join(ctx, resp_r[:kept])
+        return self.encode(prompt, chosen), self.encode(prompt, rejected)

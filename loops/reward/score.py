@@ -29,7 +29,8 @@ def score(store: Store, model: str | Path | None = None, batch_size: int = 64, p
           backend: str = "torch", progress: bool | None = None) -> dict:
     """Score unscored conversations with `model` (a checkpoint folder; None = the registry's champion).
 
-    `backend="openvino"` exports the model once (beside it) and scores faster on a CPU.
+    `backend="onnx"` (ONNX Runtime, int8 weights) or `"openvino"` exports the model once (beside it) and scores
+    faster on a CPU.
     Returns {"scored", "skipped" (no assistant reply), "model_version", "seconds", "per_second"}.
     """
     from loops.registry import resolve_model

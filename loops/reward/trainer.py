@@ -40,17 +40,23 @@ class TrainConfig:
 
     base: str | None = field(default=None, metadata={"help": "HF model name or folder; None = the bundled MiniLM."})
     loss: str = field(default="bt", metadata={"help": "bt | margin-bt | scaled-bt | regression | regression-then-bt"})
-    max_length: int = field(default=256, metadata={"help": "Tokens per (context, response) input."})
+    max_length: int = field(default=128, metadata={"help": "Tokens per (context, response) input: the context's tail "
+                                                    "(at most a third) and the response's head."})
     batch_size: int = field(default=16, metadata={"help": "Pairs (or rated responses) per optimiser step."})
     epochs: float = field(default=2.0, metadata={"help": "Passes over the pairs."})
     regression_epochs: float = field(default=2.0, metadata={"help": "Passes over the ratings (regression stages)."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate (linear decay, 10% warm-up)."})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "Peak AdamW learning rate (linear decay, 10% warm-up); None = 5e-5 when every layer trains, 3e-4 when "
+                "only the top layer and the head do (few parameters, few steps)."})
     seed: int = field(default=0, metadata={"help": "Seeds the head initialisation, batch order and dropout."})
     length_term: bool = field(default=True, metadata={"help": "Learn a separate length coefficient in the BT logit."})
     length_penalty: float = field(default=0.1, metadata={"help": "Weight of corr(reward, length)² in the loss."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps per stage (-1: run the epochs)."})
+    reuse_frozen: bool = field(default=True, metadata={
+        "help": "On a CPU, run a BERT-style encoder's frozen layers once per distinct input instead of every step."})
     freeze_layers: int | None = field(default=None, metadata={
-        "help": "Freeze the embeddings and this many bottom layers; None = 3 on a CPU (cheaper steps), 0 on a GPU."})
+        "help": "Freeze the embeddings and this many bottom layers; None = all but the top layer on a CPU, 0 on a GPU. "
+                "On a CPU the frozen part of a BERT-style encoder runs once per distinct input (see `trunk`)."})
 
 
 def train(
@@ -62,15 +68,19 @@ def train(
     ratings: str | Path | None = None,
     store: Any = None,
     progress: bool | None = None,
+    trunk_memo: dict | None = None,
 ) -> dict:
     """Train a reward model on `data` (pairs; ratings for `loss="regression"`) and save it to `out`.
 
     `ratings` is the `curate export ratings` folder the regression-then-bt recipe starts from. With `store`, the
-    model is registered as a candidate. Returns {"model", "loss", "train_pairs", "eval_accuracy", "seconds", …}.
+    model is registered as a candidate. `trunk_memo` (a dict the caller keeps) carries the frozen layers' outputs
+    from one call to the next, for callers that train many models on the same texts (benchmarks, cross-validation). Returns {"model", "loss", "train_pairs", "eval_accuracy", "seconds", …}.
     """
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from loops.reward.trunk import FrozenTrunk, TopModel, supports
 
     cfg = dataclasses.replace(config or TrainConfig(), loss=loss, **({"base": base} if base else {}))
     if cfg.loss not in LOSSES:
@@ -103,20 +113,29 @@ def train(
     if n_labels > 1:
         model.config.id2label = dict(enumerate(ATTRIBUTES))
         model.config.label2id = {a: i for i, a in enumerate(ATTRIBUTES)}
-    frozen = freeze_bottom(model, cfg.freeze_layers if cfg.freeze_layers is not None else (0 if torch.cuda.is_available() else 3))
+    cuda = torch.cuda.is_available()
+    n_layers = model.config.num_hidden_layers
+    n_frozen = min(n_layers, cfg.freeze_layers if cfg.freeze_layers is not None else (0 if cuda else n_layers - 1))
+    frozen = freeze_bottom(model, n_frozen)
+    # The frozen bottom's output never changes: on a CPU compute it once per distinct input and train the top on it
+    trunk = FrozenTrunk(model, n_frozen, trunk_memo) if n_frozen and cfg.reuse_frozen and not cuda and supports(model) else None
+    trained = TopModel(model, n_frozen) if trunk else model
     renderer = Renderer(tokenizer, cfg.max_length)
     show = progress if progress is not None else sys.stderr.isatty()
 
     history: dict[str, Any] = {}
     if rating_rows:
         rows = _rating_features(renderer, rating_rows)
-        history["regression"] = _fit(model, tokenizer, rows, RegressionLoss(), cfg, cfg.regression_epochs, show)
+        cached = _run_trunk(trunk, rows, ("input",), tokenizer.pad_token_id) if trunk else {}
+        history["regression"] = {**_fit(trained, tokenizer, rows, RegressionLoss(), cfg, cfg.regression_epochs, show),
+                                 **cached}
     objective = None
     if pairs:
         objective = PairwiseLoss("scaled-bt" if cfg.loss == "regression-then-bt" else cfg.loss, head=0,
                                  length_term=cfg.length_term, length_penalty=cfg.length_penalty)
         rows = _pair_features(renderer, pairs)
-        history["pairwise"] = _fit(model, tokenizer, rows, objective, cfg, cfg.epochs, show)
+        cached = _run_trunk(trunk, rows, ("chosen", "rejected"), tokenizer.pad_token_id) if trunk else {}
+        history["pairwise"] = {**_fit(trained, tokenizer, rows, objective, cfg, cfg.epochs, show), **cached}
     train_seconds = time.perf_counter() - started
 
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +148,9 @@ def train(
         "attributes": list(ATTRIBUTES) if n_labels > 1 else None,
         "rendering": renderer.rendering,
         "max_length": cfg.max_length,
+        "context_share": renderer.context_share,
         "frozen_parameters": frozen,
+        "frozen_layers": n_frozen,
         "length_coef": float(objective.length_coef.detach()) if objective is not None and objective.length_coef is not None else None,
         "data": str(data),
         "data_version": data_version(data),
@@ -210,6 +231,26 @@ def _rating_features(renderer: Renderer, ratings: list[dict]) -> list[dict]:
     return rows
 
 
+def _run_trunk(trunk: Any, rows: list[dict], keys: tuple[str, ...], pad_id: int) -> dict:
+    """Replace each row's encodings under `keys` by the frozen trunk's output; each distinct input runs once."""
+    started = time.perf_counter()
+    index: dict[tuple, int] = {}
+    inputs: list[dict] = []
+    for row in rows:
+        for key in keys:
+            enc = row[key]
+            signature = (tuple(enc["input_ids"]), tuple(enc.get("token_type_ids", ())))
+            if signature not in index:
+                index[signature] = len(inputs)
+                inputs.append(enc)
+            row[key] = index[signature]
+    states = trunk.features(inputs, pad_id)
+    for row in rows:
+        for key in keys:
+            row[key] = states[row[key]]
+    return {"distinct_inputs": len(inputs), "trunk_seconds": round(time.perf_counter() - started, 1)}
+
+
 def _pad(seqs: list[dict], pad_id: int) -> dict:
     import torch
 
@@ -223,16 +264,26 @@ def _pad(seqs: list[dict], pad_id: int) -> dict:
     return batch
 
 
+def _batch(seqs: list, pad_id: int) -> dict:
+    """Encodings → padded ids; the frozen trunk's stored states → padded `hidden_states` (see `trunk`)."""
+    if isinstance(seqs[0], dict):
+        return _pad(seqs, pad_id)
+    from loops.reward.trunk import pad_states
+
+    hidden, mask = pad_states(seqs)
+    return {"hidden_states": hidden, "attention_mask": mask}
+
+
 def collate(rows: list[dict], pad_id: int) -> dict:
     """Pairs → one padded batch of chosen rows then rejected rows (one forward pass); ratings → rows + labels."""
     import torch
 
     if "chosen" in rows[0]:
-        batch = _pad([r["chosen"] for r in rows] + [r["rejected"] for r in rows], pad_id)
+        batch = _batch([r["chosen"] for r in rows] + [r["rejected"] for r in rows], pad_id)
         batch["margin"] = torch.tensor([r["margin"] for r in rows])
         batch["length"] = torch.tensor([r["length"][0] for r in rows] + [r["length"][1] for r in rows])
         return batch
-    batch = _pad([r["input"] for r in rows], pad_id)
+    batch = _batch([r["input"] for r in rows], pad_id)
     batch["labels"] = torch.tensor([r["labels"] for r in rows])
     batch["mask"] = torch.tensor([r["mask"] for r in rows])
     return batch
@@ -271,7 +322,7 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
             per_device_train_batch_size=cfg.batch_size,
             num_train_epochs=epochs,
             max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate,
+            learning_rate=cfg.learning_rate or (5e-5 if trainable_layers(model) > 1 else 3e-4),
             warmup_ratio=0.1,
             weight_decay=0.0,
             lr_scheduler_type="linear",
@@ -303,6 +354,12 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "seconds": round(seconds, 1), "pairs_seen": output.global_step * cfg.batch_size,
             "device": str(args.device), "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
+
+
+def trainable_layers(model: Any) -> int:
+    """How many transformer layers have trainable weights (the head is not counted)."""
+    layer = re.compile(r"\.(?:layer|layers|h)\.(\d+)\.")
+    return len({m.group(1) for name, p in model.named_parameters() if p.requires_grad and (m := layer.search(f".{name}"))})
 
 
 def freeze_bottom(model: Any, n_layers: int) -> int:
