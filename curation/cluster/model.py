@@ -41,6 +41,7 @@ def nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = CHUNK) -> tuple[n
 
 K_MAX = 500  # more clusters than a person can review is not a summary
 SCORE_ROWS = 2_000
+ROWS_PER_CLUSTER = 20
 
 
 def k_ceiling(n: int, k_max: int = K_MAX) -> int:
@@ -56,7 +57,8 @@ def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> int:
 def _auto_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> tuple[int, np.ndarray]:
     """(k, its centroids on the sample): over-cluster once, merge, and score every level of the merge tree.
 
-    1. A seeded sample of up to `sample` rows is over-clustered by k-means into k_hi = `k_ceiling(n)` clusters.
+    1. A seeded sample of up to `sample` rows (and at most 20 per cluster) is over-clustered by k-means into
+       k_hi = `k_ceiling(n)` clusters.
     2. Ward's method (weighted by cluster size) merges those centroids step by step into a tree, so every
        k ≤ k_hi is one cut of it: all candidates reuse the one k-means fit instead of each needing its own.
     3. Each cut is scored by its mean cosine silhouette on 2,000 rows, minus the silhouette that the same procedure
@@ -68,11 +70,12 @@ def _auto_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> tuple
     clusters of about √(n/2) conversations. Clear groups (a silhouette far above chance) end it sooner.
     """
     rng = np.random.default_rng(random_state)
+    k_hi = k_ceiling(len(X))
+    sample = min(sample, ROWS_PER_CLUSTER * k_hi)  # enough rows to place k_hi centres, no more: cost ∝ rows · k_hi
     rows = np.sort(rng.choice(len(X), size=sample, replace=False)) if len(X) > sample else np.arange(len(X))
     S = np.asarray(X[rows], dtype=np.float32)
     if len(S) < 4:
         return max(1, len(S)), normalise(S) if len(S) else S
-    k_hi = k_ceiling(len(X))
     score_rows = rng.choice(len(S), size=min(SCORE_ROWS, len(S)), replace=False)
     grid = sorted({int(round(k)) for k in np.geomspace(2, k_hi, num=28)})
     real, cut_centroids = _tree_silhouettes(S, k_hi, grid, score_rows, random_state)
