@@ -1,10 +1,15 @@
 """Push and pull throughput into a fresh embedded Argilla server, against the SDK's default `records.log`.
 
-    .venv/bin/python benchmarks/annotate_push_pull.py [--records 10000] [--baseline 1000] [--rated 3000]
+    .venv/bin/python benchmarks/annotate_push_pull.py [--records 10000] [--baseline 1000] [--rated 3000] [--stock 10000]
 
 Records carry 384-d vectors, five suggestions and the template's metadata, as `curate annotate push` sends them.
 The conversations are the sample traffic generator's (deterministic); vectors are seeded random unit vectors (the
 payload size is what matters here, not the values). Prints one JSON object with the figures.
+
+Besides `curate annotate push`/`pull` against the embedded server as shipped, the same run measures the baselines:
+the SDK's `records.log` into the same server; pull through a stock server's records listing (what pull does
+against a team's own Argilla); and with `--stock N`, push into a second server whose direct bulk path is off
+(`CURATE_ANNOTATE_DIRECT_BULK=0`: argilla-server 2.8.0's own bulk upsert).
 """
 from __future__ import annotations
 
@@ -111,6 +116,55 @@ def seed_responses(conn, dataset: str, n_records: int) -> int:
     return len(ids) * len(users)
 
 
+def pull_through_listing(store, dataset: str, conn) -> dict:
+    """Forget what was pulled, then pull again through the records listing only (a stock server's path)."""
+    import annotations.pull as pull_module
+    from annotations.tables import annotation_sync, rating_responses, ratings
+
+    with store.begin() as c:
+        for table in (rating_responses, ratings, annotation_sync):
+            c.execute(table.delete().where(table.c.dataset == dataset))
+    listing_only = pull_module._pages
+    pull_module._pages = lambda conn, dataset_id, since: pull_module._record_pages(conn, dataset_id)
+    try:
+        t, cpu = time.perf_counter(), time.process_time()
+        result = pull_module.pull(store, dataset, connection=conn, progress=False)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+    finally:
+        pull_module._pages = listing_only
+    return {"responses": result["responses"], "seconds": round(seconds, 2),
+            "responses_per_s": round(result["responses"] / seconds, 1),
+            "client_cpu_ms_per_response": round(cpu * 1000 / max(result["responses"], 1), 3)}
+
+
+def stock_push(tmp: Path, n: int) -> dict:
+    """Push n records from a store of their own (a store routes a conversation once) into a second server that
+    runs argilla-server's own bulk upsert (direct path off)."""
+    from annotations.client import connect
+    from annotations.push import push
+    from annotations.server import start_background
+    from curation.store import Store
+
+    store = Store.open(tmp / "curate-stock")
+    prepare(store, n)
+
+    os.environ["CURATE_ANNOTATE_DIRECT_BULK"] = "0"
+    try:
+        server = start_background(tmp / "argilla-stock", api_key="bench.key." + os.urandom(6).hex())
+    finally:
+        del os.environ["CURATE_ANNOTATE_DIRECT_BULK"]
+    try:
+        conn = connect(server.url, server.api_key)
+        t, cpu, server_cpu = time.perf_counter(), time.process_time(), _cpu(server)
+        result = push(store, "bench-stock", budget=n, connection=conn, progress=False)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+        return {"records": result["pushed"], "seconds": round(seconds, 1), "records_per_s": round(result["pushed"] / seconds, 1),
+                "client_cpu_ms_per_record": round(cpu * 1000 / result["pushed"], 2),
+                "server_cpu_ms_per_record": round((_cpu(server) - server_cpu) * 1000 / result["pushed"], 2)}
+    finally:
+        server.stop()
+
+
 def _cpu(server) -> float:
     """CPU seconds the server process used so far: a figure that does not depend on how busy the machine is."""
     import psutil
@@ -124,6 +178,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=1_000, help="records for the SDK records.log baseline (0 = skip)")
     parser.add_argument("--rated", type=int, default=3_000, help="records that get 3 submitted responses each for pull")
+    parser.add_argument("--stock", type=int, default=0, help="records to push into a server without the direct bulk path (0 = skip)")
     args = parser.parse_args()
 
     from annotations.client import connect
@@ -166,8 +221,15 @@ def main() -> None:
             again = pull(store, "bench", connection=conn, progress=False)
             figures["pull_again_noop_s"] = round(time.perf_counter() - t, 2)
             assert again["responses"] == 0
+            t, server_cpu = time.perf_counter(), _cpu(server)
+            figures["pull_through_records_listing"] = pull_through_listing(store, "bench", conn)
+            figures["pull_through_records_listing"]["server_cpu_ms_per_response"] = round(
+                (_cpu(server) - server_cpu) * 1000 / max(figures["pull_through_records_listing"]["responses"], 1), 3)
         finally:
             server.stop()
+        if args.stock:
+            print(orjson.dumps(figures).decode(), flush=True)  # what is measured so far, should the rest fail
+            figures["push_stock_bulk"] = stock_push(Path(tmp), args.stock)
     figures["client_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["load_after"] = os.getloadavg()[0]
     print(orjson.dumps(figures).decode())
