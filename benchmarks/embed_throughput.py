@@ -212,6 +212,9 @@ def main() -> None:
               f"fitted on both {agree_view[0]:.1%}, nearest fp32 centroid {agree_view[1]:.1%} "
               f"(fp32 against itself with another seed: {agree_view[2]:.1%})")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)  # the exported models: hundreds of MB per run
 
 
 if __name__ == "__main__":
