@@ -47,12 +47,12 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
         pushed = _pushed(store, dataset)
         seen = _seen(store, dataset)
         since = _since(store, dataset) if seen else None  # an empty store side reads everything
-        pulled, submitted, changed_records, unknown, newest = 0, 0, set(), 0, None
+        pulled, submitted, changed_records, newest = 0, 0, set(), None
+        unknown: dict[str, str] = {}  # external id of a record Curate did not push -> its oldest response time
         with tqdm(desc=f"pull {dataset}", unit="resp", disable=None if progress is None else not progress) as bar:
             for items, total in _pages(conn, dataset_id, since):
                 bar.total = total
-                rows, unknown_here = _changed_rows(items, users, pushed, seen, dataset, run_id)
-                unknown += unknown_here
+                rows = _changed_rows(items, users, pushed, seen, dataset, run_id, unknown)
                 if rows:
                     _write(store, rows, dataset, run_id)
                     for row in rows:
@@ -62,7 +62,9 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
                         newest = max(newest or "", row["updated_at"] or "")
                 bar.update(len(items))
         pulled = len(changed_records)
-        _mark_synced(store, dataset, newest, run_id)
+        # the next pull must reach back to responses it skipped: their record may be recorded as pushed by then
+        # (a push cut off after the server stored a batch records it on resume)
+        _mark_synced(store, dataset, newest, run_id, cap=min(unknown.values(), default=None))
         stats = agreement(_submitted(store, dataset))
     except BaseException as exc:  # a failed or interrupted run is recorded as failed; its committed batches stay
         store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
@@ -70,7 +72,7 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
             raise
         raise map_error(exc, getattr(connection, "url", "ARGILLA_API_URL")) from exc
     result = {"pulled": pulled, "responses": submitted, "agreement": stats, "dataset": dataset,
-              "unknown_records": unknown, "run_id": run_id}
+              "unknown_records": len(unknown), "run_id": run_id}
     store.finish_run(run_id, "done", {k: v for k, v in result.items() if k != "agreement"})
     return result
 
@@ -154,16 +156,19 @@ def _seen(store: Store, dataset: str) -> dict[str, str | None]:
 
 
 def _changed_rows(items: list[dict], users: dict[str, str], pushed: dict, seen: dict, dataset: str,
-                  run_id: str) -> tuple[list[dict], int]:
+                  run_id: str, unknown: dict[str, str]) -> list[dict]:
+    """Rows for the responses that are new or changed; responses of records Curate did not push go to `unknown`."""
     now = utcnow()
-    rows, unknown = [], 0
+    rows = []
     for item in items:
         responses = item.get("responses") or []
         if not responses:
             continue
         record = item.get("external_id")
         if record not in pushed:
-            unknown += 1  # a record that Curate did not push (added by hand in the UI, or another tool)
+            # a record that Curate did not push (added by hand in the UI, or another tool), or not recorded yet
+            times = [r.get("updated_at") or "" for r in responses] + [unknown.get(record, "~")]
+            unknown[record] = min(times)
             continue
         conversation_id, conversation_id_b = pushed[record]
         for response in responses:
@@ -179,7 +184,7 @@ def _changed_rows(items: list[dict], users: dict[str, str], pushed: dict, seen: 
                 **_values(response.get("values") or {}),
                 "updated_at": updated_at, "pulled_at": now, "run_id": run_id,
             })
-    return rows, unknown
+    return rows
 
 
 def _values(values: dict[str, Any]) -> dict[str, Any]:
@@ -263,12 +268,15 @@ def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict], key: str) ->
         conn.execute(statement, rows[start : start + 2_000])
 
 
-def _mark_synced(store: Store, dataset: str, newest: str | None, run_id: str) -> None:
+def _mark_synced(store: Store, dataset: str, newest: str | None, run_id: str, cap: str | None = None) -> None:
+    """Remember the newest response time stored, but no later than `cap` (the oldest response left unstored)."""
     with store.begin() as conn:
         previous = conn.execute(
             sa.select(annotation_sync.c.responses_since).where(annotation_sync.c.dataset == dataset)).scalar()
-        values = {"dataset": dataset, "responses_since": max(previous or "", newest or "") or None,
-                  "pulled_at": utcnow(), "run_id": run_id}
+        since = max(previous or "", newest or "") or None
+        if cap:
+            since = min(since or cap, cap)
+        values = {"dataset": dataset, "responses_since": since, "pulled_at": utcnow(), "run_id": run_id}
         _upsert(conn, annotation_sync, [values], "dataset")
 
 

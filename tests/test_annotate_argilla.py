@@ -246,6 +246,26 @@ def test_pull_stores_raw_responses_consensus_and_agreement(store, oasst_file, co
     assert report["total"] == 30 and report["store"]["pushed"] == 30 and report["store"]["rated"] == 4
     assert report["annotators"][BOB]["discarded"] == 1 and report["store"]["annotators"][ANN]["submitted"] == 4
 
+    # A rated record that the store does not know yet (the server stored a push batch, the push died before
+    # recording it): pull skips it, and the next pull still reaches back to it once push recorded it.
+    users = {u.username: str(u.id) for u in _annotators(conn)}
+    found = conn.client.datasets(name=dataset, workspace="argilla")
+    late = records[0] + "-late"
+    conn.request("PUT", f"/api/v1/datasets/{found.id}/records/bulk", json={"items": [{
+        "external_id": late, "fields": {"conversation": [{"role": "user", "content": "hi"}], "response": "hello"},
+        "responses": [{"user_id": users[CY], "status": "submitted", "values": {a: {"value": 1} for a in ATTRIBUTES}}]}]})
+    rate(conn, dataset, {records[1]: {BOB: scores}})  # a newer response, stored by the same pull
+    skipped = pull(store, dataset, connection=conn, progress=False)
+    assert skipped["unknown_records"] == 1 and skipped["responses"] == 1
+    with store.begin() as c:
+        c.execute(annotation_records.insert().values(record_id=late, dataset=dataset, conversation_id=records[0],
+                                                     priority=0.0, strategy="ids", pushed_at=utcnow(), run_id="test"))
+    import annotations.pull as pull_module
+
+    monkeypatch.setattr(pull_module, "SINCE_MARGIN", pull_module.timedelta(0))  # only the watermark reaches back
+    caught = pull(store, dataset, connection=conn, progress=False)
+    assert caught["responses"] == 1 and caught["unknown_records"] == 0
+
 
 def _responses_endpoint_matches_the_records_listing(conn, dataset: str, monkeypatch) -> None:
     """The embedded server's responses endpoint gives pull exactly what a stock server's records listing gives."""
