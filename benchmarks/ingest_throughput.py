@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import psutil
 
-BATCH = 5_000  # the default ingest batch, so the floor commits as often as curate does
+BATCH = 10_000  # the default ingest batch, so the floor commits as often as curate does
 
 
 def run(cmd: list[str], env: dict) -> tuple[dict, float, float, float]:

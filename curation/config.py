@@ -38,7 +38,7 @@ class IngestSettings:
 
     max_messages: int = field(default=1_000, metadata={"help": "quarantine conversations with more messages than this"})
     max_chars: int = field(default=500_000, metadata={"help": "quarantine conversations whose text is longer than this"})
-    batch_size: int = field(default=5_000, metadata={"help": "records per insert transaction"})
+    batch_size: int = field(default=10_000, metadata={"help": "records per insert transaction"})
     # Measured on the 2-core dev machine (docs/performance.md): worker processes were slower there and pushed peak RSS
     # past 300 MB, so they are opt-in for machines with cores to spare.
     workers: int = field(default=1, metadata={"help": "processes validating large JSONL files (1 = validate in this process)"})
