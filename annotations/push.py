@@ -142,10 +142,10 @@ def ensure_dataset(conn: Connection, name: str, workspace: str, settings: dict) 
 
     client = conn.client
     try:
-        if client.workspaces(workspace) is None:
-            rg.Workspace(name=workspace, client=client).create()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the SDK warns "not found" before returning None, which is expected here
+            if client.workspaces(workspace) is None:
+                rg.Workspace(name=workspace, client=client).create()
             found = client.datasets(name=name, workspace=workspace)
         if found is None:
             found = rg.Dataset(name=name, workspace=workspace, settings=build_settings(settings), client=client).create()

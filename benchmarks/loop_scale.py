@@ -58,7 +58,7 @@ def main() -> None:
     write_jsonl(home / "incoming" / "traffic.jsonl", args.n, seed=7)
     # The export keeps `test_fraction` of the pairs aside for the gate, so generate enough for `--pairs` to train on.
     pairs = pairs_file(home / "existing-pairs.jsonl", round(args.pairs / (1 - TEST_FRACTION)))
-    print(f"generated {args.n:,} conversations and {args.pairs:,} pairs in {time.perf_counter() - t:.0f}s")
+    print(f"generated {args.n:,} conversations and {sum(1 for _ in pairs.open()):,} pairs in {time.perf_counter() - t:.0f}s")
     (home / "bench.toml").write_text(f"""name = "bench"
 [sources]
 paths = ["{{home}}/incoming"]

@@ -107,7 +107,7 @@ def train(
         tokenizer.pad_token = tokenizer.eos_token
     n_labels = len(ATTRIBUTES) if cfg.loss in ("regression", "regression-then-bt") else 1
     model = AutoModelForSequenceClassification.from_pretrained(
-        base_name, num_labels=n_labels, problem_type="regression", torch_dtype=torch.float32
+        base_name, num_labels=n_labels, problem_type="regression", dtype=torch.float32
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     if n_labels > 1:
