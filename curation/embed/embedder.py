@@ -314,4 +314,11 @@ def _sentence_transformer(source: str, backend: str = "torch", model_kwargs: dic
 
     # the backends log a warning for every export they do on purpose here; keep the user's terminal for the bar
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-    return SentenceTransformer(source, device="cpu", backend=backend, model_kwargs=model_kwargs)
+    # transformers warns that the bundled model's config.json still says `torch_dtype`: nothing for our user to do
+    config_log = logging.getLogger("transformers.configuration_utils")
+    level = config_log.level
+    config_log.setLevel(logging.ERROR)
+    try:
+        return SentenceTransformer(source, device="cpu", backend=backend, model_kwargs=model_kwargs)
+    finally:
+        config_log.setLevel(level)
