@@ -212,7 +212,7 @@ def insert_ignore(store: Store, table: sa.Table) -> sa.Insert:
 
 
 def insert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict], ignore_existing: bool = True) -> None:
-    """Bulk insert through the driver's executemany, skipping SQLAlchemy's per-row work.
+    """Bulk insert of dict rows through `insert_tuples` (multi-row INSERTs), skipping SQLAlchemy's per-row work.
 
     Values go in as they are, so callers pass what the column stores (text, numbers, None).
     """
