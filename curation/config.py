@@ -60,3 +60,54 @@ class IngestSettings:
                 values[name] = env if f.type in ("str", str) else int(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+# field name -> environment variable; the API key is read from CURATE_LLM_API_KEY by the labeller itself, never
+# from a file or an option, so that it does not end up in shell history or in a committed curate.toml.
+_LABELLER_ENV = {"kind": "CURATE_CLUSTER_LABELLER", "url": "CURATE_LLM_URL", "model": "CURATE_LLM_MODEL",
+                 "timeout": "CURATE_LLM_TIMEOUT", "max_examples": "CURATE_LLM_MAX_EXAMPLES",
+                 "max_chars": "CURATE_LLM_MAX_CHARS", "min_users": "CURATE_LLM_MIN_USERS"}
+LABELLERS = ("ctfidf", "llm")
+
+
+@dataclass
+class LabellerSettings:
+    """How `curate cluster` names clusters: curate.toml `[cluster.labeller]`, or the environment in `_LABELLER_ENV`."""
+
+    kind: str = field(default="ctfidf", metadata={"help": "ctfidf (keywords, offline) or llm (an OpenAI-compatible endpoint names each cluster)"})
+    url: str | None = field(default=None, metadata={"help": "base URL of the chat-completions endpoint, e.g. http://localhost:8000/v1"})
+    model: str | None = field(default=None, metadata={"help": "model name the endpoint serves"})
+    timeout: float = field(default=30.0, metadata={"help": "seconds to wait for one answer"})
+    max_examples: int = field(default=5, metadata={"help": "most central user texts sent per cluster"})
+    max_chars: int = field(default=300, metadata={"help": "characters kept of each text sent"})
+    min_users: int | None = field(default=None, metadata={"help": "send only clusters with this many distinct users (default: the privacy threshold, 5)"})
+
+    @classmethod
+    def resolve(cls, home: Path, **overrides: Any) -> "LabellerSettings":
+        """Defaults < curate.toml `[cluster.labeller]` < environment < overrides; checks that an llm labeller has a URL and a model."""
+        names = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in load_config_file(home).get("cluster", {}).get("labeller", {}).items():
+            if key not in names:
+                raise ConfigError(f"curate.toml [cluster.labeller]: unknown key {key!r}; allowed: {', '.join(names)}")
+            values[key] = value
+        for name, env in _LABELLER_ENV.items():
+            if os.environ.get(env):
+                values[name] = os.environ[env]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            for name in ("timeout", "max_examples", "max_chars", "min_users"):
+                if values.get(name) is not None:
+                    values[name] = (float if name == "timeout" else int)(values[name])
+        except ValueError:
+            raise ConfigError(f"labeller {name} must be a number, not {values[name]!r} "
+                              f"(curate.toml [cluster.labeller] or {_LABELLER_ENV[name]})") from None
+        settings = cls(**values)
+        if settings.kind not in LABELLERS:
+            raise ConfigError(f"unknown labeller {settings.kind!r}; use {' or '.join(LABELLERS)}")
+        if settings.kind == "llm":
+            for name, option in (("url", "--llm-url"), ("model", "--llm-model")):
+                if not getattr(settings, name):
+                    raise ConfigError(f"the llm labeller needs an endpoint {name}: pass {option}, set "
+                                      f"{_LABELLER_ENV[name]}, or set {name} in curate.toml [cluster.labeller]")
+        return settings

@@ -22,19 +22,36 @@ def _k(value: str) -> int | str:
 @click.option("--refit/--no-refit", default=None,
               help="Force (or forbid) re-clustering; by default it refits only when over 10% of conversations are novel.")
 @click.option("--space", default=None, help="Embedding space (model|view|backend); default: the newest.")
+@click.option("--labeller", type=click.Choice(["ctfidf", "llm"]), default=None,
+              help="How clusters are named: ctfidf keywords (default), or llm: an endpoint names them from their "
+                   "keywords and a few user texts, which leave the machine (docs/concepts-failures.md). Also "
+                   "curate.toml [cluster.labeller] kind, env CURATE_CLUSTER_LABELLER.")
+@click.option("--llm-url", default=None,
+              help="OpenAI-compatible API base for --labeller llm, e.g. http://localhost:8000/v1 (env CURATE_LLM_URL; "
+                   "API key from env CURATE_LLM_API_KEY).")
+@click.option("--llm-model", default=None, help="Model name for --labeller llm (env CURATE_LLM_MODEL).")
 @home_option
 @json_option
 @reports
-def cluster(k, algorithm, seed, refit, space, home, as_json):  # noqa: ANN001, ANN201
+def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home, as_json):  # noqa: ANN001, ANN201
     """Score failure signals and cluster the embedded conversations; cluster ids survive later runs."""
+    from curation.cluster import LLMLabeller, make_labeller
     from curation.cluster import cluster as run_cluster
     from curation.store import Store
 
-    result = run_cluster(Store.open(home), k=k, algorithm=algorithm, seed=seed, space=space,
-                         refit="auto" if refit is None else refit)
+    store = Store.open(home)
+    namer = make_labeller(store, kind=labeller, url=llm_url, model=llm_model)
+    if (llm_url or llm_model) and not isinstance(namer, LLMLabeller):
+        raise click.UsageError("--llm-url and --llm-model apply to the llm labeller only; add --labeller llm")
+    result = run_cluster(store, k=k, algorithm=algorithm, seed=seed, space=space,
+                         refit="auto" if refit is None else refit, labeller=namer)
     verb = "re-clustered into" if result["refit"] else "extended"
     human = (f"{verb} {result['clusters']} clusters: {result['assigned']} assignments written, "
              f"{result['novel']} novel, in {result['seconds']}s (run {result['run_id']})")
+    if isinstance(namer, LLMLabeller):
+        result["labeller"] = {"kind": "llm", "model": namer.model, **namer.stats_}
+        human += (f"\nLLM labels: {namer.stats_['labelled']} named by {namer.model}, {namer.stats_['failed']} kept "
+                  f"c-TF-IDF after endpoint errors, {namer.stats_['private']} not sent (too few users)")
     return result, human
 
 

@@ -1,7 +1,8 @@
 """Readable cluster labels: keywords by class-based TF-IDF over each cluster's texts (as BERTopic's c-TF-IDF).
 
-A labeller is any object with `label(texts: dict[cluster_id, list[str]]) -> dict[cluster_id, (label, keywords)]`.
-Pass another one (for example one that asks an LLM endpoint) to `curation.cluster.cluster(labeller=...)`.
+A labeller is any object with `label(texts: dict[cluster_id, list[str]]) -> dict[cluster_id, (label, keywords)]`,
+where each cluster's texts come most central first. Pass another one to `curation.cluster.cluster(labeller=...)`;
+`llm_labels.LLMLabeller` asks an OpenAI-compatible chat endpoint to name each cluster from these keywords.
 """
 from __future__ import annotations
 

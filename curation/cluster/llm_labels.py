@@ -1,0 +1,178 @@
+"""An optional labeller that asks an OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp, OpenAI…) to name
+each cluster. Off by default: `curate cluster --labeller llm --llm-url URL --llm-model NAME`, or curate.toml
+`[cluster.labeller]`.
+
+Keywords stay c-TF-IDF (`CTfidfLabeller`); the model only turns them and a few of the cluster's most central user
+texts into a label of at most eight words. What leaves the machine, per cluster that has at least `min_users`
+distinct users (the privacy threshold): its keywords and up to `max_examples` user texts, each cut to `max_chars`.
+When the endpoint fails, the cluster keeps its c-TF-IDF label and one warning names the endpoint; clustering goes on.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from curation.cluster.labels import CTfidfLabeller
+from curation.cluster.rank import MIN_USERS
+
+log = logging.getLogger("curate.cluster")
+API_KEY_ENV = "CURATE_LLM_API_KEY"
+SYSTEM = ("You name clusters of requests that users sent to a chatbot. Reply with one label of at most 8 words "
+          "that says what the requests have in common (topic or task). Reply with the label only: no quotes, "
+          "no explanation.")
+
+
+class LLMLabeller:
+    """Label clusters with a chat model; `label({id: [texts]}) -> {id: (label, keywords)}` like `CTfidfLabeller`.
+
+    Texts are expected most central first (as `cluster()` passes them); clusters are asked in id order, at
+    temperature 0. `store`, when given, enforces the privacy threshold: clusters with fewer than `min_users`
+    distinct users are not sent (the rule is off when the store has no user ids, as in `rank_clusters`).
+    After `label`, `stats_` counts {"labelled", "failed", "private"} and holds the first "error".
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 30.0,
+                 max_examples: int = 5, max_chars: int = 300, max_words: int = 8, max_tokens: int = 64,
+                 store: Any = None, min_users: int = MIN_USERS, keywords: Any = None):
+        self.base_url = base_url
+        self.model = model
+        self.api_key = api_key  # None: $CURATE_LLM_API_KEY at call time
+        self.timeout = timeout
+        self.max_examples = max_examples
+        self.max_chars = max_chars
+        self.max_words = max_words
+        self.max_tokens = max_tokens
+        self.store = store
+        self.min_users = min_users
+        self.keywords = keywords
+
+    def label(self, texts: dict[int, list[str]]) -> dict[int, tuple[str, list[str]]]:
+        out = (self.keywords or CTfidfLabeller()).label(texts)
+        private = self._private(list(out))
+        key = self.api_key if self.api_key is not None else os.environ.get(API_KEY_ENV) or None
+        self.stats_: dict[str, Any] = {"labelled": 0, "failed": 0, "private": len(private), "error": None}
+        hint, stopped = "", False
+        for cid in sorted(out):
+            if cid in private:
+                continue
+            if stopped:
+                self.stats_["failed"] += 1
+                continue
+            keywords = out[cid][1]
+            try:
+                answer = self._ask(self._messages(keywords, texts[cid]), key)
+                name = clean_label(answer, self.max_words)
+                if not name:
+                    raise ValueError("the answer held no label")
+            except Exception as exc:  # noqa: BLE001 - any endpoint fault keeps the c-TF-IDF label
+                self.stats_["failed"] += 1
+                reason, fix, fatal = _diagnose(exc, self.timeout)
+                if self.stats_["error"] is None:
+                    self.stats_["error"], hint = _redact(reason, key), fix
+                stopped = fatal
+                continue
+            out[cid] = (name, keywords)
+            self.stats_["labelled"] += 1
+        if self.stats_["failed"]:
+            log.warning("curate: LLM labeller at %s: %d of %d clusters kept their c-TF-IDF label (%s)%s; %s",
+                        _public(self.base_url), self.stats_["failed"], len(out) - len(private), self.stats_["error"],
+                        "; stopped calling it after that" if stopped else "", hint)
+        return out
+
+    def _private(self, ids: list[int]) -> set[int]:
+        if self.store is None or not ids:
+            return set()
+        from curation.cluster.rank import has_user_ids
+        from curation.cluster.run import _distinct_users
+
+        if not has_user_ids(self.store):
+            return set()
+        users = _distinct_users(self.store)  # the assignments of this run are written before it labels
+        return {cid for cid in ids if users.get(cid, 0) < self.min_users}
+
+    def _messages(self, keywords: list[str], texts: list[str]) -> list[dict]:
+        examples = [" ".join(t.split())[: self.max_chars] for t in texts[: self.max_examples]]
+        body = f"Keywords: {', '.join(keywords)}\n\nExample requests:\n" + "\n".join(f"- {e}" for e in examples)
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body + "\n\nLabel:"}]
+
+    def _ask(self, messages: list[dict], key: str | None) -> str:
+        url = self.base_url.rstrip("/")
+        url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        payload = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - the user's endpoint
+            data = json.loads(response.read(1_000_000))
+        content = data["choices"][0]["message"]["content"]
+        if not isinstance(content, str):
+            raise TypeError("choices[0].message.content is not text")
+        return content
+
+
+def clean_label(answer: str, max_words: int = 8, max_chars: int = 80) -> str:
+    """The first line that names something, without reasoning blocks, markdown, a "Label:" prefix or quotes."""
+    answer = re.sub(r"<think>.*?(</think>|$)", " ", answer, flags=re.DOTALL | re.IGNORECASE)
+    lines = [line.strip() for line in answer.splitlines() if line.strip()]
+    line = next((x for x in lines if not x.endswith(":")), "")  # skip a preamble like "Here is a label:"
+    line = re.sub(r"[*`]+", "", line)
+    line = re.sub(r"^(#+|[-•]|\d+[.)])\s+", "", line)
+    line = re.sub(r"^(cluster\s+)?(label|topic|name|title)\s*:\s*", "", line, flags=re.IGNORECASE)
+    line = line.strip(" \t\"'“”‘’«»_").rstrip(".!;:,").strip(" \"'“”‘’«»")
+    return " ".join(line.split()[:max_words])[:max_chars].strip()
+
+
+def _diagnose(exc: Exception, timeout: float) -> tuple[str, str, bool]:
+    """(what happened, what to check, whether to stop calling) for one failed request."""
+    if isinstance(exc, urllib.error.HTTPError):
+        detail = _error_detail(exc)
+        if exc.code in (401, 403):
+            return f"HTTP {exc.code}{detail}", f"check the API key in ${API_KEY_ENV}", True
+        if exc.code == 404:
+            return f"HTTP 404{detail}", "check that the URL is the API base (often ending in /v1) and the model is served", True
+        return f"HTTP {exc.code}{detail}", "check the server's log", False
+    if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+        return f"no answer within {timeout:g}s", "check that the server is up, or raise the timeout", True
+    if isinstance(exc, (urllib.error.URLError, http.client.HTTPException, OSError)):
+        reason = getattr(exc, "reason", None) or exc
+        return f"cannot connect: {reason}", "check that the server is running and the URL is right", True
+    return f"unexpected answer: {type(exc).__name__}: {str(exc)[:80]}", \
+        "check that the URL serves OpenAI-compatible chat completions", False
+
+
+def _error_detail(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read(10_000))
+        message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
+    except Exception:  # noqa: BLE001 - the detail is a courtesy
+        message = None
+    return f": {str(message)[:120]}" if message else f" {exc.reason}"
+
+
+def _redact(text: str, key: str | None) -> str:
+    return text.replace(key, "***") if key else text
+
+
+def _public(url: str) -> str:
+    """The URL without user:password@, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
+        if parts.hostname else url
+
+
+def make_labeller(store: Any, **overrides: Any) -> CTfidfLabeller | LLMLabeller:
+    """The labeller that curate.toml `[cluster.labeller]`, the environment and `overrides` (kind, url, model, …) ask for."""
+    from curation.config import LabellerSettings
+
+    settings = LabellerSettings.resolve(store.home, **overrides)
+    if settings.kind == "ctfidf":
+        return CTfidfLabeller()
+    return LLMLabeller(settings.url, settings.model, timeout=settings.timeout, max_examples=settings.max_examples,
+                       max_chars=settings.max_chars, store=store,
+                       min_users=MIN_USERS if settings.min_users is None else settings.min_users)
