@@ -135,6 +135,7 @@ def test_labels_come_from_the_endpoint_and_keywords_stay_ctfidf(chat_server, gro
     first = sent[0]["body"]  # clusters are asked in id order
     assert first["model"] == "tiny-chat" and first["temperature"] == 0
     assert [m["role"] for m in first["messages"]] == ["system", "user"]
+    assert "at most 8 words" in first["messages"][0]["content"]
     prompt = first["messages"][1]["content"]
     assert ", ".join(expected[10][1]) in prompt
     shown = [line[2:] for line in prompt.splitlines() if line.startswith("- ")]

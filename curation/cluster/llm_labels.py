@@ -24,8 +24,8 @@ from curation.cluster.rank import MIN_USERS
 
 log = logging.getLogger("curate.cluster")
 API_KEY_ENV = "CURATE_LLM_API_KEY"
-SYSTEM = ("You name clusters of requests that users sent to a chatbot. Reply with one label of at most 8 words "
-          "that says what the requests have in common (topic or task). Reply with the label only: no quotes, "
+SYSTEM = ("You name clusters of requests that users sent to a chatbot. Reply with one label of at most {words} "
+          "words that says what the requests have in common (topic or task). Reply with the label only: no quotes, "
           "no explanation.")
 
 
@@ -100,7 +100,8 @@ class LLMLabeller:
     def _messages(self, keywords: list[str], texts: list[str]) -> list[dict]:
         examples = [" ".join(t.split())[: self.max_chars] for t in texts[: self.max_examples]]
         body = f"Keywords: {', '.join(keywords)}\n\nExample requests:\n" + "\n".join(f"- {e}" for e in examples)
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": body + "\n\nLabel:"}]
+        return [{"role": "system", "content": SYSTEM.format(words=self.max_words)},
+                {"role": "user", "content": body + "\n\nLabel:"}]
 
     def _ask(self, messages: list[dict], key: str | None) -> str:
         url = self.base_url.rstrip("/")
@@ -162,8 +163,7 @@ def _redact(text: str, key: str | None) -> str:
 def _public(url: str) -> str:
     """The URL without user:password@, for logs."""
     parts = urllib.parse.urlsplit(url)
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
-        if parts.hostname else url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def make_labeller(store: Any, **overrides: Any) -> CTfidfLabeller | LLMLabeller:
