@@ -74,7 +74,7 @@ class LLMLabeller:
             except Exception as exc:  # noqa: BLE001 - any endpoint fault keeps the c-TF-IDF label
                 self.stats_["failed"] += 1
                 reason, fix, fatal = _diagnose(exc, self.timeout)
-                if self.stats_["error"] is None:
+                if self.stats_["error"] is None or fatal:  # the warning names the error that stopped the calls
                     self.stats_["error"], hint = _redact(reason, key), fix
                 stopped = fatal
                 continue
