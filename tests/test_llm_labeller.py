@@ -247,6 +247,7 @@ def test_curate_toml_switches_the_labeller_on_and_bad_settings_fail_in_one_line(
     result = cli.json("cluster", "--k", str(GROUPS), "--home", cli.home)  # no option: the config file asks for llm
     assert result["labeller"]["failed"] == GROUPS and len(server.requests) == GROUPS
     assert not any(label.startswith("About ") for label in stored_labels(store).values())  # c-TF-IDF kept
+    assert f"LLM labels: 0 named by m, {GROUPS} kept c-TF-IDF" in cli("cluster", "--home", cli.home).stdout
 
     (cli.home / "curate.toml").write_text('[cluster.labeller]\nkind = "llm"\n')
     err = cli("cluster", "--home", cli.home, code=1).stderr
