@@ -18,7 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from curation.cluster.identity import MIN_SIMILARITY, centroids_of, match, radii
-from curation.cluster.labels import CTfidfLabeller
+from curation.cluster.llm_labels import make_labeller
 from curation.cluster.model import make_clusterer, nearest, normalise
 from curation.cluster.rank import prompt_of, wilson
 from curation.errors import CurateError
@@ -88,7 +88,7 @@ def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed
         member_radii = radii(sim, index, len(ids_of))
         changed = _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted)
         texts, examples = _label_texts(store, ids, index, sim, len(ids_of), seed)
-        labels = (labeller or CTfidfLabeller()).label({ids_of[c]: t for c, t in texts.items()})
+        labels = (labeller or make_labeller(store)).label({ids_of[c]: t for c, t in texts.items()})
         _write_clusters(store, ids_of, centroids, member_radii, index, labels, examples, ids, space_name, run_id, old)
         _write_history(store, run_id, threshold)
         summary = {"clusters": len(set(cluster_id.tolist())), "assigned": changed, "novel": int(novel.sum()),
