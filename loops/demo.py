@@ -28,7 +28,7 @@ def demo_config() -> LoopConfig:
         sources=Sources(paths=["{home}/incoming"]),
         annotate=Annotate(dataset=DATASET, workspace=WORKSPACE, budget=80, min_submitted=2),
         export=Export(test_fraction=0.3),
-        train=Train(min_new_pairs=20, epochs=3.0, max_length=128),
+        train=Train(min_new_pairs=20, epochs=3.0, max_length=96),
     )
 
 

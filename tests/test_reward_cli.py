@@ -36,3 +36,14 @@ def test_export_train_eval_promote_score(cli, store, oasst_file, tmp_path):
         (tmp_path / "prefs" / "manifest.json").read_bytes())["version"]
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count(sa.distinct(rewards.c.model_version)))).scalar_one() == 1
+
+
+def test_train_options_default_to_the_library_defaults():
+    """`curate reward train` without options trains what `TrainConfig()` (and the docs) describe."""
+    from curation.cli.reward import train
+    from loops.reward import TrainConfig
+
+    defaults = {p.name: p.default for p in train.params}
+    config = TrainConfig()
+    for name in ("epochs", "batch_size", "learning_rate", "max_length", "max_steps", "seed"):
+        assert defaults[name] == getattr(config, name), name

@@ -206,7 +206,7 @@ def test_registry_gate_and_scoring(store, bt_model, dev, tmp_path, oasst_file):
     rows.append({"id": "no-reply", "messages": dumps([{"role": "user", "content": "hi"}]), "n_messages": 1, "ingested_at": now})
     with store.begin() as conn:
         insert_rows(conn, conversations, rows)
-    summary = score(store)
+    summary = score(store, backend="torch")
     assert summary["scored"] == 6 and summary["skipped"] == 1 and summary["model_version"] == c
     with store.connect() as conn:
         stored = dict(conn.execute(sa.select(rewards.c.conversation_id, rewards.c.reward)).all())
@@ -222,6 +222,25 @@ def test_cpu_backends_match_torch(bt_model, dev):
     ov_rewards, _ = RewardModel(dev / "bt", backend="openvino").score(prompts, responses)
     assert (dev / "bt" / "openvino" / "openvino_model.xml").exists()
     np.testing.assert_allclose(ov_rewards, torch_rewards, atol=1e-3)
-    int8_rewards, _ = RewardModel(dev / "bt", backend="onnx").score(prompts, responses)
-    assert sorted(p.name for p in (dev / "bt" / "onnx-int8").glob("*.onnx")) == ["model_quantized.onnx"]
+    auto = RewardModel(dev / "bt", backend="auto")  # on this CPU-only machine: ONNX Runtime int8, batch 16
+    assert (auto.backend, auto.batch_size) == ("onnx", 16)
+    int8_rewards, _ = auto.score(prompts, responses)
+    exported = sorted(p.name for p in (dev / "bt" / "onnx-int8-fused").glob("*.onnx"))
+    assert len(exported) == 1 and exported[0].startswith("model_fused_qint8_")
     np.testing.assert_allclose(int8_rewards, torch_rewards, atol=0.02)  # int8 weights: close, not equal
+    # repeated inputs are scored once and get the same reward as when scored alone
+    twice, _ = auto.score(prompts + prompts[:3], responses + responses[:3])
+    np.testing.assert_array_equal(twice[:8], int8_rewards)
+    np.testing.assert_array_equal(twice[8:], int8_rewards[:3])
+
+
+def test_batched_rendering_equals_one_by_one(dev):
+    from transformers import AutoTokenizer
+
+    from loops.reward.render import Renderer
+
+    pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()[:40]]
+    prompts = [p["prompt"] for p in pairs] + [[]]
+    responses = [p["rejected"][0] for p in pairs] + [{"role": "assistant", "content": "no context at all"}]
+    renderer = Renderer(AutoTokenizer.from_pretrained(dev / "bt"), max_length=128)
+    assert renderer.encode_many(prompts, responses) == [renderer.encode(p, r) for p, r in zip(prompts, responses)]

@@ -4,6 +4,9 @@ from __future__ import annotations
 import click
 
 from curation.cli.common import home_option, json_option, reports
+from loops.reward_config import TrainConfig
+
+_TRAIN = TrainConfig()
 
 
 @click.group()
@@ -19,14 +22,15 @@ def reward() -> None:
               default="bt", show_default=True)
 @click.option("--ratings", default=None, type=click.Path(exists=True),
               help="`curate export ratings` folder (regression-then-bt's first stage).")
-@click.option("--epochs", type=float, default=2.0, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--epochs", type=float, default=_TRAIN.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=_TRAIN.batch_size, show_default=True)
 @click.option("--learning-rate", type=float, default=None,
               help="Peak learning rate (default: 5e-5 when every layer trains, 3e-4 when only the top layer does).")
-@click.option("--max-length", type=int, default=256, show_default=True)
+@click.option("--max-length", type=int, default=_TRAIN.max_length, show_default=True,
+              help="Tokens per (context, response) input: the context's tail (at most a third) and the reply's head.")
 @click.option("--max-steps", type=int, default=-1, help="Stop each stage after N steps (smoke runs).")
 @click.option("--no-length-debias", is_flag=True, help="Plain objective, without the length term and penalty.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
 @home_option
 @json_option
 @reports
@@ -106,9 +110,10 @@ def promote(version, gate, tolerance, force, home, as_json):  # noqa: ANN001, AN
 
 @reward.command()
 @click.option("--model", default=None, help="Checkpoint folder or registry version (default: the champion).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--backend", type=click.Choice(["torch", "onnx", "openvino"]), default="torch", show_default=True,
-              help="onnx (int8 weights) or openvino: export the model once (kept beside it), score faster on a CPU.")
+@click.option("--batch-size", type=int, default=None, help="Conversations per forward pass (default: 16 with onnx, 64 with torch).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default="auto", show_default=True,
+              help="onnx (int8 weights) or openvino: export the model once (kept beside it), score faster on a CPU. "
+                   "auto: torch on a GPU, else onnx when installed.")
 @home_option
 @json_option
 @reports

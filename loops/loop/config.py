@@ -72,7 +72,7 @@ class Train:
     base: str = _f("", "base model name or path; empty = the bundled MiniLM encoder")
     loss: str = _f("bt", "training loss", ("bt", "margin-bt", "scaled-bt", "regression", "regression-then-bt"))
     epochs: float = _f(1.0, "training epochs")
-    max_length: int = _f(128, "tokens per rendered conversation")
+    max_length: int = _f(96, "tokens per rendered conversation")
     seed: int = _f(0, "training seed")
 
 

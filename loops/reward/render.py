@@ -81,5 +81,15 @@ class Renderer:
     def encode(self, prompt: list[dict], response: dict) -> dict[str, list[int]]:
         return self._join(*self._cut(*self.pieces(prompt, response)))
 
+    def encode_many(self, prompts: list[list[dict]], responses: list[dict]) -> list[dict[str, list[int]]]:
+        """`encode` of each (prompt, response), the texts tokenised in batches (the same ids, less Python per item)."""
+        if self.rendering != "plain":
+            return [self.encode(p, r) for p, r in zip(prompts, responses)]
+        tok = self.tokenizer
+        contexts = [plain_context(p) if p else "" for p in prompts]
+        ctx_ids = tok(contexts, add_special_tokens=False)["input_ids"] if contexts else []
+        resp_ids = tok([content_text(r) for r in responses], add_special_tokens=False)["input_ids"] if responses else []
+        return [self._join(*self._cut(c if p else [], r)) for p, c, r in zip(prompts, ctx_ids, resp_ids)]
+
     def encode_pair(self, prompt: list[dict], chosen: dict, rejected: dict) -> tuple[dict, dict]:
         return self.encode(prompt, chosen), self.encode(prompt, rejected)

@@ -25,12 +25,12 @@ def split_last_reply(messages: list[dict]) -> tuple[list[dict], dict] | None:
     return None
 
 
-def score(store: Store, model: str | Path | None = None, batch_size: int = 64, page: int = 2048,
-          backend: str = "torch", progress: bool | None = None) -> dict:
+def score(store: Store, model: str | Path | None = None, batch_size: int | None = None, page: int = 2048,
+          backend: str = "auto", progress: bool | None = None) -> dict:
     """Score unscored conversations with `model` (a checkpoint folder; None = the registry's champion).
 
     `backend="onnx"` (ONNX Runtime, int8 weights) or `"openvino"` exports the model once (beside it) and scores
-    faster on a CPU.
+    faster on a CPU; `"auto"` (the default) is torch on a GPU and ONNX Runtime on a CPU when it is installed.
     Returns {"scored", "skipped" (no assistant reply), "model_version", "seconds", "per_second"}.
     """
     from loops.registry import resolve_model

@@ -1,0 +1,33 @@
+"""`TrainConfig`: reward-model training settings (re-exported as `loops.reward.TrainConfig`).
+
+It lives outside the `loops.reward` package, whose import loads torch, so that the CLI can show these defaults in
+`curate reward train --help` without the 2 s that importing torch takes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    """Reward-model training settings; `curate reward train` options map onto these fields."""
+
+    base: str | None = field(default=None, metadata={"help": "HF model name or folder; None = the bundled MiniLM."})
+    loss: str = field(default="bt", metadata={"help": "bt | margin-bt | scaled-bt | regression | regression-then-bt"})
+    max_length: int = field(default=96, metadata={"help": "Tokens per (context, response) input: the context's tail "
+                                                    "(at most a third) and the response's head."})
+    batch_size: int = field(default=16, metadata={"help": "Pairs (or rated responses) per optimiser step."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the pairs."})
+    regression_epochs: float = field(default=2.0, metadata={"help": "Passes over the ratings (regression stages)."})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "Peak AdamW learning rate (linear decay, 10% warm-up); None = 5e-5 when every layer trains, 3e-4 when "
+                "only the top layer and the head do (few parameters, few steps)."})
+    seed: int = field(default=0, metadata={"help": "Seeds the head initialisation, batch order and dropout."})
+    length_term: bool = field(default=True, metadata={"help": "Learn a separate length coefficient in the BT logit."})
+    length_penalty: float = field(default=0.1, metadata={"help": "Weight of corr(reward, length)² in the loss."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps per stage (-1: run the epochs)."})
+    reuse_frozen: bool = field(default=True, metadata={
+        "help": "On a CPU, run a BERT-style encoder's frozen layers once per distinct input instead of every step."})
+    freeze_layers: int | None = field(default=None, metadata={
+        "help": "Freeze the embeddings and this many bottom layers; None = all but the top layer on a CPU, 0 on a GPU. "
+                "On a CPU the frozen part of a BERT-style encoder runs once per distinct input (see `trunk`)."})
