@@ -32,6 +32,20 @@ def load_config_file(home: Path) -> dict[str, Any]:
     return {}
 
 
+def layered(section: dict[str, Any], where: str, names: Any, env: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The values a settings class is built from: a curate.toml `section` < the environment (`env`: field name ->
+    variable; an empty variable counts as unset) < `overrides` that are not None. A key of `section` that is not in
+    `names` is an error naming the section (`where`). Environment values stay strings: the caller converts them."""
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in names:
+            raise ConfigError(f"curate.toml [{where}]: unknown key {key!r}; allowed: {', '.join(names)}")
+        values[key] = value
+    values.update({name: os.environ[var] for name, var in env.items() if os.environ.get(var)})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
 @dataclass
 class IngestSettings:
     """Limits and privacy settings applied while ingesting."""
@@ -47,18 +61,12 @@ class IngestSettings:
     @classmethod
     def resolve(cls, home: Path, **overrides: Any) -> "IngestSettings":
         """Defaults < `[ingest]` in curate.toml < `CURATE_INGEST_*` / `CURATE_USER_SALT` env < overrides."""
-        values: dict[str, Any] = {}
-        section = load_config_file(home).get("ingest", {})
-        names = {f.name: f for f in fields(cls)}
-        for key, value in section.items():
-            if key not in names:
-                raise ConfigError(f"curate.toml [ingest]: unknown key {key!r}; allowed: {', '.join(names)}")
-            values[key] = value
-        for name, f in names.items():
-            env = os.environ.get("CURATE_USER_SALT" if name == "user_salt" else f"CURATE_INGEST_{name.upper()}")
-            if env is not None:
-                values[name] = env if f.type in ("str", str) else int(env)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = [f.name for f in fields(cls)]
+        env = {name: "CURATE_USER_SALT" if name == "user_salt" else f"CURATE_INGEST_{name.upper()}" for name in names}
+        values = layered(load_config_file(home).get("ingest", {}), "ingest", names, env, overrides)
+        for f in fields(cls):
+            if f.type not in ("str", str) and isinstance(values.get(f.name), str):
+                values[f.name] = int(values[f.name])
         return cls(**values)
 
 
@@ -85,16 +93,8 @@ class LabellerSettings:
     @classmethod
     def resolve(cls, home: Path, **overrides: Any) -> "LabellerSettings":
         """Defaults < curate.toml `[cluster.labeller]` < environment < overrides; checks that an llm labeller has a URL and a model."""
-        names = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in load_config_file(home).get("cluster", {}).get("labeller", {}).items():
-            if key not in names:
-                raise ConfigError(f"curate.toml [cluster.labeller]: unknown key {key!r}; allowed: {', '.join(names)}")
-            values[key] = value
-        for name, env in _LABELLER_ENV.items():
-            if os.environ.get(env):
-                values[name] = os.environ[env]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        section = load_config_file(home).get("cluster", {}).get("labeller", {})
+        values = layered(section, "cluster.labeller", [f.name for f in fields(cls)], _LABELLER_ENV, overrides)
         try:
             for name in ("timeout", "max_examples", "max_chars", "min_users"):
                 if values.get(name) is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from curation.config import load_config_file, resolve_home
+from curation.config import layered, load_config_file, resolve_home
 from curation.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -54,16 +54,8 @@ class ServerSettings:
     def resolve(cls, home: str | os.PathLike | None = None, **overrides: Any) -> "ServerSettings":
         home_path = resolve_home(home)
         config = load_config_file(home_path).get("annotate", {})
-        values: dict[str, Any] = {}
-        names = {f.name for f in fields(cls)} - {"home", "users"}
-        for key, value in config.get("server", {}).items():
-            if key not in names:
-                raise ConfigError(f"curate.toml [annotate.server]: unknown key {key!r}; allowed: {', '.join(sorted(names))}")
-            values[key] = value
-        for name, env in _ENV.items():
-            if os.environ.get(env):
-                values[name] = os.environ[env]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = sorted({f.name for f in fields(cls)} - {"home", "users"})
+        values = layered(config.get("server", {}), "annotate.server", names, _ENV, overrides)
         settings = cls(home=home_path, users=dict(config.get("users", {})), **values)
         settings.port = int(settings.port)
         if settings.queue_order not in QUEUE_ORDERS:

@@ -6,7 +6,6 @@ vector, so a rerun on unchanged data reads no messages and loads no model. Memor
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -15,11 +14,10 @@ import numpy as np
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from curation.config import load_config_file
+from curation.config import layered, load_config_file
 from curation.embed.embedder import Embedder
 from curation.embed.vectors import ensure_space, find_space, space_name, vectors_by_hash, write_vectors
 from curation.embed.views import View, get_view
-from curation.errors import ConfigError
 from curation.store import Store, loads
 from curation.store.embedding_tables import embeddings
 from curation.store.tables import conversations
@@ -39,17 +37,12 @@ class EmbedSettings:
     @classmethod
     def resolve(cls, store: Store, **overrides: Any) -> "EmbedSettings":
         """Defaults < curate.toml `[embed]` < `CURATE_EMBED_*` environment < explicit arguments."""
-        names = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in load_config_file(store.home).get("embed", {}).items():
-            if key not in names:
-                raise ConfigError(f"curate.toml [embed]: unknown key {key!r}; allowed: {', '.join(names)}")
-            values[key] = value
-        for name in names:
-            env = os.environ.get(f"CURATE_EMBED_{name.upper()}")
-            if env is not None:
-                values[name] = int(env) if name in ("batch_size", "chunk_size", "threads") else env
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = [f.name for f in fields(cls)]
+        env = {name: f"CURATE_EMBED_{name.upper()}" for name in names}
+        values = layered(load_config_file(store.home).get("embed", {}), "embed", names, env, overrides)
+        for name in ("batch_size", "chunk_size", "threads"):
+            if isinstance(values.get(name), str):
+                values[name] = int(values[name])
         return cls(**values)
 
 

@@ -1,0 +1,40 @@
+"""Settings resolution (curation.config.layered): defaults < curate.toml < environment < options, same everywhere."""
+from __future__ import annotations
+
+import pytest
+
+from annotations.server.settings import ServerSettings
+from curation.config import IngestSettings, LabellerSettings
+from curation.embed.run import EmbedSettings
+from curation.errors import ConfigError
+from curation.store import Store
+
+
+def test_file_then_environment_then_options(tmp_path, monkeypatch):
+    (tmp_path / "curate.toml").write_text('[ingest]\nbatch_size = 500\nmax_messages = 9\n[embed]\nview = "thread"\n'
+                                          '[annotate.server]\nport = 7001\n')
+    monkeypatch.setenv("CURATE_INGEST_BATCH_SIZE", "700")
+    monkeypatch.setenv("CURATE_INGEST_MAX_CHARS", "")  # empty: unset, the default stays
+    ingest = IngestSettings.resolve(tmp_path, max_messages=None, workers=3)
+    assert (ingest.batch_size, ingest.max_messages, ingest.max_chars, ingest.workers) == (700, 9, 500_000, 3)
+
+    monkeypatch.setenv("CURATE_EMBED_BATCH_SIZE", "8")
+    embed = EmbedSettings.resolve(Store.open(tmp_path), view=None, chunk_size=64)
+    assert (embed.view, embed.batch_size, embed.chunk_size) == ("thread", 8, 64)
+    assert ServerSettings.resolve(tmp_path).port == 7001
+    assert LabellerSettings.resolve(tmp_path).kind == "ctfidf"
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[ingest]\nbatch = 5\n", "curate.toml [ingest]: unknown key 'batch'"),
+    ("[embed]\nbackends = 'onnx'\n", "curate.toml [embed]: unknown key 'backends'"),
+    ("[annotate.server]\nprot = 1\n", "curate.toml [annotate.server]: unknown key 'prot'"),
+    ("[cluster.labeller]\nendpoint = 'x'\n", "curate.toml [cluster.labeller]: unknown key 'endpoint'"),
+])
+def test_an_unknown_key_names_its_section(tmp_path, toml, message):
+    (tmp_path / "curate.toml").write_text(toml)
+    resolvers = [lambda: IngestSettings.resolve(tmp_path), lambda: EmbedSettings.resolve(Store.open(tmp_path)),
+                 lambda: ServerSettings.resolve(tmp_path), lambda: LabellerSettings.resolve(tmp_path)]
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        for resolve in resolvers:
+            resolve()
