@@ -20,7 +20,7 @@ BACKENDS = ("auto", "torch", "onnx", "openvino")
 
 
 def resolve_backend(backend: str | None) -> str:
-    """`auto`: torch on a GPU; on a CPU, ONNX Runtime with int8 weights when it is installed (about 1.8x torch's
+    """`auto`: torch on a GPU; on a CPU, ONNX Runtime with int8 weights when it is installed (about 1.6x torch's
     throughput at a Spearman correlation of 0.99 with its rewards, docs/performance.md), else torch."""
     from curation.embed.embedder import _has
 

@@ -85,11 +85,12 @@ class Renderer:
         """`encode` of each (prompt, response), the texts tokenised in batches (the same ids, less Python per item)."""
         if self.rendering != "plain":
             return [self.encode(p, r) for p, r in zip(prompts, responses)]
+        if not responses:
+            return []
         tok = self.tokenizer
-        contexts = [plain_context(p) if p else "" for p in prompts]
-        ctx_ids = tok(contexts, add_special_tokens=False)["input_ids"] if contexts else []
-        resp_ids = tok([content_text(r) for r in responses], add_special_tokens=False)["input_ids"] if responses else []
-        return [self._join(*self._cut(c if p else [], r)) for p, c, r in zip(prompts, ctx_ids, resp_ids)]
+        ctx_ids = tok([plain_context(p) for p in prompts], add_special_tokens=False)["input_ids"]  # no context: ""
+        resp_ids = tok([content_text(r) for r in responses], add_special_tokens=False)["input_ids"]
+        return [self._join(*self._cut(c, r)) for c, r in zip(ctx_ids, resp_ids)]
 
     def encode_pair(self, prompt: list[dict], chosen: dict, rejected: dict) -> tuple[dict, dict]:
         return self.encode(prompt, chosen), self.encode(prompt, rejected)
