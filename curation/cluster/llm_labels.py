@@ -20,7 +20,7 @@ import urllib.request
 from typing import Any
 
 from curation.cluster.labels import CTfidfLabeller
-from curation.cluster.rank import MIN_USERS
+from curation.cluster.rank import MIN_USERS, distinct_users, has_user_ids
 
 log = logging.getLogger("curate.cluster")
 API_KEY_ENV = "CURATE_LLM_API_KEY"
@@ -89,12 +89,9 @@ class LLMLabeller:
     def _private(self, ids: list[int]) -> set[int]:
         if self.store is None or not ids:
             return set()
-        from curation.cluster.rank import has_user_ids
-        from curation.cluster.run import _distinct_users
-
         if not has_user_ids(self.store):
             return set()
-        users = _distinct_users(self.store)  # the assignments of this run are written before it labels
+        users = distinct_users(self.store)  # the assignments of this run are written before it labels
         return {cid for cid in ids if users.get(cid, 0) < self.min_users}
 
     def _messages(self, keywords: list[str], texts: list[str]) -> list[dict]:

@@ -71,6 +71,15 @@ def has_user_ids(store: Store) -> bool:
         ).first() is not None
 
 
+def distinct_users(store: Store) -> dict[int, int]:
+    """Distinct user ids per cluster, over the current assignments (the privacy threshold's count)."""
+    query = (sa.select(cluster_assignments.c.cluster_id, sa.func.count(sa.distinct(conversations.c.user_hash)))
+             .select_from(cluster_assignments.join(conversations, conversations.c.id == cluster_assignments.c.conversation_id))
+             .group_by(cluster_assignments.c.cluster_id))
+    with store.connect() as conn:
+        return dict(conn.execute(query).all())
+
+
 def rank_clusters(store: Store, top: int | None = None, threshold: float = DEFAULT_THRESHOLD,
                   min_users: int = MIN_USERS, alpha: float = ALPHA, n_examples: int = 3) -> list[dict]:
     """The rows of `curate clusters --json`, best first."""

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from curation.cluster.identity import MIN_SIMILARITY, centroids_of, match, radii
 from curation.cluster.llm_labels import make_labeller
 from curation.cluster.model import make_clusterer, nearest, normalise
-from curation.cluster.rank import prompt_of, wilson
+from curation.cluster.rank import distinct_users, prompt_of, wilson
 from curation.errors import CurateError
 from curation.signals import DEFAULT_THRESHOLD, score_failures
 from curation.signals.base import text_of
@@ -233,7 +233,7 @@ def _user_texts(store: Store, ids: list[str]) -> dict[str, str]:
 
 def _write_clusters(store, ids_of, centroids, member_radii, index, labels, examples, ids, space, run_id, old):  # noqa: ANN001
     sizes = np.bincount(index, minlength=len(ids_of))
-    users = _distinct_users(store)
+    users = distinct_users(store)
     existing = set(_all_cluster_ids(store))
     kept = set(ids_of)
     with store.begin() as conn:
@@ -255,14 +255,6 @@ def _write_clusters(store, ids_of, centroids, member_radii, index, labels, examp
 def _all_cluster_ids(store: Store) -> list[int]:
     with store.connect() as conn:
         return list(conn.execute(sa.select(clusters.c.id)).scalars())
-
-
-def _distinct_users(store: Store) -> dict[int, int]:
-    query = (sa.select(cluster_assignments.c.cluster_id, sa.func.count(sa.distinct(conversations.c.user_hash)))
-             .select_from(cluster_assignments.join(conversations, conversations.c.id == cluster_assignments.c.conversation_id))
-             .group_by(cluster_assignments.c.cluster_id))
-    with store.connect() as conn:
-        return dict(conn.execute(query).all())
 
 
 def _write_history(store: Store, run_id: str, threshold: float) -> None:
