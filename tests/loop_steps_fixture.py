@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from loops.loop.runner import StepSkipped
+from loops.loop.context import StepSkipped
 
 
 def _note(name: str) -> dict:

@@ -75,7 +75,7 @@ def test_training_is_seeded(bt_model, dev, tmp_path):
 def test_frozen_trunk_is_computed_once_and_gives_the_full_models_logits(bt_model, dev):
     import torch
 
-    from loops.reward.trainer import _pad
+    from loops.reward.padding import pad
     from loops.reward.trunk import FrozenTrunk, TopModel, pad_states
 
     rm = RewardModel(dev / "bt")
@@ -91,7 +91,7 @@ def test_frozen_trunk_is_computed_once_and_gives_the_full_models_logits(bt_model
     hidden, mask = pad_states(states[: len(enc)])
     with torch.inference_mode():
         top = TopModel(rm.model, n_frozen).eval()(hidden_states=hidden, attention_mask=mask).logits
-        full = rm.model(**_pad(enc, rm.tokenizer.pad_token_id)).logits
+        full = rm.model(**pad(enc, rm.tokenizer.pad_token_id)).logits
     torch.testing.assert_close(top, full, atol=1e-3, rtol=1e-3)  # states are stored in float16
 
 
@@ -170,7 +170,8 @@ def test_registry_gate_and_scoring(store, bt_model, dev, tmp_path, oasst_file):
     from curation.store import dumps, insert_rows, utcnow
     from curation.store.failure_tables import rewards
     from curation.store.tables import conversations
-    from loops.registry import RegistryError, champion, list_models, promote, register
+    from loops.registry import RegistryError, champion, list_models, register
+    from loops.reward.gate import promote
     from loops.reward.score import score
     from loops.tables import promotions
 

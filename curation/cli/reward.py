@@ -99,7 +99,7 @@ def list_(home, as_json):  # noqa: ANN001, ANN201
 def promote(version, gate, tolerance, force, home, as_json):  # noqa: ANN001, ANN201
     """Make VERSION the champion if it is not worse than the current one on the gate set."""
     from curation.store import Store
-    from loops.registry import promote as run_promote
+    from loops.reward.gate import promote as run_promote
 
     r = run_promote(Store.open(home), version, gate=gate, tolerance=tolerance, force=force)
     f = r["figures"]

@@ -12,7 +12,6 @@ import socket
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import sqlalchemy as sa
@@ -20,7 +19,9 @@ import sqlalchemy as sa
 from curation.errors import CurateError
 from curation.store import Store, dumps, loads, utcnow
 from loops.loop.config import LoopConfig
+from loops.loop.context import RunContext, Step, StepSkipped
 from loops.loop.lock import LoopLock
+from loops.loop.steps import STEPS
 from loops.loop.tables import loop_runs, loop_steps
 
 # exit codes for schedulers (documented in docs/operations.md)
@@ -30,42 +31,12 @@ EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 75
 MAX_ATTEMPTS = 3
 
 
-class StepSkipped(Exception):
-    """A step had nothing to do, or could not reach an optional service; `unreachable` makes the run partial."""
-
-    def __init__(self, reason: str, figures: dict | None = None, unreachable: bool = False):
-        super().__init__(reason)
-        self.figures = figures or {}
-        self.unreachable = unreachable
-
-
-@dataclass
-class RunContext:
-    store: Store
-    config: LoopConfig
-    run_id: str
-    started_at: str = ""
-    progress: bool | None = None
-    figures: dict[str, dict] = field(default_factory=dict)  # finished steps of this run, by name
-    previous: dict | None = None  # the newest finished run of this loop before this one
-
-    def path(self, *parts: str) -> str:
-        folder = self.store.home.joinpath(*parts)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        return str(folder)
-
-
-Step = Callable[[RunContext], dict]
-
-
 def run_loop(store: Store, config: LoopConfig, steps: list[tuple[str, Step]] | None = None,
              progress: bool | None = None, on_step: Callable[[str, dict], None] | None = None) -> dict:
     """Run (or resume) the loop; returns {"run_id", "status", "resumed", "steps": {name: {...}}}.
 
     Raises LoopBusy when another run of the loop holds the lock. `on_step(name, record)` is told as each step ends.
     """
-    from loops.loop.steps import STEPS
-
     steps = steps or STEPS
     lock = LoopLock(store, config.name, str(uuid.uuid4()))
     lock.acquire()

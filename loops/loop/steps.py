@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from curation.errors import CurateError
 from curation.store import loads, utcnow
-from loops.loop.runner import RunContext, StepSkipped
+from loops.loop.context import RunContext, StepSkipped
 from loops.loop.tables import loop_files
 
 
@@ -210,7 +210,7 @@ def evaluate(ctx: RunContext) -> dict:
 
 def promote(ctx: RunContext) -> dict:
     """The gate: the new model replaces the champion only if it is not worse on the gate set."""
-    from loops import registry
+    from loops.reward.gate import promote as run_promote
     from loops.tables import promotions
 
     trained = ctx.figures.get("train") or {}
@@ -221,15 +221,15 @@ def promote(ctx: RunContext) -> dict:
     if earlier is not None:
         return {"decision": earlier["decision"], "challenger": earlier["challenger"], "champion": earlier["champion"],
                 "figures": loads(earlier["figures"])}
-    return registry.promote(ctx.store, trained["version"], gate=_gate(ctx), tolerance=ctx.config.gate.tolerance,
-                            top_clusters=ctx.config.gate.clusters, progress=ctx.progress)
+    return run_promote(ctx.store, trained["version"], gate=_gate(ctx), tolerance=ctx.config.gate.tolerance,
+                       top_clusters=ctx.config.gate.clusters, progress=ctx.progress)
 
 
 def _gate(ctx: RunContext) -> Path:
     """The gate set stays fixed once chosen: the loop file's, else the first export's test split."""
-    from loops import registry
+    from loops.reward.gate import GATE_FILE
 
-    fixed = ctx.store.home / registry.GATE_FILE
+    fixed = ctx.store.home / GATE_FILE
     if ctx.config.gate.pairs:
         return Path(ctx.config.gate.pairs)
     if fixed.exists():

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from curation.errors import InputError
+from loops.reward.padding import pad
 from loops.reward.render import Renderer
 
 
@@ -79,8 +80,6 @@ class RewardModel:
         import torch
         from tqdm.auto import tqdm
 
-        from loops.reward.trainer import _pad
-
         distinct: dict[tuple, int] = {}
         encoded, index = [], np.empty(len(responses), dtype=np.int64)
         for i, e in enumerate(self.renderer.encode_many(prompts, responses)):
@@ -95,7 +94,7 @@ class RewardModel:
         with torch.inference_mode():
             for start in tqdm(range(0, len(order), self.batch_size), disable=not show, desc="scoring", unit="batch"):
                 idx = order[start : start + self.batch_size]
-                batch = _pad([encoded[i] for i in idx], self.tokenizer.pad_token_id)
+                batch = pad([encoded[i] for i in idx], self.tokenizer.pad_token_id)
                 out = self.model(**{k: v.to(self.device) for k, v in batch.items()}).logits
                 logits[idx] = out.float().cpu().numpy()
         logits = logits[index]

@@ -21,6 +21,7 @@ from curation.errors import InputError
 from loops.reward_config import TrainConfig
 from loops.reward.data import ATTRIBUTES, load_pairs, load_ratings
 from loops.reward.losses import LOSSES, PAIRWISE, PairwiseLoss, RegressionLoss
+from loops.reward.padding import pad
 from loops.reward.render import Renderer, length_feature
 
 META_FILE = "curate_reward.json"
@@ -225,23 +226,10 @@ def _run_trunk(trunk: Any, rows: list[dict], keys: tuple[str, ...], pad_id: int)
     return {"distinct_inputs": len(inputs), "trunk_seconds": round(time.perf_counter() - started, 1)}
 
 
-def _pad(seqs: list[dict], pad_id: int) -> dict:
-    import torch
-
-    width = max(len(s["input_ids"]) for s in seqs)
-    batch = {
-        "input_ids": torch.tensor([s["input_ids"] + [pad_id] * (width - len(s["input_ids"])) for s in seqs]),
-        "attention_mask": torch.tensor([[1] * len(s["input_ids"]) + [0] * (width - len(s["input_ids"])) for s in seqs]),
-    }
-    if "token_type_ids" in seqs[0]:
-        batch["token_type_ids"] = torch.tensor([s["token_type_ids"] + [0] * (width - len(s["token_type_ids"])) for s in seqs])
-    return batch
-
-
 def _batch(seqs: list, pad_id: int) -> dict:
     """Encodings → padded ids; the frozen trunk's stored states → padded `hidden_states` (see `trunk`)."""
     if isinstance(seqs[0], dict):
-        return _pad(seqs, pad_id)
+        return pad(seqs, pad_id)
     from loops.reward.trunk import pad_states
 
     hidden, mask = pad_states(seqs)

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from loops.reward.padding import pad
+
 
 def supports(model: Any) -> bool:
     base = model.base_model
@@ -49,8 +51,6 @@ class FrozenTrunk:
     @torch.inference_mode()
     def features(self, inputs: list[dict], pad_id: int, batch_size: int = 64) -> list[torch.Tensor]:
         """Per input, the (its length × hidden) states after the frozen layers, in float16."""
-        from loops.reward.trainer import _pad
-
         base = self.model.base_model
         was_training = base.training
         base.eval()
@@ -60,7 +60,7 @@ class FrozenTrunk:
         device = next(base.parameters()).device
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in _pad([inputs[i] for i in idx], pad_id).items()}
+            batch = {k: v.to(device) for k, v in pad([inputs[i] for i in idx], pad_id).items()}
             hidden = base.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
             mask = _mask(self.model, batch["attention_mask"], hidden.dtype)
             for layer in base.encoder.layer[: self.n_layers]:
