@@ -27,6 +27,7 @@ from annotations.routing import Pick, Strategy, cluster_labels, get_strategy, lo
 from annotations.tables import annotation_records
 from annotations.template import ATTRIBUTES, VECTOR, build_settings, differences, template
 from curation.errors import CurateError
+from curation.messages import content_text
 from curation.store import Store, existing_ids, insert_rows, loads, utcnow
 from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
 from curation.store.tables import conversations
@@ -262,12 +263,12 @@ class _RecordBuilder:
         if last is None:
             return None
         redact = self.redactor.redact
-        context = [{"role": str(m.get("role", "user")), "content": redact(_text(m)) or " "} for m in messages[:last]]
-        fields = {"conversation": context, "response": redact(_text(messages[last])) or "(empty response)"}
+        context = [{"role": str(m.get("role", "user")), "content": redact(content_text(m)) or " "} for m in messages[:last]]
+        fields = {"conversation": context, "response": redact(content_text(messages[last])) or "(empty response)"}
         if row_b is not None:
             messages_b = loads(row_b.messages) or []
             last_b = _last_assistant(messages_b)
-            fields["response_b"] = redact(_text(messages_b[last_b])) if last_b is not None else "(no response)"
+            fields["response_b"] = redact(content_text(messages_b[last_b])) if last_b is not None else "(no response)"
         item: dict[str, Any] = {
             "external_id": record_id(pick.conversation_id, pick.conversation_id_b),
             "fields": fields,
@@ -319,7 +320,7 @@ def context_key(messages: list[dict]) -> str | None:
     last = _last_assistant(messages)
     if last is None:
         return None
-    return hashlib.sha1(orjson.dumps([(m.get("role"), _text(m)) for m in messages[:last]])).hexdigest()
+    return hashlib.sha1(orjson.dumps([(m.get("role"), content_text(m)) for m in messages[:last]])).hexdigest()
 
 
 def pair_siblings(store: Store, dataset: str, picks: list[Pick]) -> list[Pick]:
@@ -354,15 +355,6 @@ def pair_siblings(store: Store, dataset: str, picks: list[Pick]) -> list[Pick]:
 
 def _fired(signal: Any) -> bool:
     return isinstance(signal, dict) and bool(signal.get("name")) and (signal.get("value") or 0) > 0
-
-
-def _text(message: dict) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return "" if content is None else str(content)
 
 
 def _suggestion_model(store: Store) -> str | None:

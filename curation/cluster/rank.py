@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from scipy import stats
 
 from curation.errors import CurateError
+from curation.messages import content_text
 from curation.signals import DEFAULT_THRESHOLD
-from curation.signals.base import text_of
 from curation.store import Store, loads
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
 from curation.store.tables import conversations
@@ -177,11 +177,11 @@ def show_cluster(store: Store, cluster_id: int, n: int = 5, threshold: float = D
 def prompt_of(messages: list[dict]) -> str:
     """The last user turn before the last assistant message (what the conversation is about)."""
     last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=len(messages))
-    return next((text_of(m) for m in reversed(messages[:last]) if m.get("role") == "user"), "")
+    return next((content_text(m) for m in reversed(messages[:last]) if m.get("role") == "user"), "")
 
 
 def reply_of(messages: list[dict]) -> str:
-    return next((text_of(m) for m in reversed(messages) if m.get("role") == "assistant"), "")
+    return next((content_text(m) for m in reversed(messages) if m.get("role") == "assistant"), "")
 
 
 def excerpt(text: str, n: int) -> str:

@@ -22,8 +22,8 @@ from curation.cluster.llm_labels import make_labeller
 from curation.cluster.model import make_clusterer, nearest, normalise
 from curation.cluster.rank import distinct_users, prompt_of, wilson
 from curation.errors import CurateError
+from curation.messages import content_text
 from curation.signals import DEFAULT_THRESHOLD, score_failures
-from curation.signals.base import text_of
 from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import cluster_assignments, cluster_history, clusters
 from curation.store.tables import conversations
@@ -227,7 +227,7 @@ def _user_texts(store: Store, ids: list[str]) -> dict[str, str]:
             for cid, messages in conn.execute(sa.select(conversations.c.id, conversations.c.messages)
                                               .where(conversations.c.id.in_(ids[start : start + 5_000]))):
                 messages = loads(messages)
-                out[cid] = " ".join(text_of(m) for m in messages if m.get("role") == "user") or prompt_of(messages)
+                out[cid] = " ".join(content_text(m) for m in messages if m.get("role") == "user") or prompt_of(messages)
     return out
 
 

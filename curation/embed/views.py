@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from curation.errors import ConfigError
+from curation.messages import content_text
 
 USER_CHARS = 500
 REPLY_CHARS = 700
@@ -22,20 +23,6 @@ class View(Protocol):
     name: str
 
     def __call__(self, messages: list[dict]) -> str: ...
-
-
-def content_text(message: dict) -> str:
-    """The text of one message; OpenAI content parts (`[{"type": "text", "text": …}, …]`) are joined."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("text"))
-    if isinstance(content, dict):  # some exports wrap the answer: {"answer": "…"}
-        return "\n".join(str(v) for v in content.values() if isinstance(v, str))
-    return str(content)
 
 
 def clip(text: str, limit: int) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from curation.messages import content_text
+
 
 @dataclass(frozen=True)
 class Signal:
@@ -45,7 +47,7 @@ class ConversationView:
     @property
     def reply(self) -> str:
         i = self.reply_index
-        return "" if i is None else text_of(self.messages[i])
+        return "" if i is None else content_text(self.messages[i])
 
     @property
     def prompt(self) -> str:
@@ -53,23 +55,14 @@ class ConversationView:
         end = self.reply_index if self.reply_index is not None else len(self.messages)
         for i in range(end - 1, -1, -1):
             if self.messages[i].get("role") == "user":
-                return text_of(self.messages[i])
+                return content_text(self.messages[i])
         return ""
 
     def user_turns(self) -> list[tuple[int, str]]:
-        return [(i, text_of(m)) for i, m in enumerate(self.messages) if m.get("role") == "user"]
+        return [(i, content_text(m)) for i, m in enumerate(self.messages) if m.get("role") == "user"]
 
     def events(self, *types: str) -> list[dict]:
         return [e for e in self.feedback if e["type"] in types]
-
-
-def text_of(message: dict) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 @runtime_checkable

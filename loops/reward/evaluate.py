@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from curation.messages import content_text
 from loops.reward.data import load_pairs
 from loops.reward.model import RewardModel
-from loops.reward.render import content_text
 
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:

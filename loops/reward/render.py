@@ -18,17 +18,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from curation.messages import content_text
+
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
-
-
-def content_text(message: dict) -> str:
-    """The text of an OpenAI chat message; multi-part content is joined, non-text parts dropped."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
 def plain_context(messages: list[dict]) -> str:
