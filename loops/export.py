@@ -13,12 +13,15 @@ Records flagged for annotator disagreement are left out unless `include_disagree
 
 The split is grouped by context (no prompt on both sides) and stratified by cluster, deterministic for a seed.
 Every export writes the data, `manifest.json` (counts, rules, thresholds, agreement, source runs, mixed-in sources,
-a content version) and a dataset card `README.md`, and is recorded in `preference_exports`.
+a content version) and a dataset card `README.md`, and is recorded in `preference_exports`. It writes only into an
+empty folder or an earlier export (marked by `.curate-export`, written first), unless `overwrite`; never into the
+Curate home itself.
 """
 from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
@@ -38,6 +41,10 @@ from loops.reward.score import split_last_reply
 from loops.tables import preference_exports
 
 FORMATS = ("hf", "parquet", "jsonl")
+MARKER = ".curate-export"  # written before anything else, so an interrupted export is still known as ours
+# what an export writes, in any format: cleared before the next export into the same folder, so no stale split stays
+OUTPUTS = (MARKER, "manifest.json", "README.md", "dataset_dict.json", "train", "test",
+           *(f"{split}.{ext}" for split in ("train", "test") for ext in ("jsonl", "parquet")))
 RULES = ("ratings", "preference", "rewrite", "feedback")
 LICENCE_NOTE = ("Conversations come from your own traffic: check your users' terms and your privacy policy before "
                 "sharing. Mixed-in sources keep their own licences (listed under `mixed`).")
@@ -276,9 +283,6 @@ def _features(kind: str) -> Any:
 def _write(rows: dict[str, list[dict]], out: Path, fmt: str, kind: str) -> None:
     from datasets import Dataset, DatasetDict
 
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    out.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         for name, part in rows.items():
             (out / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in part))
@@ -293,10 +297,50 @@ def _write(rows: dict[str, list[dict]], out: Path, fmt: str, kind: str) -> None:
             part.to_parquet(str(out / f"{name}.parquet"))
 
 
+def check_out(store: Store, out: Path, overwrite: bool = False) -> None:
+    """Refuse an `out` where an export would overwrite what is not ours: the Curate home itself (always), a file,
+    or a folder that holds anything but an earlier export (unless `overwrite`)."""
+    if out.resolve() == store.home.resolve():
+        raise CurateError(f"--out {out} is the Curate home; write the export to a folder of its own, "
+                          f"e.g. {store.home / 'exports' / 'NAME'}")
+    if out.exists() and not out.is_dir():
+        raise CurateError(f"--out {out} is a file; pick a folder (an empty or new one)")
+    if overwrite or not out.exists() or _is_export(out) or not any(out.iterdir()):
+        return
+    raise CurateError(f"--out {out} is not empty and holds no earlier Curate export; pick an empty or new folder, "
+                      "or pass --overwrite to write the export files into it anyway")
+
+
+def _is_export(out: Path) -> bool:
+    """An earlier export: the marker, or the manifest that exports made before there was a marker."""
+    if (out / MARKER).is_file():
+        return True
+    try:
+        manifest = orjson.loads((out / "manifest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("kind") in ("preferences", "ratings") and "version" in manifest
+
+
+def _clear(out: Path) -> None:
+    """Remove what an earlier export wrote (any format); nothing else in the folder is touched."""
+    for name in OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def _finish(store: Store, out: Path, fmt: str, kind: str, train: list[dict], test: list[dict], manifest: dict,
             run_id: str, push_to_hub: str | None) -> dict:
     manifest["version"] = hashlib.sha256(b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
                                                   for r in train + test)).hexdigest()[:16]
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    _clear(out)
+    (out / MARKER).write_bytes(orjson.dumps({"kind": kind, "run_id": run_id, "created_at": manifest["created_at"]}))
     _write({"train": train, "test": test}, out, fmt, kind)
     (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     (out / "README.md").write_text(_card(kind, manifest))
@@ -323,13 +367,14 @@ def _finish(store: Store, out: Path, fmt: str, kind: str, train: list[dict], tes
 
 def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: PairRules | None = None,
                        dataset: str | None = None, mix: list[str] | None = None,
-                       push_to_hub: str | None = None) -> dict:
-    """Write preference pairs (TRL conversational columns + provenance) to `out`.
+                       push_to_hub: str | None = None, overwrite: bool = False) -> dict:
+    """Write preference pairs (TRL conversational columns + provenance) to `out` (see `check_out`).
 
     Returns {"pairs", "train", "test", "out", "version"}.
     """
     rules = rules or PairRules()
     out = Path(out)
+    check_out(store, out, overwrite)
     run_id = store.start_run("export", {"kind": "preferences", "out": str(out), "format": fmt, **asdict(rules)})
     try:
         pairs, stats = build_pairs(store, rules, dataset)
@@ -356,9 +401,12 @@ def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: Pa
 
 
 def export_ratings(store: Store, out: str | Path, fmt: str = "hf", dataset: str | None = None,
-                   include_disagreement: bool = False, test_size: float = 0.1, seed: int = 0) -> dict:
-    """Write the regression dataset: context, response and the five consensus attributes per rated response."""
+                   include_disagreement: bool = False, test_size: float = 0.1, seed: int = 0,
+                   overwrite: bool = False) -> dict:
+    """Write the regression dataset: context, response and the five consensus attributes per rated response
+    to `out` (see `check_out`)."""
     out = Path(out)
+    check_out(store, out, overwrite)
     run_id = store.start_run("export", {"kind": "ratings", "out": str(out), "format": fmt})
     try:
         with store.connect() as conn:

@@ -7,6 +7,8 @@ from curation.cli.common import home_option, json_option, reports
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]), default="hf", show_default=True,
                       help="hf = datasets.save_to_disk folder; parquet/jsonl = train and test files.")
+OVERWRITE = click.option("--overwrite", is_flag=True,
+                         help="Write into --out even if it holds files that are not an earlier export (never the home).")
 
 
 @click.command("preferences")
@@ -22,11 +24,12 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "js
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--mix", multiple=True, help="Also include TRL-format preference data: a file, folder or hub id (repeat).")
 @click.option("--push-to-hub", default=None, metavar="REPO", help="Also push the export to this Hugging Face repo.")
+@OVERWRITE
 @home_option
 @json_option
 @reports
 def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagreement, test_size, seed, mix,
-                push_to_hub, home, as_json):  # noqa: ANN001, ANN201
+                push_to_hub, overwrite, home, as_json):  # noqa: ANN001, ANN201
     """Preference pairs in TRL's conversational columns (prompt, chosen, rejected, margin) plus provenance."""
     from curation.errors import InputError
     from curation.store import Store
@@ -39,7 +42,7 @@ def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagr
     pair_rules = PairRules(tie_threshold=tie_threshold, weights=parsed, include_disagreement=include_disagreement,
                            test_size=test_size, seed=seed, **({"rules": tuple(rules)} if rules else {}))
     result = export_preferences(Store.open(home), out, fmt=fmt, rules=pair_rules, dataset=dataset, mix=list(mix),
-                                push_to_hub=push_to_hub)
+                                push_to_hub=push_to_hub, overwrite=overwrite)
     return result, f"wrote {result['pairs']:,} pairs ({result['train']:,} train, {result['test']:,} test) to {result['out']}"
 
 
@@ -50,16 +53,17 @@ def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagr
 @click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
 @click.option("--test-size", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@OVERWRITE
 @home_option
 @json_option
 @reports
-def ratings(out, fmt, dataset, include_disagreement, test_size, seed, home, as_json):  # noqa: ANN001, ANN201
+def ratings(out, fmt, dataset, include_disagreement, test_size, seed, overwrite, home, as_json):  # noqa: ANN001, ANN201
     """Rating regression data: context, response and the five HelpSteer2 attributes (SteerLM-style)."""
     from curation.store import Store
     from loops.export import export_ratings
 
     result = export_ratings(Store.open(home), out, fmt=fmt, dataset=dataset, include_disagreement=include_disagreement,
-                            test_size=test_size, seed=seed)
+                            test_size=test_size, seed=seed, overwrite=overwrite)
     return result, f"wrote {result['rows']:,} rated responses ({result['train']:,} train, {result['test']:,} test) to {result['out']}"
 
 
