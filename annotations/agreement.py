@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import defaultdict
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import cohen_kappa_score
 
 from annotations.template import ATTRIBUTES
 
@@ -38,19 +41,12 @@ def consensus(responses: Sequence[Mapping], spread: float = SPREAD) -> dict:
 
 def quadratic_kappa(a: Sequence[float], b: Sequence[float], categories: int = CATEGORIES) -> float | None:
     """Cohen's κ with quadratic weights for two raters on the same items; None when undefined (no variance)."""
-    a = np.asarray(a, dtype=int)
-    b = np.asarray(b, dtype=int)
     if len(a) < 2:
         return None
-    observed = np.zeros((categories, categories))
-    np.add.at(observed, (a, b), 1)
-    expected = np.outer(observed.sum(1), observed.sum(0)) / len(a)
-    idx = np.arange(categories)
-    weights = (idx[:, None] - idx[None, :]) ** 2 / (categories - 1) ** 2
-    denominator = (weights * expected).sum()
-    if denominator == 0:
-        return None
-    return float(1 - (weights * observed).sum() / denominator)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # undefined is reported as None
+        kappa = cohen_kappa_score(a, b, weights="quadratic", labels=list(range(categories)))
+    return None if np.isnan(kappa) else float(kappa)
 
 
 def krippendorff_alpha_ordinal(units: Iterable[Sequence[float]], categories: int = CATEGORIES) -> float | None:

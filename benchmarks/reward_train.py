@@ -32,9 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OASST = REPO.parent / "shared" / "data" / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
 
+from curation.cluster.rank import wilson  # noqa: E402
 from loops.reward import RewardModel, TrainConfig, train  # noqa: E402
 from loops.reward.devset import oasst_pairs, oasst_ratings, split_by_tree  # noqa: E402
-from loops.reward.evaluate import _spearman, length_baseline, pair_wins, wilson  # noqa: E402
+from loops.reward.evaluate import _spearman, length_baseline, pair_wins  # noqa: E402
 
 
 def write(rows: list[dict], path: Path) -> None:
@@ -47,7 +48,7 @@ def peak_rss_mb() -> float:
 
 
 def summary(wins: np.ndarray) -> str:
-    lo, hi = wilson(float(wins.sum()), len(wins))
+    lo, hi = map(float, wilson(float(wins.sum()), len(wins)))
     return f"{wins.mean():.3f} ({lo:.3f}-{hi:.3f}, n={len(wins)})"
 
 

@@ -14,7 +14,7 @@ from scipy import stats
 
 from curation.cluster import AutoKMeans, SampledHDBSCAN, cluster, rank_clusters, show_cluster
 from curation.cluster.identity import match
-from curation.cluster.rank import benjamini_hochberg, wilson
+from curation.cluster.rank import wilson
 from curation.ingest import ingest_records
 from curation.store.failure_tables import cluster_assignments, cluster_history, clusters
 
@@ -131,14 +131,14 @@ def test_match_keeps_ids_by_centroid_similarity():
     assert match([7, 8, 9], old, new) == [8, 7, 10]
 
 
-def test_wilson_and_benjamini_hochberg_match_known_values():
+def test_wilson_matches_known_values():
     low, high = wilson(np.array([2, 0, 40]), np.array([2, 10, 100]))
     assert low[0] == pytest.approx(0.342, abs=1e-3) and high[0] == 1
     assert low[1] == 0 and high[1] == pytest.approx(0.278, abs=1e-3)
     assert (low[2], high[2]) == (pytest.approx(0.309, abs=1e-3), pytest.approx(0.498, abs=1e-3))
-    p = np.array([0.01, 0.04, 0.03, 0.5, 0.002])
-    assert benjamini_hochberg(p) == pytest.approx(stats.false_discovery_control(p, method="bh"))
-    assert benjamini_hochberg(p)[:4] == pytest.approx([0.025, 0.05, 0.05, 0.5])
+    # scalars too, as the reward model's evaluation uses it (ties count half a success)
+    assert tuple(map(float, wilson(8, 10))) == (pytest.approx(0.4902, abs=1e-3), pytest.approx(0.9433, abs=1e-3))
+    assert float(wilson(7.5, 10)[0]) < float(wilson(8, 10)[0]) and tuple(map(float, wilson(0, 0))) == (0, 1)
 
 
 def test_ranking_puts_the_failing_topic_first_and_a_tiny_perfect_failure_below_it(store):
@@ -157,6 +157,9 @@ def test_ranking_puts_the_failing_topic_first_and_a_tiny_perfect_failure_below_i
     tiny = next(r for r in rows if r["size"] == 2)
     assert tiny["failure_rate"] == 1 and rows.index(tiny) > 0
     assert rank_clusters(store, top=2, min_users=1) == rows[:2]
+    # q-values are Benjamini–Hochberg over every cluster's p-value
+    p = np.array([r["p_value"] for r in rows])
+    assert [r["q_value"] for r in rows] == pytest.approx(stats.false_discovery_control(p, method="bh"))
 
 
 def test_clusters_with_few_users_show_only_counts(store):

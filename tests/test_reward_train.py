@@ -112,13 +112,6 @@ def test_evaluate_reports_clusters_sources_and_length(bt_model, dev):
     assert result["accuracy"] == pytest.approx(float(np.mean(np.where(rc > rr, 1, np.where(rc == rr, 0.5, 0)))), abs=1e-4)
 
 
-def test_wilson_interval():
-    from loops.reward.evaluate import wilson
-
-    lo, hi = wilson(8, 10)
-    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
-
-
 @pytest.mark.slow
 def test_regression_then_bt_reads_the_helpfulness_head(dev, shared_data, tmp_path):
     ratings = oasst_ratings(shared_data / "oasst1-en-validation" / "oasst1-en-validation.jsonl")[:24]

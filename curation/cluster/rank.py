@@ -28,26 +28,14 @@ ALPHA = 0.05
 
 
 def wilson(failures: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """The Wilson score interval of a binomial proportion (good at small n and at rates near 0 or 1)."""
+    """The Wilson score interval of a binomial proportion (good at small n and at rates near 0 or 1), elementwise;
+    `failures` may be fractional (a reward model's ties count half a success). n = 0 gives (0, 1)."""
     f, n = np.asarray(failures, dtype=float), np.asarray(n, dtype=float)
     safe = np.maximum(n, 1)
     p = f / safe
     centre = (p + z * z / (2 * safe)) / (1 + z * z / safe)
     half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe)) / (1 + z * z / safe)
     return np.where(n > 0, np.clip(centre - half, 0, 1), 0.0), np.where(n > 0, np.clip(centre + half, 0, 1), 1.0)
-
-
-def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """q-values: the smallest false discovery rate at which each test would be called significant."""
-    p = np.asarray(p, dtype=float)
-    if not len(p):
-        return p
-    order = np.argsort(p)
-    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty_like(q)
-    out[order] = np.minimum(q, 1.0)
-    return out
 
 
 def cluster_stats(store: Store, threshold: float = DEFAULT_THRESHOLD) -> dict[int, tuple[int, int, int]]:
@@ -99,7 +87,7 @@ def rank_clusters(store: Store, top: int | None = None, threshold: float = DEFAU
     low, high = wilson(f, n)
     rest_rate = np.where(N - n > 0, (F - f) / np.maximum(N - n, 1), p0)
     p_value = np.where(f > 0, stats.binom.sf(f - 1, n, np.clip(rest_rate, 1e-12, 1)), 1.0) if F else np.ones(len(ids))
-    q_value = benjamini_hochberg(p_value)
+    q_value = stats.false_discovery_control(p_value, method="bh")
     rate = f / n
     score = np.log2(np.maximum(low, 1e-6) / p0) * np.log10(1 + n) if F else np.zeros(len(ids))
     rows = []

@@ -5,7 +5,6 @@ because a reward model that only learned length would otherwise look good on mos
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -13,23 +12,14 @@ from typing import Any
 import numpy as np
 import orjson
 
+from curation.cluster.rank import wilson
 from curation.messages import content_text
 from loops.reward.data import load_pairs
 from loops.reward.model import RewardModel
 
 
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (ties count half a success)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _summary(wins: np.ndarray) -> dict:
-    lo, hi = wilson(float(wins.sum()), len(wins))
+    lo, hi = map(float, wilson(float(wins.sum()), len(wins)))
     return {"accuracy": round(float(wins.mean()), 4) if len(wins) else None, "n": int(len(wins)),
             "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
 
