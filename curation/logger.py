@@ -1,8 +1,8 @@
 """Production logging: call from the app that serves the model. It never blocks the caller and never raises.
 
 Records go onto an in-memory queue; a background thread writes them to the store in batches. When the store cannot
-be written, the batch is appended to a spool JSONL file instead, which `curate ingest SPOOL` loads later with nothing
-lost (records and feedback events are both valid ingest input).
+be written, the batch is appended to a spool JSONL file instead (mode 0600, in a 0700 folder), which
+`curate ingest SPOOL` loads later with nothing lost (records and feedback events are both valid ingest input).
 
     logger = ConversationLogger()
     cid = logger.log(messages, model="my-model-v3", user_id=user.id)
@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from curation.config import resolve_home
+from curation.home import ensure_home, open_private, private_dir
 from curation.ingest.records import content_hash
 
 log = logging.getLogger("curate.logger")
@@ -123,8 +124,12 @@ class ConversationLogger:
     def _spool(self, batch: list[dict]) -> None:
         try:
             with self._spool_lock:
-                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.spool_path, "ab") as out:
+                folder = self.spool_path.parent
+                if folder.parent == self.home:  # HOME/spool: the home and the folder are private, like the store
+                    ensure_home(self.home)
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(folder)
+                with open_private(self.spool_path) as out:
                     out.write(b"".join(orjson.dumps(r, default=str) + b"\n" for r in batch))
                 self.spooled += len(batch)
         except Exception:  # noqa: BLE001

@@ -1,11 +1,14 @@
 """Ingest conversation logs into the store: streaming, batched, idempotent, with a quarantine for bad records.
 
 Every record read is accounted for: `read == ingested + duplicates + quarantined`. For the oasst tree format a
-record is one message, placed in one or more threads or quarantined.
+record is one message, placed in one or more threads or quarantined. A record whose `id` is stored already is a
+duplicate when its content is the same, and a conflict (quarantined, naming both content hashes) when it is not.
+The unreadable rest of a truncated .gz file counts as one quarantined record, and its run ends "partial".
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from pathlib import Path
@@ -17,11 +20,12 @@ from tqdm import tqdm
 
 from curation.config import IngestSettings
 from curation.errors import StrictModeError
+from curation.home import open_private
 from curation.ingest import oasst
 from curation.ingest.readers import Item, Source, expand, jsonl_lines, parse_line, read
 from curation.ingest.parse import parse_chunk, parse_item
-from curation.ingest.records import CONVERSATION_COLUMNS, FEEDBACK_COLUMNS, Conversation, Limits, classify
-from curation.store import Store, existing_ids, insert_tuples, utcnow
+from curation.ingest.records import CONVERSATION_COLUMNS, FEEDBACK_COLUMNS, Conversation, Limits, classify, content_hash
+from curation.store import Store, existing_ids, insert_tuples, loads, utcnow
 from curation.store.tables import conversations, feedback
 
 __all__ = ["ingest", "ingest_records"]
@@ -30,6 +34,8 @@ PARALLEL_MIN_BYTES = 8 << 20  # below this, starting worker processes costs more
 CHUNK_LINES = 2_000
 COLUMNS = CONVERSATION_COLUMNS + ("source", "run_id", "ingested_at")
 FB_COLUMNS = FEEDBACK_COLUMNS + ("run_id",)
+CONTENT = slice(1, 7)  # messages … metadata in a conversation row: what decides whether a repeated id is a duplicate
+log = logging.getLogger("curate.ingest")
 
 
 def ingest(
@@ -62,7 +68,7 @@ def ingest(
     finally:
         bar.close()
     summary = job.summary()
-    store.finish_run(run_id, "done", summary)
+    store.finish_run(run_id, "partial" if job.truncated else "done", summary)
     if strict and summary["quarantined"]:
         error = StrictModeError(
             f"{summary['quarantined']} record(s) quarantined with reasons in {summary['quarantine_file']}; "
@@ -103,13 +109,17 @@ class _Job:
         self.batch_size = settings.batch_size
         self.workers = settings.workers
         self.limits = Limits(settings.max_messages, settings.max_chars, settings.user_salt)
-        self.counts = dict(read=0, ingested=0, duplicates=0, quarantined=0, conversations=0, feedback_events=0)
+        self.counts = dict(read=0, ingested=0, duplicates=0, quarantined=0, conflicts=0, conversations=0, feedback_events=0)
         self.rows: list[tuple] = []  # one-line conversations, as conversation rows ready to insert
+        self.lines: list[int] = []  # the line (or record number) each row came from
         self.feedback: list[tuple] = []  # their feedback rows
+        self.fb_start: list[int] = []  # where each row's feedback begins in `feedback`
         self.threads: list[tuple[Conversation, tuple]] = []  # conversations over several lines (oasst), with their tail
         self.events: list[tuple[tuple, tuple[str, int]]] = []  # standalone feedback events and where they came from
         self.quarantine_path = store.quarantine_dir / f"ingest-{run_id}.jsonl"
         self._quarantine: IO[bytes] | None = None
+        self._quarantine_lock = threading.Lock()  # the writer thread quarantines conflicts
+        self.truncated: list[dict] = []
         self._tails: dict[str, tuple] = {}
         self._writer = _Writer(store.bulk_connection, self._write)
 
@@ -122,7 +132,7 @@ class _Job:
 
     def run(self, source: Source, fmt: str, on_bytes) -> None:  # noqa: ANN001
         if source.kind == "jsonl" and self.workers > 1 and source.size >= PARALLEL_MIN_BYTES:
-            lines = jsonl_lines(source.path, on_bytes)
+            lines = jsonl_lines(source.path, on_bytes, self._damaged(source.path))
             first = next(lines, None)
             if first is None:
                 return
@@ -132,7 +142,18 @@ class _Job:
                 return
             self.run_items((parse_line(source.path, n, raw) for n, raw in lines), fmt, source.path)
             return
-        self.run_items(read(source, on_bytes if source.kind == "jsonl" else None), fmt, source.path)
+        self.run_items(read(source, on_bytes if source.kind == "jsonl" else None, self._damaged(source.path)),
+                       fmt, source.path)
+
+    def _damaged(self, path: str):  # noqa: ANN202
+        """What the reader calls when a file breaks off: the lost rest is one quarantined record, the run is partial."""
+        def damaged(line: int, reason: str) -> None:
+            self.counts["read"] += 1
+            self.reject(Item(path, line, b""), reason)
+            self.truncated.append({"file": path, "line": line, "reason": reason})
+            log.warning("curate: %s: %s", path, reason)
+
+        return damaged
 
     def run_items(self, items: Iterable[Item], fmt: str, source: str) -> None:
         items = iter(items)
@@ -177,6 +198,8 @@ class _Job:
         self.counts["read"] += 1
         if kind == "conv":
             self.rows.append(payload.row + self._tail(source))
+            self.lines.append(line)
+            self.fb_start.append(len(self.feedback))
             if payload.feedback:
                 self.feedback.extend(payload.feedback)
         elif kind == "event":
@@ -185,12 +208,14 @@ class _Job:
             self.reject(Item(source, line, raw or b""), payload)
         self._maybe_flush()
 
-    def reject(self, item: Item, reason: str) -> None:
-        self.counts["quarantined"] += 1
-        if self._quarantine is None:
-            self._quarantine = open(self.quarantine_path, "ab")
-        entry = {"file": item.source, "line": item.line, "reason": reason, "raw": item.raw.decode("utf-8", "backslashreplace")}
-        self._quarantine.write(orjson.dumps(entry) + b"\n")
+    def reject(self, item: Item, reason: str, **extra: Any) -> None:
+        entry = {"file": item.source, "line": item.line, "reason": reason, "raw": item.raw.decode("utf-8", "backslashreplace"),
+                 **extra}
+        with self._quarantine_lock:
+            self.counts["quarantined"] += 1
+            if self._quarantine is None:
+                self._quarantine = open_private(self.quarantine_path)
+            self._quarantine.write(orjson.dumps(entry) + b"\n")
 
     def _maybe_flush(self) -> None:
         if len(self.rows) + len(self.threads) + len(self.events) >= self.batch_size:
@@ -200,19 +225,28 @@ class _Job:
         """Hand the pending batch to the writer; each batch is written in one transaction."""
         if not (self.rows or self.threads or self.events):
             return
-        self._writer.submit((self.rows, self.feedback, self.threads, self.events))
-        self.rows, self.feedback, self.threads, self.events = [], [], [], []
+        self._writer.submit((self.rows, self.lines, self.feedback, self.fb_start, self.threads, self.events))
+        self.rows, self.lines, self.feedback, self.fb_start, self.threads, self.events = [], [], [], [], [], []
         self._tails.clear()
 
     def _write(self, conn: sa.Connection, batch: tuple) -> None:
-        """Writer thread: one batch, one transaction; duplicates (already stored or repeated) are counted, not written."""
-        rows, fb, threads, events = batch
+        """Writer thread: one batch, one transaction; duplicates (already stored or repeated) are counted, not written,
+        and conflicts (a repeated id with other content) are quarantined once the batch is committed."""
+        rows, lines, fb, fb_start, threads, events = batch
         run = (self.run_id,)
         with conn.begin():
             ingested, duplicates, new_threads = _insert_threads(conn, threads)
             added = insert_tuples(conn, conversations, COLUMNS, rows)  # after the threads: a repeat is a duplicate
+            # only a batch with repeats pays for reading rows back: every row not added has a stored twin
+            conflicts = _conflicts(conn, rows) if added < len(rows) else []
             ingested += added
-            duplicates += len(rows) - added
+            duplicates += len(rows) - added - len(conflicts)
+            held: dict[int, list[tuple]] = {}
+            if conflicts:  # a conflicting record's feedback is about its own content: it goes to the quarantine too
+                ends = fb_start[1:] + [len(fb)]
+                held = {i: fb[fb_start[i] : ends[i]] for i, _, _ in conflicts}
+                lost = {j for i in held for j in range(fb_start[i], ends[i])}
+                fb = [row for j, row in enumerate(fb) if j not in lost]
             fb_rows = [row + run for row in fb]
             fb_rows += [row + run for conv, _ in threads for row in conv.feedback]
             new_feedback = insert_tuples(conn, feedback, FB_COLUMNS, fb_rows)
@@ -229,6 +263,13 @@ class _Job:
         self.counts["duplicates"] += duplicates
         self.counts["conversations"] += added + new_threads
         self.counts["feedback_events"] += new_feedback
+        for i, stored, new in conflicts:
+            row = rows[i]
+            self.counts["conflicts"] += 1
+            self.reject(Item(row[COLUMNS.index("source")], lines[i], _record(row, held[i])),
+                        f"conflict: id {row[0]!r} is stored already with other content (stored content {stored}, this "
+                        f"record {new}); give this record an id of its own, or leave 'id' out to use its content hash",
+                        conflict={"id": row[0], "stored": stored, "new": new})
 
     def finish(self) -> None:
         """Write what is pending and wait until every batch is committed; raises what the writer raised."""
@@ -247,8 +288,10 @@ class _Job:
         return {
             **{k: self.counts[k] for k in ("read", "ingested", "duplicates", "quarantined")},
             "quarantine_file": str(self.quarantine_path) if self.counts["quarantined"] else None,
+            "conflicts": self.counts["conflicts"],
             "conversations": self.counts["conversations"],
             "feedback_events": self.counts["feedback_events"],
+            **({"truncated": self.truncated} if self.truncated else {}),
             "run_id": self.run_id,
         }
 
@@ -311,6 +354,48 @@ def _insert_threads(conn, threads: list[tuple[Conversation, tuple]]) -> tuple[in
             ingested_lines |= lines
     insert_tuples(conn, conversations, COLUMNS, list(new.values()))
     return len(ingested_lines), len(seen_lines - ingested_lines), len(new)
+
+
+def _conflicts(conn, rows: list[tuple]) -> list[tuple[int, str, str]]:  # noqa: ANN001
+    """(index, stored content hash, its content hash) of each row whose id is stored with other content."""
+    stored: dict[str, tuple] = {}
+    ids = list({row[0] for row in rows})
+    columns = [conversations.c[name] for name in COLUMNS[CONTENT]]
+    for start in range(0, len(ids), 5_000):
+        chunk = ids[start : start + 5_000]
+        stored.update((r[0], tuple(r[1:])) for r in conn.execute(
+            sa.select(conversations.c.id, *columns).where(conversations.c.id.in_(chunk))))
+    found = []
+    for i, row in enumerate(rows):
+        twin = stored.get(row[0])
+        if twin is None or row[CONTENT] == twin:  # the same text: the row just added, or a true duplicate
+            continue
+        new, old = _content(row[0], row[CONTENT]), _content(row[0], twin)
+        if new != old:
+            found.append((i, old, new))
+    return found
+
+
+def _content(conv_id: str, content: tuple) -> str:
+    """A hash of what a conversation says, whatever the key order of its JSON: messages, model, created_at, session
+    and metadata; the hashed user is left out (it changes with the salt). An id that is the hash of its messages
+    was derived from them, so the messages alone decide."""
+    messages, model, created_at, session_id, _user, metadata = content
+    messages = loads(messages)
+    if conv_id == content_hash(messages):
+        return content_hash(messages)
+    return content_hash(messages, model, created_at, session_id, loads(metadata))
+
+
+def _record(row: tuple, feedback: list[tuple]) -> bytes:
+    """A conflicting record as it was parsed, for the quarantine (its user id is kept only as a hash, so not here)."""
+    fields = dict(zip(CONVERSATION_COLUMNS, row))
+    events = [{k: v for k, v in zip(("type", "value", "turn", "at"), (f[2], loads(f[3]), f[4], f[5])) if v is not None}
+              for f in feedback]
+    record = {"id": fields["id"], "messages": loads(fields["messages"]), "model": fields["model"],
+              "created_at": fields["created_at"], "session_id": fields["session_id"],
+              "metadata": loads(fields["metadata"]), "feedback": events or None}
+    return orjson.dumps({k: v for k, v in record.items() if v is not None})
 
 
 def _chain(first, rest):  # noqa: ANN001, ANN202

@@ -5,6 +5,7 @@ quarantined exactly as it was.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from curation.errors import InputError
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
 FORMATS = ("auto", "openai", "sharegpt", "oasst", "parquet", "hf")
+OnDamage = Callable[[int, str], None]  # (number of the first line lost, reason)
 
 
 @dataclass(slots=True)
@@ -87,17 +89,17 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def read(source: Source, on_bytes: Callable[[int], None] | None = None) -> Iterator[Item]:
+def read(source: Source, on_bytes: Callable[[int], None] | None = None, on_damage: OnDamage | None = None) -> Iterator[Item]:
     if source.kind == "jsonl":
-        return read_jsonl(source.path, on_bytes)
+        return read_jsonl(source.path, on_bytes, on_damage)
     if source.kind == "parquet":
         return read_parquet(source.path)
     return read_hf(source.path)
 
 
-def read_jsonl(path: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[Item]:
+def read_jsonl(path: str, on_bytes: Callable[[int], None] | None = None, on_damage: OnDamage | None = None) -> Iterator[Item]:
     """JSON Lines, plain or gzip (detected by its magic bytes, whatever the name)."""
-    return (parse_line(path, number, raw) for number, raw in jsonl_lines(path, on_bytes))
+    return (parse_line(path, number, raw) for number, raw in jsonl_lines(path, on_bytes, on_damage))
 
 
 def parse_line(path: str, number: int, raw: bytes) -> Item:
@@ -107,14 +109,22 @@ def parse_line(path: str, number: int, raw: bytes) -> Item:
         return Item(path, number, raw, None, _json_reason(raw, exc))
 
 
-def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[tuple[int, bytes]]:
-    """(line number, stripped bytes) for each non-blank line; `on_bytes` hears of progress about every MiB."""
+def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None,
+                on_damage: OnDamage | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, stripped bytes) for each non-blank line; `on_bytes` hears of progress about every MiB.
+
+    A UTF-8 byte order mark at the start is skipped (editors on Windows write one). When a compressed stream breaks
+    off (a truncated or corrupt .gz), the complete lines before the damage have been yielded; then
+    `on_damage(line, reason)` is told the number of the first line lost and why, or without it InputError is raised.
+    """
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     handle = gzip.open(path, "rb") if gz else open(path, "rb", buffering=1 << 20)
     number = 0
     unreported = 0
     try:
+        if handle.peek(3)[:3] == codecs.BOM_UTF8:
+            handle.read(3)
         for number, raw in enumerate(handle, 1):
             unreported += len(raw)
             if unreported >= 1 << 20:
@@ -124,8 +134,12 @@ def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None) -> Ite
             raw = raw.strip()
             if raw:
                 yield number, raw
-    except (OSError, EOFError) as exc:  # a truncated gzip stream: keep what was read, say where it broke
-        raise InputError(f"{path}: cannot read past line {number}: {exc}; the file is truncated or corrupt") from None
+    except (OSError, EOFError) as exc:  # a truncated or corrupt gzip stream: what was read stays, say where it broke
+        reason = (f"file truncated after line {number}: {exc}; the lines before it were read, the rest of the file "
+                  "is lost: recompress or re-export it and ingest it again")
+        if on_damage is None:
+            raise InputError(f"{path}: {reason}") from None
+        on_damage(number + 1, reason)
     finally:
         handle.close()
         if on_bytes is not None:

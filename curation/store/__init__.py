@@ -23,6 +23,7 @@ from alembic import command
 
 from curation.config import resolve_home
 from curation.errors import StoreError
+from curation.home import create_private, ensure_home, private_dir
 from curation.store import tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -69,12 +70,17 @@ class Store:
         home_path = resolve_home(home)
         url = url or os.environ.get("CURATE_DATABASE_URL")
         try:
-            home_path.mkdir(parents=True, exist_ok=True)
+            ensure_home(home_path)
         except OSError as exc:
             raise StoreError(f"cannot create the Curate home {home_path}: {exc.strerror}; pass --home DIR") from None
         if url is None:
             url = f"sqlite:///{home_path / 'curate.db'}"
         engine = _make_engine(url)
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            # SQLite gives the -wal and -shm files the database file's mode, so this keeps all three private
+            with contextlib.suppress(OSError):  # a folder that does not exist is reported by `migrate`, with its fix
+                create_private(Path(database))
         store = cls(engine, home_path)
         if migrate:
             store.migrate()
@@ -87,7 +93,8 @@ class Store:
     @property
     def quarantine_dir(self) -> Path:
         path = self.home / "quarantine"
-        path.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
         return path
 
     def revision(self) -> str | None:
