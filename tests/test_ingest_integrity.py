@@ -126,3 +126,11 @@ def test_a_byte_order_mark_is_not_a_bad_record(cli, store, tmp_path):
         summary = cli.json("ingest", tmp_path / name)
         assert summary["quarantined"] == 0 and summary["ingested"] == 2, (name, summary)
     assert store.count(conversations) == 6
+
+
+def test_a_byte_order_mark_in_preference_pairs_is_skipped(tmp_path):
+    from loops.reward.data import read_rows
+
+    pair = {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}
+    (tmp_path / "pairs.jsonl").write_bytes(codecs.BOM_UTF8 + orjson.dumps(pair) + b"\n")
+    assert read_rows(tmp_path / "pairs.jsonl") == [pair]

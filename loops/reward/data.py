@@ -7,6 +7,7 @@ JSONL / Parquet file. TRL's standard (string) format is converted to the convers
 """
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ def _read_file(path: Path) -> list[dict]:
     rows = []
     with open(path, "rb") as handle:
         for n, line in enumerate(handle, 1):
+            if n == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)  # editors on Windows start a file with one
             if line.strip():
                 try:
                     rows.append(orjson.loads(line))
