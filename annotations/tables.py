@@ -6,6 +6,7 @@ to one dataset at most: annotation budget is not spent twice on it.
 """
 from sqlalchemy import Column, Float, Index, Integer, String, Table, Text
 
+from annotations.template import ATTRIBUTES
 from curation.store.tables import metadata
 
 annotation_records = Table(
@@ -33,11 +34,7 @@ rating_responses = Table(
     Column("conversation_id_b", String(200)),
     Column("annotator", String(200), nullable=False),
     Column("status", String(16), nullable=False),  # submitted, discarded, draft
-    Column("helpfulness", Float),
-    Column("correctness", Float),
-    Column("coherence", Float),
-    Column("complexity", Float),
-    Column("verbosity", Float),
+    *(Column(name, Float) for name in ATTRIBUTES),  # the five HelpSteer2 attributes, 0–4
     Column("preference", Integer),  # -3..3, negative = response A (conversation_id) better
     Column("justification", Text),
     Column("rewrite", Text),
@@ -56,11 +53,7 @@ ratings = Table(
     Column("conversation_id", String(200), nullable=False),
     Column("conversation_id_b", String(200)),
     Column("n_annotators", Integer, nullable=False),
-    Column("helpfulness", Float),
-    Column("correctness", Float),
-    Column("coherence", Float),
-    Column("complexity", Float),
-    Column("verbosity", Float),
+    *(Column(name, Float) for name in ATTRIBUTES),  # the five HelpSteer2 attributes, 0–4
     Column("preference", Float),
     Column("disagreement", Integer, nullable=False, default=0),  # 1 = spread > 2 on some attribute (≥ 3 annotators)
     Column("annotators", Text),  # JSON list of annotator names

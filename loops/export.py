@@ -23,7 +23,7 @@ import hashlib
 import math
 import shutil
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,13 @@ import orjson
 import sqlalchemy as sa
 
 from annotations.tables import rating_responses, ratings
+from annotations.template import ATTRIBUTES
 from curation.errors import CurateError, InputError
 from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import cluster_assignments
 from curation.store.tables import conversations, feedback
-from loops.reward.data import ATTRIBUTES, read_rows, standardize_pair
+from loops.export_config import RULES, PairRules
+from loops.reward.data import read_rows, standardize_pair
 from loops.reward.score import split_last_reply
 from loops.tables import preference_exports
 
@@ -45,27 +47,8 @@ MARKER = ".curate-export"  # written before anything else, so an interrupted exp
 # what an export writes, in any format: cleared before the next export into the same folder, so no stale split stays
 OUTPUTS = (MARKER, "manifest.json", "README.md", "dataset_dict.json", "train", "test",
            *(f"{split}.{ext}" for split in ("train", "test") for ext in ("jsonl", "parquet")))
-RULES = ("ratings", "preference", "rewrite", "feedback")
 LICENCE_NOTE = ("Conversations come from your own traffic: check your users' terms and your privacy policy before "
                 "sharing. Mixed-in sources keep their own licences (listed under `mixed`).")
-
-
-@dataclass
-class PairRules:
-    """How ratings become pairs; every field is recorded in the manifest."""
-
-    rules: tuple[str, ...] = field(default=("ratings", "preference", "rewrite"),
-                                   metadata={"help": "Which of ratings (a), preference (b), rewrite (c), feedback (d)."})
-    weights: dict[str, float] | None = field(default=None, metadata={
-        "help": "Rule (a) score = Σ weight·attribute; None = helpfulness alone."})
-    tie_threshold: float = field(default=0.5, metadata={"help": "Rule (a): drop pairs whose scores differ by less."})
-    preference_threshold: float = field(default=0.5, metadata={
-        "help": "Rule (b): drop records whose mean |strength| is below this (0 = no preference)."})
-    rewrite_margin: float = field(default=2.0, metadata={"help": "Rule (c): margin of rewrite ≻ original."})
-    feedback_margin: float = field(default=1.0, metadata={"help": "Rule (d): margin of thumbs-up ≻ thumbs-down."})
-    include_disagreement: bool = field(default=False, metadata={"help": "Keep records flagged for disagreement."})
-    test_size: float = field(default=0.1, metadata={"help": "Fraction of contexts in the test split."})
-    seed: int = field(default=0, metadata={"help": "Seeds the split."})
 
 
 def context_id(prompt: list[dict]) -> str:
@@ -401,7 +384,8 @@ def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: Pa
 
 
 def export_ratings(store: Store, out: str | Path, fmt: str = "hf", dataset: str | None = None,
-                   include_disagreement: bool = False, test_size: float = 0.1, seed: int = 0,
+                   include_disagreement: bool = PairRules.include_disagreement,
+                   test_size: float = PairRules.test_size, seed: int = PairRules.seed,
                    overwrite: bool = False) -> dict:
     """Write the regression dataset: context, response and the five consensus attributes per rated response
     to `out` (see `check_out`)."""

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+PAIRWISE = ("bt", "margin-bt", "scaled-bt")  # objectives on preference pairs (see `loops.reward.losses`)
+LOSSES = PAIRWISE + ("regression", "regression-then-bt")  # and on rated responses, alone or first
+
 
 @dataclass
 class TrainConfig:
     """Reward-model training settings; `curate reward train` options map onto these fields."""
 
     base: str | None = field(default=None, metadata={"help": "HF model name or folder; None = the bundled MiniLM."})
-    loss: str = field(default="bt", metadata={"help": "bt | margin-bt | scaled-bt | regression | regression-then-bt"})
+    loss: str = field(default="bt", metadata={"help": " | ".join(LOSSES)})
     max_length: int = field(default=96, metadata={"help": "Tokens per (context, response) input: the context's tail "
                                                     "(at most a third) and the response's head."})
     batch_size: int = field(default=16, metadata={"help": "Pairs (or rated responses) per optimiser step."})

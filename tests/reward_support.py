@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 
+from annotations.template import ATTRIBUTES
 from curation.store import Store, dumps, insert_rows, utcnow
 
-ATTRS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 TINY = {"max_steps": 2, "max_length": 64, "batch_size": 4}
 
 
@@ -58,7 +58,7 @@ def seed_ratings(store: Store, oasst_file: Path, n_groups: int = 24) -> dict:
             conv.append({"id": cid, "messages": dumps(context + [{"role": "assistant", "content": reply["text"]}]),
                          "n_messages": len(context) + 1, "ingested_at": now, "source": "oasst"})
             assign.append({"conversation_id": cid, "cluster_id": g % 3, "run_id": run, "novel": 0})
-            values = {a: None for a in ATTRS} | {"helpfulness": float(max(0, 4 - reply["rank"])), "correctness": 3.0}
+            values = {a: None for a in ATTRIBUTES} | {"helpfulness": float(max(0, 4 - reply["rank"])), "correctness": 3.0}
             rate.append({"record_id": cid, "dataset": "ds", "conversation_id": cid, "conversation_id_b": None,
                          "n_annotators": 2, **values, "preference": None, "disagreement": flagged,
                          "annotators": dumps(["ann1", "ann2"]), "run_id": run, "updated_at": now})
@@ -70,7 +70,7 @@ def seed_ratings(store: Store, oasst_file: Path, n_groups: int = 24) -> dict:
                              "pulled_at": now, "run_id": run})
         pref_id = f"{ids[0]}|{ids[1]}"
         rate.append({"record_id": pref_id, "dataset": "ds", "conversation_id": ids[0], "conversation_id_b": ids[1],
-                     "n_annotators": 2, **{a: None for a in ATTRS}, "preference": -2.0, "disagreement": flagged,
+                     "n_annotators": 2, **{a: None for a in ATTRIBUTES}, "preference": -2.0, "disagreement": flagged,
                      "annotators": dumps(["ann1", "ann2"]), "run_id": run, "updated_at": now})
         for cid, kind in ((ids[0], "thumbs_up"), (ids[1], "thumbs_down")):
             fb.append({"id": hashlib.sha256(f"{cid}{kind}".encode()).hexdigest(), "conversation_id": cid, "type": kind,

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from annotations.template import ATTRIBUTES
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 MODEL_VERSION = "rm-browser-v1"
 
 pytestmark = [

@@ -4,6 +4,9 @@ from __future__ import annotations
 import click
 
 from curation.cli.common import home_option, json_option, reports
+from loops.export_config import RULES, PairRules
+
+_RULES = PairRules()
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]), default="hf", show_default=True,
                       help="hf = datasets.save_to_disk folder; parquet/jsonl = train and test files.")
@@ -15,13 +18,13 @@ OVERWRITE = click.option("--overwrite", is_flag=True,
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @FORMAT
 @click.option("--dataset", default=None, help="Only ratings from this Argilla dataset (default: all).")
-@click.option("--rule", "rules", multiple=True, type=click.Choice(["ratings", "preference", "rewrite", "feedback"]),
-              help="Pair rules to apply (repeat; default: ratings, preference, rewrite). See docs/reward-models.md.")
+@click.option("--rule", "rules", multiple=True, type=click.Choice(RULES),
+              help=f"Pair rules to apply (repeat; default: {', '.join(_RULES.rules)}). See docs/reward-models.md.")
 @click.option("--weights", default=None, help='Rule (a) score as attribute weights, e.g. "helpfulness=0.7,correctness=0.3".')
-@click.option("--tie-threshold", type=float, default=0.5, show_default=True, help="Rule (a): drop closer pairs.")
+@click.option("--tie-threshold", type=float, default=_RULES.tie_threshold, show_default=True, help="Rule (a): drop closer pairs.")
 @click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
-@click.option("--test-size", type=float, default=0.1, show_default=True, help="Fraction of contexts held out.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--test-size", type=float, default=_RULES.test_size, show_default=True, help="Fraction of contexts held out.")
+@click.option("--seed", type=int, default=_RULES.seed, show_default=True)
 @click.option("--mix", multiple=True, help="Also include TRL-format preference data: a file, folder or hub id (repeat).")
 @click.option("--push-to-hub", default=None, metavar="REPO", help="Also push the export to this Hugging Face repo.")
 @OVERWRITE
@@ -51,8 +54,8 @@ def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagr
 @FORMAT
 @click.option("--dataset", default=None, help="Only ratings from this Argilla dataset (default: all).")
 @click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
-@click.option("--test-size", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--test-size", type=float, default=_RULES.test_size, show_default=True)
+@click.option("--seed", type=int, default=_RULES.seed, show_default=True)
 @OVERWRITE
 @home_option
 @json_option

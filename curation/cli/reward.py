@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from curation.cli.common import home_option, json_option, reports
-from loops.reward_config import TrainConfig
+from loops.reward_config import LOSSES, TrainConfig
 
 _TRAIN = TrainConfig()
 
@@ -18,8 +18,7 @@ def reward() -> None:
 @click.option("--data", required=True, type=click.Path(exists=True), help="Export folder or TRL-format JSONL/Parquet file.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the checkpoint.")
 @click.option("--base", default=None, help="HF model name or folder (default: the bundled all-MiniLM-L6-v2).")
-@click.option("--loss", type=click.Choice(["bt", "margin-bt", "scaled-bt", "regression", "regression-then-bt"]),
-              default="bt", show_default=True)
+@click.option("--loss", type=click.Choice(LOSSES), default=_TRAIN.loss, show_default=True)
 @click.option("--ratings", default=None, type=click.Path(exists=True),
               help="`curate export ratings` folder (regression-then-bt's first stage).")
 @click.option("--epochs", type=float, default=_TRAIN.epochs, show_default=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from curation.errors import ConfigError
+from loops.export_config import RULES, PairRules
+from loops.reward_config import LOSSES, TrainConfig
 
 
 def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002
@@ -56,21 +58,21 @@ class Annotate:
 
 @dataclass
 class Export:
-    rules: list[str] = _f(["ratings", "preference", "rewrite"],
+    rules: list[str] = _f(list(PairRules.rules),
                           "pair rules: ratings (a: rated responses to one context), preference (b: strength −3…3), "
                           "rewrite (c: rewrite ≻ original), feedback (d: thumbs-up sibling ≻ thumbs-down)")
-    tie_threshold: float = _f(0.5, "rule (a): drop pairs whose score difference is below this")
-    include_disagreement: bool = _f(False, "keep records flagged for annotator disagreement")
-    test_fraction: float = _f(0.2, "share of contexts held out for evaluation")
+    tie_threshold: float = _f(PairRules.tie_threshold, "rule (a): drop pairs whose score difference is below this")
+    include_disagreement: bool = _f(PairRules.include_disagreement, "keep records flagged for annotator disagreement")
+    test_fraction: float = _f(PairRules.test_size, "share of contexts held out for evaluation")
     mix: list[str] = _f([], "existing TRL-format preference data to mix in: files, export folders, or hub ids when online")
-    seed: int = _f(0, "split seed")
+    seed: int = _f(PairRules.seed, "split seed")
 
 
 @dataclass
 class Train:
     min_new_pairs: int = _f(200, "retrain when at least this many new rated pairs exist since the last model")
     base: str = _f("", "base model name or path; empty = the bundled MiniLM encoder")
-    loss: str = _f("bt", "training loss", ("bt", "margin-bt", "scaled-bt", "regression", "regression-then-bt"))
+    loss: str = _f(TrainConfig.loss, "training loss", LOSSES)
     epochs: float = _f(1.0, "training epochs")
     max_length: int = _f(96, "tokens per rendered conversation")
     seed: int = _f(0, "training seed")
@@ -162,8 +164,8 @@ def _check(value: Any, hint: Any, f: Any, where: str, name: str) -> Any:
         raise ConfigError(f"{where}: '{name}' = {value!r} is not allowed; choose one of {', '.join(choices)}")
     if name.endswith(".k") and value != "auto" and not (value.isdigit() and int(value) >= 2):
         raise ConfigError(f"{where}: 'cluster.k' must be \"auto\" or an integer ≥ 2, not {value!r}")
-    if name == "export.rules" and not set(value) <= {"ratings", "preference", "rewrite", "feedback"}:
-        raise ConfigError(f"{where}: 'export.rules' may only contain ratings, preference, rewrite, feedback (got {value})")
+    if name == "export.rules" and not set(value) <= set(RULES):
+        raise ConfigError(f"{where}: 'export.rules' may only contain {', '.join(RULES)} (got {value})")
     return value
 
 

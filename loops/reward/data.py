@@ -15,8 +15,6 @@ import orjson
 
 from curation.errors import InputError
 
-ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-
 
 def read_rows(path: str | Path, split: str = "train") -> list[dict]:
     """Rows of `split` from a dataset folder or file; a single file is the train split. [] when the split is absent."""

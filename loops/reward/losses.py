@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-PAIRWISE = ("bt", "margin-bt", "scaled-bt")
-LOSSES = PAIRWISE + ("regression", "regression-then-bt")
+from loops.reward_config import PAIRWISE
+
 
 
 def _rewards(model: nn.Module, batch: dict, head: int) -> torch.Tensor:

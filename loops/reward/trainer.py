@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from annotations.template import ATTRIBUTES
 from curation.errors import InputError
-from loops.reward_config import TrainConfig
-from loops.reward.data import ATTRIBUTES, load_pairs, load_ratings
-from loops.reward.losses import LOSSES, PAIRWISE, PairwiseLoss, RegressionLoss
+from loops.reward_config import LOSSES, TrainConfig
+from loops.reward.data import load_pairs, load_ratings
+from loops.reward.losses import PairwiseLoss, RegressionLoss
 from loops.reward.padding import pad
 from loops.reward.render import Renderer, length_feature
 
