@@ -21,6 +21,15 @@ def resolve_home(home: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def resolve_cache(cache: str | os.PathLike | None = None) -> Path:
+    """Where exported and calibrated models are kept, once per machine for every home: `cache` if given, else
+    `$CURATE_CACHE_DIR`, else `$XDG_CACHE_HOME/curate`, else `~/.cache/curate`."""
+    chosen = cache or os.environ.get("CURATE_CACHE_DIR")
+    if not chosen:
+        chosen = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "curate"
+    return Path(chosen).expanduser()
+
+
 def load_config_file(home: Path) -> dict[str, Any]:
     """Read `curate.toml` from the home folder, else the working directory; `{}` when neither exists."""
     for candidate in (home / "curate.toml", Path("curate.toml")):

@@ -6,7 +6,10 @@ test that touches the store gets its own PostgreSQL schema, and tests that never
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,6 +20,11 @@ from click.testing import CliRunner
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Exported int8 models are cached once per machine (~/.cache/curate); the suite keeps its own cache, shared by every
+# test of one run (subprocesses included), so it neither reads nor fills the user's.
+if "CURATE_CACHE_DIR" not in os.environ:
+    os.environ["CURATE_CACHE_DIR"] = tempfile.mkdtemp(prefix="curate-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CURATE_CACHE_DIR"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

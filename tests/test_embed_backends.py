@@ -1,5 +1,5 @@
-"""The int8 backends through sentence-transformers' own export functions: exported once under the home, offline,
-and close to the fp32 vectors on real oasst1 text."""
+"""The int8 backends through sentence-transformers' own export functions: exported once per machine in the user
+cache, offline, and close to the fp32 vectors on real oasst1 text."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,13 +20,16 @@ def reference(texts: list[str]) -> np.ndarray:
     return Embedder(backend="torch").encode(texts)
 
 
-def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, monkeypatch):
+def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CURATE_CACHE_DIR", str(cache))
     threads = oasst_threads(oasst_file, 24)
     insert(store, threads)
     result = embed(store, backend="onnx", progress=False)
     assert result["embedded"] == 24 and result["backend"] == "onnx-int8"
     assert result["space"] == "all-MiniLM-L6-v2|last_turn|onnx-int8"
-    exported = list((home / "models").glob("all-MiniLM-L6-v2-*/onnx-int8/onnx/model_*int8_*.onnx"))
+    assert not (home / "models").exists()  # once per machine, not once per home
+    exported = list(cache.glob("models/all-MiniLM-L6-v2-*/*-onnxruntime-*/onnx-int8/onnx/model_*int8_*.onnx"))
     # attention, LayerNorm and GELU fused before quantising (the fp32 intermediate is not kept)
     assert len(exported) == 1 and exported[0].name.startswith("model_fused_qint8_")
     assert not (exported[0].parent / "model_fused.onnx").exists()
@@ -42,7 +45,7 @@ def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, m
     again = embed(store, backend="onnx", view="thread", progress=False)
     assert again["embedded"] == 24
     assert exported[0].stat().st_mtime_ns == stamp
-    assert not list((home / "models").glob("*/.export-*"))
+    assert not list(cache.glob("models/*/*/.export-*"))
 
 
 @pytest.mark.slow
@@ -53,7 +56,7 @@ def test_openvino_int8_calibrates_on_local_text_offline(tmp_path, texts, monkeyp
     embedder = Embedder(backend="openvino", cache_dir=tmp_path / "models")
     vectors = embedder.encode(texts)
     assert embedder.backend_label == "openvino-int8"
-    assert list((tmp_path / "models").glob("*/openvino-int8/openvino/openvino_model_qint8_quantized.xml"))
+    assert list((tmp_path / "models").glob("*/*-openvino-*/openvino-int8/openvino/openvino_model_qint8_quantized.xml"))
     cosine = (vectors * reference(texts)).sum(axis=1)
     assert cosine.mean() >= 0.98
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -1,6 +1,7 @@
 """What every command shares: `--home`, `--json`, one-line errors and exit codes (0 done, 1 failed, 2 usage)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from typing import Any, Callable
@@ -8,6 +9,7 @@ from typing import Any, Callable
 import click
 import orjson
 
+from curation.console import stdout_to_stderr
 from curation.errors import CurateError
 
 home_option = click.option(
@@ -23,14 +25,16 @@ def reports(func: Callable) -> Callable:
     """Decorate a command body that returns a dict: print it as JSON or through its `human` formatter.
 
     The body gets `home` and `as_json`; it returns `(result, human_text)` or just `result`.
-    CurateError becomes one line on stderr and exit code 1.
+    CurateError becomes one line on stderr and exit code 1. With --json, whatever the body or a library underneath
+    writes to stdout goes to stderr, so the JSON object is the only thing on stdout.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         as_json = kwargs.get("as_json", False)
         try:
-            out = func(*args, **kwargs)
+            with json_guard(as_json):
+                out = func(*args, **kwargs)
         except CurateError as exc:
             fail(str(exc))
         except KeyboardInterrupt:
@@ -48,11 +52,12 @@ def reports(func: Callable) -> Callable:
     return wrapper
 
 
+def json_guard(as_json: bool) -> contextlib.AbstractContextManager:
+    """While a --json command works, stdout is stderr (see `curation.console.stdout_to_stderr`)."""
+    return stdout_to_stderr() if as_json else contextlib.nullcontext()
+
+
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
-
-def progress_enabled(as_json: bool) -> bool | None:
-    """tqdm's `disable`: None shows a bar only on a terminal; --json never draws one on stdout anyway."""
-    return None

@@ -6,7 +6,7 @@ import time
 import click
 import orjson
 
-from curation.cli.common import fail, home_option, json_option
+from curation.cli.common import fail, home_option, json_guard, json_option
 
 
 @click.command()
@@ -28,7 +28,8 @@ def demo(n, seed, port, no_serve, home, as_json):  # noqa: ANN001, ANN201
 
     say = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
     try:
-        summary, server = run_demo(home, conversations=n, seed=seed, port=port, on_event=say)
+        with json_guard(as_json):
+            summary, server = run_demo(home, conversations=n, seed=seed, port=port, on_event=say)
     except CurateError as exc:
         fail(str(exc))
     if as_json:

@@ -10,7 +10,7 @@ from curation.cli.common import home_option, json_option, reports
 @click.option("--model", default=None, help="Model name or path (default: the bundled all-MiniLM-L6-v2).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default=None,
               help="auto (default): the fastest int8 backend for this CPU, else torch; onnx/openvino are int8, "
-                   "exported once under $CURATE_HOME/models.")
+                   "exported once per machine under the user cache ($CURATE_CACHE_DIR, else ~/.cache/curate).")
 @click.option("--view", type=click.Choice(["last_turn", "thread"]), default=None,
               help="What is embedded: the last user turn and its reply (default), or the whole thread.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Texts per forward pass (default 16).")

@@ -8,7 +8,11 @@
   caller's own texts written to a local folder, because the library's default calibration set is downloaded from the
   hub and Curate never downloads what the user did not name.
 - `auto`: the fastest that keeps cosine ≥ 0.99 to fp32 on this kind of CPU (see `_fastest_backend`).
-Exports are written once under `cache_dir/<model>/<backend>/` (the store puts that under `$CURATE_HOME/models/`).
+Exports are written once per model, backend and machine under `cache_dir/<model>/<machine>/<backend>-int8/`, where
+`cache_dir` defaults to the user cache (`curation.config.resolve_cache`: `$CURATE_CACHE_DIR`, else `~/.cache/curate`),
+so that OpenVINO's calibration (about 30 s) runs once per machine, not once per home. `<machine>` names the CPU's int8
+instruction set and the runtime's version, which decide what the export contains. Exporting is noisy underneath
+(NNCF draws progress bars on stdout): it runs inside `curation.console.quiet`.
 """
 from __future__ import annotations
 
@@ -19,12 +23,12 @@ import os
 import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from curation.console import quiet
 from curation.errors import ConfigError, CurateError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -87,6 +91,18 @@ def _fastest_backend() -> str:
     if onnx_ok and onnx_quantization_config() != "arm64":
         return "onnx"
     return "torch"
+
+
+def machine_key(backend: str) -> str:
+    """What an int8 export depends on besides the model: the CPU's int8 preset and the runtime's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(backend, backend)
+    try:
+        runtime_version = version(runtime)
+    except PackageNotFoundError:
+        runtime_version = "none"
+    return f"{onnx_quantization_config()}-{runtime}-{runtime_version}"
 
 
 def onnx_quantization_config() -> str:
@@ -179,7 +195,8 @@ class Embedder:
                 model = _sentence_transformer(source)
             else:
                 folder = self._export(source, backend, self.calibration_texts or first_texts)
-                model = _sentence_transformer(str(folder), backend, self._model_kwargs(backend, folder))
+                with quiet():  # optimum guesses aloud whether the folder was already converted
+                    model = _sentence_transformer(str(folder), backend, self._model_kwargs(backend, folder))
         except (OSError, ValueError, RuntimeError) as exc:
             raise EmbedError(f"cannot load model {self.label!r} on backend {backend!r}: {exc}; "
                              "check --model, or use --backend torch") from None
@@ -205,23 +222,22 @@ class Embedder:
         return {"file_name": _onnx_file(folder), "provider": "CPUExecutionProvider", "session_options": options}
 
     def _export_dir(self, backend: str) -> Path:
-        from curation.config import resolve_home
+        from curation.config import resolve_cache
 
-        root = Path(self.cache_dir) if self.cache_dir else resolve_home() / "models"
+        root = Path(self.cache_dir) if self.cache_dir else resolve_cache() / "models"
         label = self.label
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(label).name).strip("-") or "model"
-        return root / f"{slug}-{hashlib.sha1(label.encode()).hexdigest()[:8]}" / f"{backend}-int8"
+        return root / f"{slug}-{hashlib.sha1(label.encode()).hexdigest()[:8]}" / machine_key(backend) / f"{backend}-int8"
 
     def _export(self, source: str, backend: str, calibration: Sequence[str]) -> Path:
         """Export and quantise once; concurrent callers each build in a temporary folder and the first rename wins."""
         target = self._export_dir(backend)
         if (target / "DONE").exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the ONNX tracer warns about its own trace, nothing the user can act on
+            with quiet():  # tracer warnings, calibration progress bars: nothing the user can act on
                 model = _sentence_transformer(source, backend)
                 model.save_pretrained(str(work))
                 if backend == "onnx":

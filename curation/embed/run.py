@@ -73,8 +73,7 @@ def embed(
     )
     chosen_view = get_view(view if view is not None and not isinstance(view, str) else settings.view)
     if embedder is None:
-        embedder = Embedder(settings.model, settings.backend, batch_size=settings.batch_size,
-                            threads=settings.threads, cache_dir=store.home / "models")
+        embedder = Embedder(settings.model, settings.backend, batch_size=settings.batch_size, threads=settings.threads)
     name = space_name(embedder.label, chosen_view.name, embedder.backend_label)
     space = find_space(store, name)
     total = store.count(conversations)

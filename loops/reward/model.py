@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from curation.console import quiet
 from curation.errors import InputError
 from loops.reward.padding import pad
 from loops.reward.render import Renderer
@@ -108,7 +109,8 @@ def _export_once(path: Path, name: str, export: Callable[[Path], None]) -> Path:
     if not target.exists():
         tmp = Path(tempfile.mkdtemp(dir=path, prefix=f".{name}-"))
         try:
-            export(tmp)
+            with quiet():  # exporters print advice and progress on stdout
+                export(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
