@@ -5,8 +5,9 @@ Nothing leaves the store unredacted: every text goes through `annotations.pii` f
 only after the server acknowledged it, so a push cut off anywhere resumes with the same command and never
 duplicates (the server also keeps external ids unique per dataset).
 
-`--budget N` makes the dataset hold N routed records: a rerun on an unchanged store adds nothing, an interrupted
-push is completed. `--ids` routes exactly the conversations named.
+`--budget N` pushes N new records: the strategy chooses among conversations not in the dataset yet, so a second
+push adds N more. A rerun after a push that failed or was cut off sends only what that push still owed. `--ids`
+routes exactly the conversations named.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from curation.errors import CurateError
 from curation.messages import content_text
 from curation.store import Store, existing_ids, insert_rows, loads, utcnow
 from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
-from curation.store.tables import conversations
+from curation.store.tables import conversations, runs
 
 BATCH = 250  # records per bulk request (the server accepts up to 500); smaller batches lose less to a crash
 DEFAULT_WORKSPACE = "argilla"  # the embedded server's workspace, which annotators join by default
@@ -60,12 +61,16 @@ def push(
     pairs: bool = False,
     suggestions_from: str | None = None,
     progress: bool | None = None,
+    resume: bool = True,
 ) -> dict:
     """Route conversations into `dataset`; returns {"pushed", "skipped", "dataset", "url", "by_strategy", "run_id"}.
 
-    `skipped` counts chosen conversations that were already in the dataset (or, for `ids`, routed elsewhere or
-    without an assistant reply). With `pairs`, a chosen conversation that has a sibling (another reply to the same
-    context, e.g. a regenerated answer) becomes a two-response record with a preference question.
+    `budget` counts new records: conversations already in the dataset (or a pair's second response anywhere) are
+    not candidates. With `resume`, when the newest push into `dataset` had the same budget, strategy and `pairs`
+    and did not finish, this one sends only what that push still owed. `skipped` counts chosen conversations that
+    could not be sent: without an assistant reply, or for `ids`, already in the dataset or routed elsewhere.
+    With `pairs`, a chosen conversation that has a sibling (another reply to the same context, e.g. a regenerated
+    answer) becomes a two-response record with a preference question.
     `suggestions_from` names the reward model version whose `rewards.attributes` become suggestions (the loop passes
     its champion); by default the newest version that wrote attributes.
     """
@@ -74,10 +79,11 @@ def push(
     if budget is not None and budget < 0:
         raise CurateError("--budget must be 0 or more")
     strategy = get_strategy(strategy) if ids is None else None
-    run_id = store.start_run("push", {"dataset": dataset, "budget": budget, "ids": len(ids or []),
-                                      "strategy": getattr(strategy, "name", "ids")})
+    command = {"budget": budget, "strategy": getattr(strategy, "name", "ids"), "pairs": pairs}
+    owed = _owed(store, dataset, command) if budget is not None and resume else budget
+    run_id = store.start_run("push", {"dataset": dataset, "ids": len(ids or []), **command, "owed": owed})
     try:
-        picks, skipped = _choose(store, dataset, budget, ids, strategy)
+        picks, skipped = _choose(store, dataset, owed, ids, strategy)
         if pairs:
             picks = pair_siblings(store, dataset, picks)
         space, dim = _vector_space(store)
@@ -121,10 +127,26 @@ def _choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] |
         routable = set(load_candidates(store, dataset).ids)
         picks = [Pick(i, 0.0, "ids") for i in wanted if i in routable and i not in taken]
         return picks, len(wanted) - len(picks)
-    chosen = strategy.select(load_candidates(store, dataset), budget)
-    fresh = [p for p in chosen if p.conversation_id not in taken]
-    room = max(0, budget - len(in_dataset))
-    return fresh[:room], len(chosen) - len(fresh[:room])
+    return strategy.select(load_candidates(store, dataset).without(taken), budget), 0
+
+
+def _owed(store: Store, dataset: str, command: dict) -> int:
+    """What a push of `command` into `dataset` should send: its budget, or what the newest push into the dataset
+    still owed when that push was the same command and did not finish (failed, or killed while running)."""
+    budget = command["budget"]
+    with store.connect() as conn:
+        recent = conn.execute(sa.select(runs.c.id, runs.c.status, runs.c.params).where(runs.c.kind == "push")
+                              .order_by(runs.c.started_at.desc()).limit(200)).all()
+        for run_id, status, params in recent:
+            params = loads(params) or {}
+            if params.get("dataset") != dataset:
+                continue
+            if status == "done" or {k: params.get(k) for k in command} != command or params.get("owed") is None:
+                return budget
+            sent = conn.execute(sa.select(sa.func.count()).select_from(annotation_records)
+                                .where(annotation_records.c.run_id == run_id)).scalar_one()
+            return max(0, params["owed"] - sent)
+    return budget
 
 
 def _vector_space(store: Store) -> tuple[str | None, int | None]:
@@ -328,7 +350,10 @@ def pair_siblings(store: Store, dataset: str, picks: list[Pick]) -> list[Pick]:
 
     The sibling with the smallest id is taken, so the pairing is the same on every run.
     """
-    candidates = load_candidates(store, dataset).ids
+    with store.connect() as conn:
+        routed = set(conn.execute(sa.select(annotation_records.c.conversation_id)
+                                  .where(annotation_records.c.dataset == dataset)).scalars())
+    candidates = [c for c in load_candidates(store, dataset).ids if c not in routed]  # a B is never rated already
     picked = {p.conversation_id for p in picks}
     by_context: dict[str, list[str]] = {}
     key_of: dict[str, str] = {}

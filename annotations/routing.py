@@ -43,6 +43,11 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def without(self, ids: set[str]) -> "Candidates":
+        """The candidates whose id is not in `ids`, in the same order."""
+        keep = np.array([i not in ids for i in self.ids], dtype=bool)
+        return Candidates([i for i, k in zip(self.ids, keep) if k], self.score[keep], self.cluster[keep], self.novel[keep])
+
 
 class Strategy(Protocol):
     def select(self, candidates: Candidates, budget: int) -> list[Pick]: ...
@@ -132,8 +137,8 @@ def get_strategy(strategy: str | Strategy | None) -> Strategy:
 def load_candidates(store: Store, dataset: str) -> Candidates:
     """Conversations with an assistant reply that are not routed to another dataset, with score/cluster/novelty.
 
-    Those already in `dataset` stay candidates, so the same store state gives the same selection and a rerun
-    only fills in what is missing.
+    Those already in `dataset` are included; push leaves them out of its choice (`Candidates.without`), so a
+    budget counts new records.
     """
     c, f, a = conversations.c, failure_scores.c, cluster_assignments.c
     r = annotation_records.c

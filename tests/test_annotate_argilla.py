@@ -84,7 +84,7 @@ def server_records(conn, dataset: str, include: str = "suggestions,vectors") -> 
             return items
 
 
-def test_push_routes_with_metadata_vectors_suggestions_and_is_idempotent(store, oasst_file, conn):
+def test_push_routes_with_metadata_vectors_suggestions_and_counts_new_records(store, oasst_file, conn):
     prepare_store(store, oasst_file)
     dataset = unique("push")
     result = push(store, dataset, budget=60, connection=conn, progress=False)
@@ -110,11 +110,45 @@ def test_push_routes_with_metadata_vectors_suggestions_and_is_idempotent(store, 
     explore = [scores[i] for i, s in routed.items() if s != "failure"]
     assert np.mean(failure) > np.mean(explore)
 
-    again = push(store, dataset, budget=60, connection=conn, progress=False)
-    assert again["pushed"] == 0 and again["skipped"] == 60
-    assert len(server_records(conn, dataset, "responses")) == 60
-    more = push(store, dataset, budget=70, connection=conn, progress=False)
-    assert more["pushed"] == 10 and len(server_records(conn, dataset, "responses")) == 70
+    # the budget counts new records: a second push adds as many again, none of them pushed before
+    more = push(store, dataset, budget=10, connection=conn, progress=False)
+    assert more["pushed"] == 10 and more["skipped"] == 0
+    assert len(server_records(conn, dataset, "responses")) == 70
+    with store.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(annotation_records)).scalar_one() == 70
+
+
+def test_budget_counts_new_records_after_an_ids_push(store, oasst_file, conn):
+    ids = prepare_store(store, oasst_file, vectors=False)
+    dataset = unique("budget")
+    push(store, dataset, ids=[ids[0]], connection=conn, progress=False)
+    result = push(store, dataset, budget=29, connection=conn, progress=False)
+    assert result["pushed"] == 29 and result["skipped"] == 0
+    assert len(server_records(conn, dataset, "responses")) == 30
+
+
+def test_a_cut_off_push_is_completed_by_the_same_command(store, oasst_file, conn, monkeypatch):
+    prepare_store(store, oasst_file, vectors=False)
+    dataset = unique("resume")
+    real, calls = conn.request, []
+
+    def drop_third_batch(method, path, **kwargs):  # the server goes away during the third batch
+        if method == "PUT" and path.endswith("/records/bulk"):
+            calls.append(path)
+            if len(calls) == 3:
+                raise AnnotationError("the Argilla server at test did not answer")
+        return real(method, path, **kwargs)
+
+    monkeypatch.setattr(conn, "request", drop_third_batch)
+    with pytest.raises(AnnotationError):
+        push(store, dataset, budget=25, connection=conn, batch_size=5, progress=False)
+    monkeypatch.setattr(conn, "request", real)
+    sent = len(server_records(conn, dataset, "responses"))
+    assert 5 <= sent < 25
+    finished = push(store, dataset, budget=25, connection=conn, progress=False)
+    assert finished["pushed"] == 25 - sent and len(server_records(conn, dataset, "responses")) == 25
+    # once finished, the same command is a new push of 25
+    assert push(store, dataset, budget=25, connection=conn, progress=False)["pushed"] == 25
 
 
 def test_push_redacts_pii_before_it_leaves_the_store(store, oasst_file, conn):
@@ -295,7 +329,6 @@ def test_cli_push_pull_status_json(cli, store, oasst_file, argilla_env):
     dataset = unique("cli")
     pushed = cli.json("annotate", "push", "--dataset", dataset, "--budget", "12")
     assert {"pushed", "skipped", "dataset"} <= set(pushed) and pushed["pushed"] == 12
-    assert cli.json("annotate", "push", "--dataset", dataset, "--budget", "12")["pushed"] == 0
     pulled = cli.json("annotate", "pull", "--dataset", dataset)
     assert pulled["pulled"] == 0 and pulled["responses"] == 0 and "before_filter" in pulled["agreement"]
     state = cli.json("annotate", "status", "--dataset", dataset)
@@ -324,7 +357,11 @@ def test_push_pairs_siblings_into_preference_records(store, oasst_file, conn):
     assert len(used) == len(set(used))
     by_id = {r["external_id"]: r for r in server_records(conn, dataset)}
     assert by_id[paired[0].record_id]["fields"]["response_b"]
-    assert push(store, dataset, budget=20, connection=conn, pairs=True, progress=False)["pushed"] == 0
+    more = push(store, dataset, budget=5, connection=conn, pairs=True, progress=False)
+    with store.connect() as c:
+        routed = c.execute(sa.select(annotation_records)).all()
+    used = [r.conversation_id for r in routed] + [r.conversation_id_b for r in routed if r.conversation_id_b]
+    assert more["pushed"] == 5 and len(routed) == 25 and len(used) == len(set(used))
 
     rate(conn, dataset, {paired[0].record_id: {ANN: {**{a: 2 for a in ATTRIBUTES}, "preference": "3", "justification": "B is right."}}})
     pull(store, dataset, connection=conn, progress=False)

@@ -107,6 +107,7 @@ def test_push_killed_halfway_resumes_without_duplicates(store, own_server):
     ids = _server_ids(conn, "faults")
     assert len(ids) == N == len(set(ids))
     assert _count(store, annotation_records, routed) == N
+    # finished: the same command is now a new push, and every conversation is in the dataset already
     assert push(store, "faults", budget=N, connection=conn, progress=False)["pushed"] == 0
 
 

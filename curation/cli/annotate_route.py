@@ -11,7 +11,8 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
 
 @click.command()
 @dataset_option
-@click.option("--budget", type=int, default=None, help="Routed records the dataset should hold; a rerun tops it up.")
+@click.option("--budget", type=int, default=None,
+              help="New records to route and push; after a cut-off push, the same command sends what it still owed.")
 @click.option("--ids", multiple=True, help="Route exactly these conversation ids (repeat, or separate with commas).")
 @click.option("--strategy", type=click.Choice(["failure", "random"]), default="failure", show_default=True,
               help="failure: highest failure scores spread over clusters + 20% exploration; random: uniform sample.")

@@ -120,14 +120,15 @@ def _annotation(ctx: RunContext, action: str) -> dict:
             from annotations.push import push
             from annotations.tables import annotation_records
 
-            # push's budget caps the dataset's size; the loop's is per run, counted from what earlier runs pushed
-            # (fixed for this run, so a resumed push tops up to the same total)
+            # the budget is per run: what this run pushed before it was cut off counts, so a resumed run tops up to
+            # the same total (push's own resume is off: this count already covers it)
             with ctx.store.connect() as conn:
-                earlier = conn.execute(sa.select(sa.func.count()).select_from(annotation_records).where(
-                    annotation_records.c.dataset == cfg.dataset, annotation_records.c.pushed_at < ctx.started_at)).scalar_one()
-            return push(ctx.store, cfg.dataset, budget=earlier + cfg.budget, strategy=cfg.strategy,
+                done = conn.execute(sa.select(sa.func.count()).select_from(annotation_records).where(
+                    annotation_records.c.dataset == cfg.dataset, annotation_records.c.pushed_at >= ctx.started_at)).scalar_one()
+            return push(ctx.store, cfg.dataset, budget=max(0, cfg.budget - done), strategy=cfg.strategy,
                         workspace=cfg.workspace, min_submitted=cfg.min_submitted, pairs=cfg.pairs,
-                        suggestions_from=(ctx.figures.get("score") or {}).get("model"), progress=ctx.progress)
+                        suggestions_from=(ctx.figures.get("score") or {}).get("model"), progress=ctx.progress,
+                        resume=False)
         from annotations.pull import pull
 
         return pull(ctx.store, cfg.dataset, workspace=cfg.workspace, progress=ctx.progress)
