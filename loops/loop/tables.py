@@ -1,5 +1,5 @@
 """Tables of the periodic loop (migration 0006): runs, their steps, the lock, and the ingest watermark."""
-from sqlalchemy import Column, Float, Integer, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import Column, Float, Index, Integer, PrimaryKeyConstraint, String, Table, Text
 
 from curation.store.tables import metadata
 
@@ -16,6 +16,7 @@ loop_runs = Table(
     Column("host", String(200)),
     Column("attempts", Integer, nullable=False, default=1),  # 2+ when a crashed run was resumed
     Column("summary", Text),  # JSON
+    Index("ix_loop_runs_loop", "loop", "started_at"),  # the newest run of a loop: resume, history, status
 )
 
 loop_steps = Table(
