@@ -7,6 +7,7 @@ A process serves one home; `background.start_background` and the CLI start a fre
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 import signal
@@ -14,14 +15,36 @@ import sys
 from typing import Callable
 
 from annotations.server import jobs
+from annotations.server.guard import AccessPolicy, guard
+from annotations.server.lock import hold_server_lock
 from annotations.server.settings import ServerSettings, port_is_free
 from curation.errors import CurateError
+from curation.home import create_private
 
 _LOGGER = logging.getLogger("curate.argilla")
+# The engine, the bulk path and the patches below use argilla-server's internals as they are in this version.
+SERVER_VERSION = "2.8.0"
+
+
+def installed_server_version() -> str | None:
+    try:
+        return importlib.metadata.version("argilla-server")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_server_version() -> None:
+    """Raise CurateError unless the installed argilla-server is SERVER_VERSION."""
+    found = installed_server_version()
+    if found != SERVER_VERSION:
+        what = f"argilla-server {found} is installed" if found else "argilla-server is not installed"
+        raise CurateError(f"the embedded server needs argilla-server {SERVER_VERSION} (it patches that version's "
+                          f"internals) but {what}; run: pip install 'argilla-server=={SERVER_VERSION}'")
 
 
 def configure(settings: ServerSettings) -> None:
     """Point argilla-server at this home. Must run before anything imports `argilla_server`."""
+    check_server_version()
     env = settings.environment()
     if "argilla_server" in sys.modules:
         if os.environ.get("ARGILLA_HOME_PATH") != env["ARGILLA_HOME_PATH"]:
@@ -29,7 +52,8 @@ def configure(settings: ServerSettings) -> None:
                 "this Python process already serves another Argilla home; run the command in a fresh process"
             )
         return
-    settings.folder.mkdir(parents=True, exist_ok=True)
+    # SQLite creates the database, and later its journal, with the mode of the file it finds: keys stay 0600.
+    create_private(settings.ensure_folder() / "argilla.db")
     os.environ.update(env)
     jobs.install()
 
@@ -168,11 +192,19 @@ def prepare(settings: ServerSettings) -> None:
 
 
 def serve(settings: ServerSettings, log_level: str = "warning", announce: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. Raises CurateError when the port is taken or the host is unsafe.
+    """Serve until SIGINT/SIGTERM. Raises CurateError when the port is taken, the host is unsafe, another server
+    serves this home, or argilla-server is not the version the patches were written for.
 
     `announce` receives one line (the URL and where the key comes from, never the key) once the server is set up.
     """
     settings.check_exposure()
+    check_server_version()
+    policy = AccessPolicy(settings)
+    with hold_server_lock(settings):  # released when serving ends, or by the kernel if the process dies
+        _serve_locked(settings, policy, log_level, announce)
+
+
+def _serve_locked(settings: ServerSettings, policy: AccessPolicy, log_level: str, announce: Callable[[str], None] | None) -> None:
     if not port_is_free(settings.host, settings.port):
         raise CurateError(
             f"port {settings.port} on {settings.host} is already in use; stop what runs there or pass --port"
@@ -184,7 +216,7 @@ def serve(settings: ServerSettings, log_level: str = "warning", announce: Callab
     from argilla_server._app import app
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = uvicorn.Config(honour_prefer_minimal(app), host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
+    config = uvicorn.Config(guard(honour_prefer_minimal(app), policy), host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if announce is not None:
         where = "the default key (loopback only)" if settings.uses_defaults() else "$ARGILLA_API_KEY"

@@ -14,6 +14,7 @@ import httpx
 
 from annotations.server.settings import ServerSettings, free_port
 from curation.errors import CurateError
+from curation.home import open_private
 
 READY_TIMEOUT_S = 180.0
 
@@ -56,6 +57,8 @@ def _child_env(settings: ServerSettings) -> dict[str, str]:
     env["CURATE_ANNOTATE_OWNER_PASSWORD"] = settings.owner_password
     env["CURATE_ANNOTATE_QUEUE_ORDER"] = settings.queue_order
     env["CURATE_ANNOTATE_PRIORITY_FIELD"] = settings.priority_field
+    env["CURATE_ANNOTATE_ALLOWED_HOSTS"] = ",".join(settings.allowed_hosts)
+    env["CURATE_ANNOTATE_ALLOWED_ORIGINS"] = ",".join(settings.allowed_origins)
     return env
 
 
@@ -68,11 +71,10 @@ def start_background(home: str | os.PathLike | None = None, port: int | None = N
     the index is rebuilt from the database first (`ready_timeout`).
     """
     settings = ServerSettings.resolve(home, port=port or free_port(), **overrides)
-    settings.folder.mkdir(parents=True, exist_ok=True)
-    log_path = settings.folder / "server.log"
+    log_path = settings.ensure_folder() / "server.log"
     command = [sys.executable, "-m", "annotations.server", "serve", "--home", str(settings.home),
                "--host", settings.host, "--port", str(settings.port), "--log-level", "info"]
-    with open(log_path, "ab") as log:
+    with open_private(log_path) as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(settings))
     handle = ServerHandle(settings.url, settings.api_key, settings.home, process, log_path)
     deadline = time.monotonic() + ready_timeout

@@ -16,6 +16,8 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, List, Optional, Union
 from uuid import UUID
 
@@ -108,14 +110,42 @@ def document(record_id: UUID, external_id: str | None, status: Any, inserted_at:
         "id": record_id,
         "external_id": external_id,
         "status": str(_value(status)),
-        "inserted_at": inserted_at.timestamp() if inserted_at else 0.0,
-        "updated_at": updated_at.timestamp() if updated_at else 0.0,
+        "inserted_at": epoch(inserted_at) if inserted_at else 0.0,
+        "updated_at": epoch(updated_at) if updated_at else 0.0,
         "text": text,
         "metadata": dict(metadata or {}),
         "suggestions": suggestions,
         "responses": responses,
         "vectors": vectors,
     }
+
+
+def epoch(moment: datetime) -> float:
+    """Seconds since the epoch; a naive datetime is UTC, as argilla-server stores it and Elasticsearch reads it."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+_EPOCH_MILLIS = re.compile(r"-?\d+(\.\d+)?")
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def date_bound(value: Any, upper: bool) -> float:
+    """A range bound on a record date, in epoch seconds, read as Elasticsearch reads its `date_nanos` mapping
+    (`strict_date_optional_time||epoch_millis`): a number, or a string of digits, is epoch milliseconds; a string
+    is ISO-8601 with or without a fraction and a zone (none means UTC). An upper bound given as a date alone
+    covers that whole day, as Elasticsearch rounds `lte` up over missing components."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) / 1000
+    text = str(value).strip()
+    if _EPOCH_MILLIS.fullmatch(text):
+        return float(text) / 1000
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date: use ISO-8601 (2024-05-01T12:00:00Z) or epoch milliseconds") from None
+    if upper and _DATE_ONLY.fullmatch(text):
+        moment += timedelta(days=1, microseconds=-1)
+    return epoch(moment)
 
 
 def _record_doc(record: Record, field_types: dict[str, str]) -> dict:
@@ -458,6 +488,10 @@ def _filter_mask(index: DatasetIndex, flt: Filter) -> np.ndarray:
             completed = index.completed[: index.size]
             return (completed & ("completed" in wanted)) | (~completed & ("pending" in wanted))
         values = _record_property(index, scope.property)
+        if isinstance(flt, RangeFilter) and scope.property in ("inserted_at", "updated_at"):
+            ge = None if flt.ge is None else date_bound(flt.ge, upper=False)
+            le = None if flt.le is None else date_bound(flt.le, upper=True)
+            return _in_range(values, ge, le)
     else:
         raise ValueError(f"Cannot process request for search scope {scope}")
     return _match(values, flt)
@@ -479,15 +513,7 @@ def _record_property(index: DatasetIndex, prop: str) -> np.ndarray:
 def _match(values: np.ndarray, flt: Filter) -> np.ndarray:
     """Terms: any of the value's terms is listed. Range: ge <= value <= le. Missing values never match."""
     if isinstance(flt, RangeFilter):
-        if values.dtype == object:
-            values = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values], dtype=np.float64)
-        values = values.astype(np.float64)
-        mask = ~np.isnan(values)
-        if flt.ge is not None:
-            mask &= values >= flt.ge
-        if flt.le is not None:
-            mask &= values <= flt.le
-        return mask
+        return _in_range(values, _number(flt.ge), _number(flt.le))
     if isinstance(flt, TermsFilter):
         wanted = {str(v) for v in flt.values}
         if values.dtype != object:
@@ -502,6 +528,28 @@ def _match(values: np.ndarray, flt: Filter) -> np.ndarray:
 
         return np.fromiter((hit(v) for v in values), dtype=bool, count=len(values))
     raise ValueError(f"Cannot process request for filter {flt}")
+
+
+def _in_range(values: np.ndarray, ge: float | None, le: float | None) -> np.ndarray:
+    if values.dtype == object:
+        values = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values], dtype=np.float64)
+    values = values.astype(np.float64)
+    mask = ~np.isnan(values)
+    if ge is not None:
+        mask &= values >= ge
+    if le is not None:
+        mask &= values <= le
+    return mask
+
+
+def _number(bound: Any) -> float | None:
+    """A numeric range bound; the request schema also lets strings through, which Elasticsearch parses as numbers."""
+    if bound is None or isinstance(bound, (int, float)):
+        return bound
+    try:
+        return float(bound)
+    except ValueError:
+        raise ValueError(f"range bound {bound!r} is not a number") from None
 
 
 def _response_mask(index: DatasetIndex, flt: Filter) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 
 from curation.config import layered, load_config_file, resolve_home
 from curation.errors import ConfigError
+from curation.home import ensure_home, private_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 6900
@@ -33,7 +34,10 @@ _ENV = {
     "api_key": "ARGILLA_API_KEY",
     "queue_order": "CURATE_ANNOTATE_QUEUE_ORDER",
     "priority_field": "CURATE_ANNOTATE_PRIORITY_FIELD",
+    "allowed_hosts": "CURATE_ANNOTATE_ALLOWED_HOSTS",
+    "allowed_origins": "CURATE_ANNOTATE_ALLOWED_ORIGINS",
 }
+LISTS = ("allowed_hosts", "allowed_origins")  # comma-separated in the environment
 
 
 @dataclass
@@ -48,6 +52,8 @@ class ServerSettings:
     api_key: str = field(default=DEFAULT_API_KEY, repr=False, metadata={"help": "owner API key (env ARGILLA_API_KEY)"})
     queue_order: str = field(default="priority", metadata={"help": "unsorted queue order: priority | random (Argilla's) | inserted"})
     priority_field: str = field(default="failure_score", metadata={"help": "metadata property that orders the priority queue"})
+    allowed_hosts: list[str] = field(default_factory=list, metadata={"help": "other names the server answers to, NAME or NAME:PORT (a reverse proxy's name); the bound address always works"})
+    allowed_origins: list[str] = field(default_factory=list, metadata={"help": "other web origins (https://tool.example) whose pages may call the API; the server's own always may"})
     users: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, metadata={"help": "[annotate.users.NAME] role, password_env"})
 
     @classmethod
@@ -58,6 +64,12 @@ class ServerSettings:
         values = layered(config.get("server", {}), "annotate.server", names, _ENV, overrides)
         settings = cls(home=home_path, users=dict(config.get("users", {})), **values)
         settings.port = int(settings.port)
+        for name in LISTS:
+            value = getattr(settings, name)
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+                raise ConfigError(f"[annotate.server] {name}: give a list of strings, like [\"tool.example\"]")
+            setattr(settings, name, [item.strip().lower() for item in items if item.strip()])
         if settings.queue_order not in QUEUE_ORDERS:
             raise ConfigError(f"queue order {settings.queue_order!r}: use one of {', '.join(QUEUE_ORDERS)}")
         return settings
@@ -66,10 +78,16 @@ class ServerSettings:
     def folder(self) -> Path:
         return self.home / "argilla"
 
+    def ensure_folder(self) -> Path:
+        """HOME/argilla/, created 0700: its database holds every user's API key in plain text."""
+        ensure_home(self.home)
+        private_dir(self.folder)
+        return self.folder
+
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def uses_defaults(self) -> list[str]:
         out = []
@@ -94,7 +112,7 @@ class ServerSettings:
         """The key that signs login tokens, kept in HOME/argilla/auth-secret so logins survive a restart."""
         path = self.folder / "auth-secret"
         if not path.exists():
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self.ensure_folder()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_hex(32))
@@ -109,6 +127,7 @@ class ServerSettings:
             "ARGILLA_SEARCH_ENGINE": "curate",
             "ARGILLA_AUTH_SECRET_KEY": self.auth_secret(),
             "ARGILLA_AUTH_OAUTH_CFG": str(folder / "oauth.yaml"),
+            "ARGILLA_CORS_ORIGINS": "[]",  # annotations.server.guard decides which origins get CORS headers
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_OFFLINE": "1",
             "CURATE_ANNOTATE_QUEUE_ORDER": self.queue_order,

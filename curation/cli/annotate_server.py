@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import click
 
-from curation.cli.common import fail, home_option, json_option, reports
+from curation.cli.common import PORT, fail, home_option, json_option, reports
 from curation.errors import CurateError
 
 
 @click.command()
 @home_option
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1; others need a non-default key and password).")
-@click.option("--port", type=int, default=None, help="TCP port (default 6900).")
+@click.option("--port", type=PORT, default=None, help="TCP port (default 6900).")
 @click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
 def serve(home: str | None, host: str | None, port: int | None, log_level: str) -> None:
     """Run the embedded Argilla server (web UI and API) until Ctrl+C or SIGTERM.
 
     State lives in HOME/argilla/. The owner's API key is $ARGILLA_API_KEY when set (the SDK's own variable),
     its password $CURATE_ANNOTATE_OWNER_PASSWORD. Annotators' queues serve the highest failure score first.
+    One server per home. Browsers reach it only by its own names and origins, plus those in
+    $CURATE_ANNOTATE_ALLOWED_HOSTS and $CURATE_ANNOTATE_ALLOWED_ORIGINS (see docs/annotation-server.md).
     """
     from annotations.server import ServerSettings
     from annotations.server import app
