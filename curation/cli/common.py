@@ -19,12 +19,17 @@ home_option = click.option(
     help="Curate home folder (default: $CURATE_HOME, else ./.curate).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+# Ranges that several commands share; click reports a value outside one as a usage error (exit 2) naming the option.
+PORT = click.IntRange(1, 65535)
+HELD_OUT = click.FloatRange(0, 1, max_open=True)  # share of contexts held out: 0 holds none out, 1 would train on none
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy, scikit-learn and transformers accept as a random seed
 
 
 def reports(func: Callable) -> Callable:
     """Decorate a command body that returns a dict: print it as JSON or through its `human` formatter.
 
-    The body gets `home` and `as_json`; it returns `(result, human_text)` or just `result`.
+    The body gets `home` and `as_json`; it returns `(result, human_text)`, just `result`, or
+    `(result, human_text, error)` for work that is done and reported but fails the command (exit 1 with `error`).
     CurateError becomes one line on stderr and exit code 1. With --json, whatever the body or a library underneath
     writes to stdout goes to stderr, so the JSON object is the only thing on stdout.
     """
@@ -41,13 +46,15 @@ def reports(func: Callable) -> Callable:
             fail("interrupted; work committed so far is kept, run the same command again to resume", code=130)
         if out is None:
             return
-        result, human = out if isinstance(out, tuple) else (out, None)
+        result, human, *error = out if isinstance(out, tuple) else (out, None)
         if as_json:
             click.echo(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode())
         elif human is not None:
             click.echo(human)
         else:
             click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY, default=str).decode())
+        if error:
+            fail(error[0])
 
     return wrapper
 

@@ -13,12 +13,12 @@ from curation.ingest.readers import FORMATS
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
               help="Record format; auto detects OpenAI chat, ShareGPT, oasst trees and feedback events per file.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any record is quarantined (valid records are still stored).")
-@click.option("--max-messages", type=int, default=None, help="Quarantine conversations with more messages (default 1000).")
-@click.option("--max-chars", type=int, default=None, help="Quarantine conversations with more characters (default 500000).")
+@click.option("--max-messages", type=click.IntRange(1), default=None, help="Quarantine conversations with more messages (default 1000).")
+@click.option("--max-chars", type=click.IntRange(1), default=None, help="Quarantine conversations with more characters (default 500000).")
 @home_option
 @json_option
 @reports
-def ingest(paths, fmt, strict, max_messages, max_chars, home, as_json):  # noqa: ANN001, ANN201
+def ingest(paths, fmt, strict, max_messages, max_chars, home, as_json):
     """Ingest JSONL (plain or .gz), Parquet files, folders of them, or Hugging Face datasets.
 
     Formats: OpenAI chat records ({"messages": [...], "id"?, "model"?, "created_at"?, "user_id"?, "feedback"?}),
@@ -35,9 +35,8 @@ def ingest(paths, fmt, strict, max_messages, max_chars, home, as_json):  # noqa:
     settings = IngestSettings.resolve(store.home, max_messages=max_messages, max_chars=max_chars)
     try:
         summary = run_ingest(store, list(paths), fmt=fmt, strict=strict, settings=settings)
-    except StrictModeError as exc:
-        click.echo(orjson.dumps(exc.summary).decode() if as_json else _human(exc.summary))
-        fail(str(exc))
+    except StrictModeError as exc:  # the valid records are stored: report them, then fail
+        return exc.summary, _human(exc.summary), str(exc)
     return summary, _human(summary)
 
 
