@@ -74,8 +74,14 @@ class IngestSettings:
         env = {name: "CURATE_USER_SALT" if name == "user_salt" else f"CURATE_INGEST_{name.upper()}" for name in names}
         values = layered(load_config_file(home).get("ingest", {}), "ingest", names, env, overrides)
         for f in fields(cls):
-            if f.type not in ("str", str) and isinstance(values.get(f.name), str):
-                values[f.name] = int(values[f.name])
+            if f.type in ("str", str) or f.name not in values:
+                continue
+            value = values[f.name]
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = values[f.name] = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:  # -1 would quarantine everything
+                raise ConfigError(f"ingest setting {f.name} = {value!r} must be an integer ≥ 1 "
+                                  f"(curate.toml [ingest] {f.name}, or env {env[f.name]})")
         return cls(**values)
 
 

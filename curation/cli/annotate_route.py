@@ -11,12 +11,12 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
 
 @click.command()
 @dataset_option
-@click.option("--budget", type=int, default=None,
+@click.option("--budget", type=click.IntRange(1), default=None,
               help="New records to route and push; after a cut-off push, the same command sends what it still owed.")
 @click.option("--ids", multiple=True, help="Route exactly these conversation ids (repeat, or separate with commas).")
 @click.option("--strategy", type=click.Choice(["failure", "random"]), default="failure", show_default=True,
               help="failure: highest failure scores spread over clusters + 20% exploration; random: uniform sample.")
-@click.option("--min-submitted", type=int, default=1, show_default=True,
+@click.option("--min-submitted", type=click.IntRange(1), default=1, show_default=True,
               help="Annotators per record before it counts as done (2+ for agreement studies).")
 @click.option("--pairs", is_flag=True,
               help="Show a sibling reply (same context) as response B and ask for a preference (HelpSteer2-Preference).")
@@ -24,7 +24,7 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
 @home_option
 @json_option
 @reports
-def push(dataset, budget, ids, strategy, min_submitted, pairs, workspace, home, as_json):  # noqa: ANN001, ANN201
+def push(dataset, budget, ids, strategy, min_submitted, pairs, workspace, home, as_json):
     """Send conversations to Argilla as HelpSteer2 rating tasks, PII redacted. Idempotent and resumable."""
     from annotations.push import push as run_push
     from curation.store import Store
@@ -42,7 +42,7 @@ def push(dataset, budget, ids, strategy, min_submitted, pairs, workspace, home, 
 @home_option
 @json_option
 @reports
-def pull(dataset, workspace, home, as_json):  # noqa: ANN001, ANN201
+def pull(dataset, workspace, home, as_json):
     """Store new and changed responses, update the consensus ratings, and report agreement."""
     from annotations.pull import pull as run_pull
     from curation.store import Store
@@ -57,7 +57,7 @@ def pull(dataset, workspace, home, as_json):  # noqa: ANN001, ANN201
 @home_option
 @json_option
 @reports
-def status(dataset, workspace, home, as_json):  # noqa: ANN001, ANN201
+def status(dataset, workspace, home, as_json):
     """Progress per dataset and per annotator (server and store)."""
     from annotations.pull import status as run_status
     from curation.store import Store

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from curation.cli.common import home_option, json_option, reports
+from curation.cli.common import SEED, home_option, json_option, reports
 
 
 def _k(value: str) -> int | str:
@@ -18,7 +18,7 @@ def _k(value: str) -> int | str:
 @click.option("--k", "k", default="auto", show_default=True, callback=lambda _c, _p, v: _k(v),
               help="Number of clusters, or auto (silhouette within 2× of √(n/2); see docs/concepts-failures.md).")
 @click.option("--algorithm", type=click.Choice(["kmeans", "hdbscan"]), default="kmeans", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same input and seed, same clusters.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed: same input and seed, same clusters.")
 @click.option("--refit/--no-refit", default=None,
               help="Force (or forbid) re-clustering; by default it refits only when over 10% of conversations are novel.")
 @click.option("--space", default=None, help="Embedding space (model|view|backend); default: the newest.")
@@ -33,7 +33,7 @@ def _k(value: str) -> int | str:
 @home_option
 @json_option
 @reports
-def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home, as_json):  # noqa: ANN001, ANN201
+def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home, as_json):
     """Score failure signals and cluster the embedded conversations; cluster ids survive later runs."""
     from curation.cluster import LLMLabeller, make_labeller
     from curation.cluster import cluster as run_cluster
@@ -62,7 +62,7 @@ def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home
 @home_option
 @json_option
 @click.pass_context
-def clusters(ctx, top, min_users, home, as_json):  # noqa: ANN001, ANN201
+def clusters(ctx, top, min_users, home, as_json):
     """Clusters ranked by failure: rate with a Wilson interval, lift, Benjamini–Hochberg q-value."""
     if ctx.invoked_subcommand is not None:
         return
@@ -70,7 +70,7 @@ def clusters(ctx, top, min_users, home, as_json):  # noqa: ANN001, ANN201
 
 
 @reports
-def _ranked(top, min_users, home, as_json):  # noqa: ANN001, ANN202
+def _ranked(top, min_users, home, as_json):
     from curation.cluster import rank_clusters
     from curation.store import Store
 
@@ -98,7 +98,7 @@ def format_table(rows: list[dict]) -> str:
 @home_option
 @json_option
 @reports
-def show(cluster_id, n, min_users, home, as_json):  # noqa: ANN001, ANN201
+def show(cluster_id, n, min_users, home, as_json):
     """A cluster's most central and worst conversations, with the signals that fired."""
     from curation.cluster import show_cluster
     from curation.store import Store

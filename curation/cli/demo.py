@@ -6,17 +6,17 @@ import time
 import click
 import orjson
 
-from curation.cli.common import fail, home_option, json_guard, json_option
+from curation.cli.common import PORT, fail, home_option, json_guard, json_option
 
 
 @click.command()
-@click.option("--conversations", "n", type=int, default=1_500, show_default=True, help="Conversations of day 1 (day 2 brings half as many).")
+@click.option("--conversations", "n", type=click.IntRange(1), default=1_500, show_default=True, help="Conversations of day 1 (day 2 brings half as many).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the traffic and the simulated annotators.")
-@click.option("--port", type=int, default=None, help="Port for the embedded Argilla server (default 6900, else a free one).")
+@click.option("--port", type=PORT, default=None, help="Port for the embedded Argilla server (default 6900, else a free one).")
 @click.option("--no-serve", is_flag=True, help="Stop the Argilla server at the end instead of leaving it up (for CI).")
 @home_option
 @json_option
-def demo(n, seed, port, no_serve, home, as_json):  # noqa: ANN001, ANN201
+def demo(n, seed, port, no_serve, home, as_json):
     """Generate sample production traffic with planted failures and run the loop on it twice.
 
     Between the runs, simulated annotators (seeded, noisy, clearly not people) rate the pushed conversations through

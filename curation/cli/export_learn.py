@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from curation.cli.common import home_option, json_option, reports
+from curation.cli.common import HELD_OUT, home_option, json_option, reports
 from loops.export_config import RULES, PairRules
 
 _RULES = PairRules()
@@ -20,10 +20,11 @@ OVERWRITE = click.option("--overwrite", is_flag=True,
 @click.option("--dataset", default=None, help="Only ratings from this Argilla dataset (default: all).")
 @click.option("--rule", "rules", multiple=True, type=click.Choice(RULES),
               help=f"Pair rules to apply (repeat; default: {', '.join(_RULES.rules)}). See docs/reward-models.md.")
-@click.option("--weights", default=None, help='Rule (a) score as attribute weights, e.g. "helpfulness=0.7,correctness=0.3".')
-@click.option("--tie-threshold", type=float, default=_RULES.tie_threshold, show_default=True, help="Rule (a): drop closer pairs.")
+@click.option("--weights", default=None, callback=lambda _c, _p, v: _weights(v), help='Rule (a) score as attribute weights, e.g. "helpfulness=0.7,correctness=0.3".')
+@click.option("--tie-threshold", type=click.FloatRange(0), default=_RULES.tie_threshold, show_default=True, help="Rule (a): drop closer pairs.")
 @click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
-@click.option("--test-size", type=float, default=_RULES.test_size, show_default=True, help="Fraction of contexts held out.")
+@click.option("--test-size", type=HELD_OUT, default=_RULES.test_size, show_default=True,
+              help="Fraction of contexts held out (0: no test split).")
 @click.option("--seed", type=int, default=_RULES.seed, show_default=True)
 @click.option("--mix", multiple=True, help="Also include TRL-format preference data: a file, folder or hub id (repeat).")
 @click.option("--push-to-hub", default=None, metavar="REPO", help="Also push the export to this Hugging Face repo.")
@@ -32,21 +33,23 @@ OVERWRITE = click.option("--overwrite", is_flag=True,
 @json_option
 @reports
 def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagreement, test_size, seed, mix,
-                push_to_hub, overwrite, home, as_json):  # noqa: ANN001, ANN201
+                push_to_hub, overwrite, home, as_json):
     """Preference pairs in TRL's conversational columns (prompt, chosen, rejected, margin) plus provenance."""
-    from curation.errors import InputError
     from curation.store import Store
     from loops.export import PairRules, export_preferences
 
-    try:
-        parsed = {k.strip(): float(v) for k, v in (w.split("=") for w in weights.split(","))} if weights else None
-    except ValueError:
-        raise InputError(f"--weights {weights!r} is not NAME=NUMBER,…; e.g. helpfulness=0.7,correctness=0.3") from None
-    pair_rules = PairRules(tie_threshold=tie_threshold, weights=parsed, include_disagreement=include_disagreement,
+    pair_rules = PairRules(tie_threshold=tie_threshold, weights=weights, include_disagreement=include_disagreement,
                            test_size=test_size, seed=seed, **({"rules": tuple(rules)} if rules else {}))
     result = export_preferences(Store.open(home), out, fmt=fmt, rules=pair_rules, dataset=dataset, mix=list(mix),
                                 push_to_hub=push_to_hub, overwrite=overwrite)
     return result, f"wrote {result['pairs']:,} pairs ({result['train']:,} train, {result['test']:,} test) to {result['out']}"
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    try:
+        return {k.strip(): float(v) for k, v in (w.split("=") for w in text.split(","))} if text else None
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not NAME=NUMBER,…; e.g. helpfulness=0.7,correctness=0.3") from None
 
 
 @click.command("ratings")
@@ -54,13 +57,14 @@ def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagr
 @FORMAT
 @click.option("--dataset", default=None, help="Only ratings from this Argilla dataset (default: all).")
 @click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
-@click.option("--test-size", type=float, default=_RULES.test_size, show_default=True)
+@click.option("--test-size", type=HELD_OUT, default=_RULES.test_size, show_default=True,
+              help="Fraction of contexts held out (0: no test split).")
 @click.option("--seed", type=int, default=_RULES.seed, show_default=True)
 @OVERWRITE
 @home_option
 @json_option
 @reports
-def ratings(out, fmt, dataset, include_disagreement, test_size, seed, overwrite, home, as_json):  # noqa: ANN001, ANN201
+def ratings(out, fmt, dataset, include_disagreement, test_size, seed, overwrite, home, as_json):
     """Rating regression data: context, response and the five HelpSteer2 attributes (SteerLM-style)."""
     from curation.store import Store
     from loops.export import export_ratings

@@ -6,7 +6,7 @@ import sys
 import click
 import orjson
 
-from curation.cli.common import fail, home_option, json_option, reports
+from curation.cli.common import fail, home_option, json_guard, json_option, reports
 
 
 @click.group()
@@ -26,7 +26,7 @@ def loop() -> None:
 @json_option
 def run(config_path, home, as_json):  # noqa: ANN001, ANN201
     """Run the loop, or resume its last run if that one crashed or was killed."""
-    from curation.errors import CurateError
+    from curation.errors import ConfigError, CurateError
     from curation.store import Store
     from loops.loop.config import load
     from loops.loop.lock import LoopBusy
@@ -34,9 +34,13 @@ def run(config_path, home, as_json):  # noqa: ANN001, ANN201
 
     try:
         config = load(config_path)
-        store = Store.open(home)
-        on_step = None if as_json else (lambda name, rec: click.echo(_step_line(name, rec), err=True))
-        result = run_loop(store, config, on_step=on_step)
+    except ConfigError as exc:  # a broken or mistyped loop file: nothing has run, exit 2 naming the file and key
+        raise click.UsageError(str(exc)) from None
+    try:
+        with json_guard(as_json):
+            store = Store.open(home)
+            on_step = None if as_json else (lambda name, rec: click.echo(_step_line(name, rec), err=True))
+            result = run_loop(store, config, on_step=on_step)
     except LoopBusy as exc:
         if as_json:
             click.echo(orjson.dumps({"status": "busy", "run_id": exc.holder["run_id"], "message": str(exc)}).decode())
@@ -78,18 +82,21 @@ def status(name, home, as_json):  # noqa: ANN001, ANN201
 
     result = loop_status(Store.open(home), name)
     latest = result["latest"]
-    if latest is None:
-        return result, "no loop runs yet"
-    lines = [f"latest run {latest['run_id']} ({latest['loop']}): {latest['status']}, started {latest['started_at']}"]
-    lines += [f"  {n:<9} {s['status']:<8} {s['seconds'] or 0:7.1f}s" + (f"  {s['message'].splitlines()[0][:80]}" if s.get("message") else "")
-              for n, s in latest["steps"].items()]
-    lines += [f"in progress: run {r['run_id']} (pid {r['pid']} on {r['host']}, since {r['acquired_at']})" for r in result["running"]]
+    lines = ["no loop runs yet"] if latest is None else [
+        f"latest run {latest['run_id']} ({latest['loop']}): {latest['status']}, started {latest['started_at']}"]
+    if latest is not None:
+        lines += [f"  {n:<9} {s['status']:<8} {s['seconds'] or 0:7.1f}s" + (f"  {s['message'].splitlines()[0][:80]}" if s.get("message") else "")
+                  for n, s in latest["steps"].items()]
+    for r in result["running"]:
+        holder = f"run {r['run_id']} (pid {r['pid']} on {r['host']}, since {r['acquired_at']})"
+        lines.append(f"stale lock: {holder}; its process is gone, the next `curate loop run` resumes it" if r["stale"]
+                     else f"in progress: {holder}")
     return result, "\n".join(lines)
 
 
 @loop.command("history")
 @click.option("--loop", "name", default=None, help="Loop name (default: any).")
-@click.option("--limit", type=int, default=20, show_default=True, help="How many runs, newest first.")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="How many runs, newest first.")
 @home_option
 @json_option
 @reports

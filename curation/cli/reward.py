@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from curation.cli.common import home_option, json_option, reports
+from curation.cli.common import SEED, home_option, json_option, reports
 from loops.reward_config import LOSSES, TrainConfig
 
 _TRAIN = TrainConfig()
@@ -21,20 +21,22 @@ def reward() -> None:
 @click.option("--loss", type=click.Choice(LOSSES), default=_TRAIN.loss, show_default=True)
 @click.option("--ratings", default=None, type=click.Path(exists=True),
               help="`curate export ratings` folder (regression-then-bt's first stage).")
-@click.option("--epochs", type=float, default=_TRAIN.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=_TRAIN.batch_size, show_default=True)
-@click.option("--learning-rate", type=float, default=None,
+@click.option("--epochs", type=click.FloatRange(0, min_open=True), default=_TRAIN.epochs, show_default=True,
+              help="Passes over the pairs; a fraction trains on part of one.")
+@click.option("--batch-size", type=click.IntRange(1), default=_TRAIN.batch_size, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None,
               help="Peak learning rate (default: 5e-5 when every layer trains, 3e-4 when only the top layer does).")
-@click.option("--max-length", type=int, default=_TRAIN.max_length, show_default=True,
+@click.option("--max-length", type=click.IntRange(8), default=_TRAIN.max_length, show_default=True,
               help="Tokens per (context, response) input: the context's tail (at most a third) and the reply's head.")
-@click.option("--max-steps", type=int, default=-1, help="Stop each stage after N steps (smoke runs).")
+@click.option("--max-steps", type=int, default=-1, callback=lambda _c, _p, v: _max_steps(v),
+              help="Stop each stage after N steps (smoke runs); -1 runs the epochs.")
 @click.option("--no-length-debias", is_flag=True, help="Plain objective, without the length term and penalty.")
-@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
+@click.option("--seed", type=SEED, default=_TRAIN.seed, show_default=True)
 @home_option
 @json_option
 @reports
 def train(data, out, base, loss, ratings, epochs, batch_size, learning_rate, max_length, max_steps, no_length_debias,
-          seed, home, as_json):  # noqa: ANN001, ANN201
+          seed, home, as_json):
     """Fine-tune a reward model and register it as a candidate."""
     from curation.store import Store
     from loops.reward import TrainConfig
@@ -49,13 +51,19 @@ def train(data, out, base, loss, ratings, epochs, batch_size, learning_rate, max
                     f"held-out accuracy {'n/a' if acc is None else f'{acc:.3f}'}; saved to {result['model']}")
 
 
+def _max_steps(value: int) -> int:
+    if value != -1 and value < 1:  # 0 or -2 would quietly mean "run the epochs" to transformers
+        raise click.BadParameter(f"{value} is not -1 (run the epochs) or a number of steps ≥ 1")
+    return value
+
+
 @reward.command("eval")
 @click.option("--model", required=True, help="Checkpoint folder or registry version.")
 @click.option("--pairs", required=True, type=click.Path(exists=True), help="TRL-format JSONL (or an export folder: its test split).")
 @home_option
 @json_option
 @reports
-def eval_(model, pairs, home, as_json):  # noqa: ANN001, ANN201
+def eval_(model, pairs, home, as_json):
     """Pairwise accuracy overall, per cluster and per source, with 95% Wilson intervals."""
     from curation.store import Store
     from loops.registry import resolve_model
@@ -74,7 +82,7 @@ def eval_(model, pairs, home, as_json):  # noqa: ANN001, ANN201
 @home_option
 @json_option
 @reports
-def list_(home, as_json):  # noqa: ANN001, ANN201
+def list_(home, as_json):
     """Registered reward models, oldest first."""
     from curation.store import Store
     from loops.registry import list_models
@@ -89,13 +97,13 @@ def list_(home, as_json):  # noqa: ANN001, ANN201
 @click.argument("version")
 @click.option("--gate", default=None, type=click.Path(exists=True),
               help="Gate pairs (JSONL or export folder); the first one given stays the fixed gate set.")
-@click.option("--tolerance", type=float, default=0.0, show_default=True,
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Accuracy drop always allowed; the gate also allows the drop's 95% CI half-width.")
 @click.option("--force", is_flag=True, help="Promote even if the gate fails (recorded as forced).")
 @home_option
 @json_option
 @reports
-def promote(version, gate, tolerance, force, home, as_json):  # noqa: ANN001, ANN201
+def promote(version, gate, tolerance, force, home, as_json):
     """Make VERSION the champion if it is not worse than the current one on the gate set."""
     from curation.store import Store
     from loops.reward.gate import promote as run_promote
@@ -109,14 +117,14 @@ def promote(version, gate, tolerance, force, home, as_json):  # noqa: ANN001, AN
 
 @reward.command()
 @click.option("--model", default=None, help="Checkpoint folder or registry version (default: the champion).")
-@click.option("--batch-size", type=int, default=None, help="Conversations per forward pass (default: 16 with onnx, 64 with torch).")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Conversations per forward pass (default: 16 with onnx, 64 with torch).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default="auto", show_default=True,
               help="onnx (int8 weights) or openvino: export the model once (kept beside it), score faster on a CPU. "
                    "auto: torch on a GPU, else onnx when installed.")
 @home_option
 @json_option
 @reports
-def score(model, batch_size, backend, home, as_json):  # noqa: ANN001, ANN201
+def score(model, batch_size, backend, home, as_json):
     """Score conversations not yet scored by this model; stores the reward (and attributes) in `rewards`."""
     from curation.store import Store
     from loops.reward import score as run_score

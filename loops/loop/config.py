@@ -6,6 +6,7 @@ an error that names the key and what is allowed.
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -106,9 +107,20 @@ class LoopConfig:
 
 
 def load(path: str | Path | None) -> LoopConfig:
-    """Read and validate a loop file; None gives the defaults."""
-    if path is None:
-        return LoopConfig()
+    """Read and validate a loop file; None gives the defaults. The environment beats the file (`CURATE_EMBED_MODEL`,
+    `_BACKEND` and `_VIEW`, as for `curate embed`), so a scheduler can pick the backend without editing the file."""
+    return _environment(_load_file(path) if path is not None else LoopConfig())
+
+
+def _environment(config: LoopConfig) -> LoopConfig:
+    for f in fields(Embed):
+        value = os.environ.get(f"CURATE_EMBED_{f.name.upper()}")
+        if value:
+            setattr(config.embed, f.name, _check(value, str, f, f"CURATE_EMBED_{f.name.upper()}", f"embed.{f.name}"))
+    return config
+
+
+def _load_file(path: str | Path) -> LoopConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: loop file not found; see loops/nightly.toml for an example")
@@ -145,6 +157,21 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     return cls(**values)
 
 
+# Numbers outside these ranges would run and produce nonsense (an empty split, an untrained model), so they are
+# errors like unknown keys; the matching `curate` options take the same ranges.
+RANGES: dict[str, tuple[Any, str]] = {
+    "cluster.seed": (lambda v: 0 <= v < 2**32, "in [0, 2³²) (a numpy seed)"),
+    "train.seed": (lambda v: 0 <= v < 2**32, "in [0, 2³²) (a numpy seed)"),
+    "annotate.budget": (lambda v: v >= 1, "≥ 1"),
+    "annotate.min_submitted": (lambda v: v >= 1, "≥ 1"),
+    "export.tie_threshold": (lambda v: v >= 0, "≥ 0"),
+    "export.test_fraction": (lambda v: 0 <= v < 1, "in [0, 1): 0 holds nothing out"),
+    "train.min_new_pairs": (lambda v: v >= 0, "≥ 0"),
+    "train.epochs": (lambda v: v > 0, "> 0 (fractions of an epoch are allowed)"),
+    "train.max_length": (lambda v: v >= 8, "≥ 8 tokens"),
+    "gate.tolerance": (lambda v: 0 <= v <= 1, "in [0, 1] (an accuracy drop)"),
+    "gate.clusters": (lambda v: v >= 0, "≥ 0"),
+}
 def _check(value: Any, hint: Any, f: Any, where: str, name: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -166,6 +193,8 @@ def _check(value: Any, hint: Any, f: Any, where: str, name: str) -> Any:
         raise ConfigError(f"{where}: 'cluster.k' must be \"auto\" or an integer ≥ 2, not {value!r}")
     if name == "export.rules" and not set(value) <= set(RULES):
         raise ConfigError(f"{where}: 'export.rules' may only contain {', '.join(RULES)} (got {value})")
+    if name in RANGES and not RANGES[name][0](value):
+        raise ConfigError(f"{where}: '{name}' must be {RANGES[name][1]}, not {value!r}")
     return value
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from curation.store import Store, loads
+from loops.loop.lock import holder_is_dead, plain
 from loops.loop.tables import loop_locks, loop_runs, loop_steps
 
 # the headline figure of each step: (step, figure key, name in the history row)
@@ -52,11 +53,14 @@ def history(store: Store, loop: str | None = None, limit: int = 20) -> list[dict
 
 
 def status(store: Store, loop: str | None = None) -> dict:
-    """The newest run (with its steps) and who holds the lock, if anyone."""
+    """The newest run (with its steps) and who holds the lock, if anyone; a lock whose process is gone (kill -9)
+    is `stale`: the next `curate loop run` takes it over and resumes that run."""
     with store.connect() as conn:
         query = sa.select(loop_locks)
         if loop:
             query = query.where(loop_locks.c.loop == loop)
-        locks = [dict(r) for r in conn.execute(query).mappings()]
+        locks = [plain(r) for r in conn.execute(query).mappings()]
+    for lock in locks:
+        lock["stale"] = holder_is_dead(lock)
     latest = history(store, loop, limit=1)
     return {"latest": latest[0] if latest else None, "running": locks}

@@ -50,7 +50,7 @@ class LoopLock:
             holder = self._holder()
             if holder is None:  # released between our insert and our look
                 return self.acquire()
-            if not self._dead(holder):
+            if not holder_is_dead(holder, self.stale_after):
                 raise LoopBusy(self.loop, holder) from None
             with self.store.begin() as conn:  # take over only if nobody else did meanwhile
                 taken = conn.execute(
@@ -83,20 +83,7 @@ class LoopLock:
     def _holder(self) -> dict | None:
         with self.store.connect() as conn:
             row = conn.execute(sa.select(loop_locks).where(loop_locks.c.loop == self.loop)).mappings().first()
-        return dict(row) if row else None
-
-    def _dead(self, holder: dict) -> bool:
-        if holder["host"] == self.host:
-            try:
-                os.kill(holder["pid"], 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-            # our own pid: alive if this process holds it now, else a leftover of an earlier process with our pid
-            return holder["pid"] == self.pid and (self.loop, holder["run_id"]) not in _HELD
-        beat = dt.datetime.strptime(holder["heartbeat_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
-        return (dt.datetime.now(dt.timezone.utc) - beat).total_seconds() > self.stale_after
+        return plain(row) if row else None
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -106,3 +93,24 @@ class LoopLock:
                                  .values(heartbeat_at=utcnow()))
             except Exception:  # noqa: BLE001 - a missed beat is retried; the run itself decides success
                 pass
+
+
+def plain(row: sa.RowMapping) -> dict:
+    """A lock row as a dict with plain str keys (SQLAlchemy returns `quoted_name`s, which JSON encoders refuse)."""
+    return {str(key): value for key, value in row.items()}
+
+
+def holder_is_dead(holder: dict, stale_after: float = STALE_AFTER_S) -> bool:
+    """Whether a lock row's process is gone: its pid no longer exists (same host), or, from another host, its
+    heartbeat is older than `stale_after`. The next run takes such a lock over and resumes the holder's run."""
+    if holder["host"] == socket.gethostname():
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        # our own pid: alive if this process holds it now, else a leftover of an earlier process with our pid
+        return holder["pid"] == os.getpid() and (holder["loop"], holder["run_id"]) not in _HELD
+    beat = dt.datetime.strptime(holder["heartbeat_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return (dt.datetime.now(dt.UTC) - beat).total_seconds() > stale_after
