@@ -19,13 +19,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/curate demo $(DEMO_ARGS)
 
-# Pass 1: the whole suite on SQLite. Pass 2: every test that touches the store again on a real PostgreSQL
-# (CURATE_TEST_DATABASE_URL if set, else a throwaway server from Debian's packages; skipped, with a notice, without them).
+# The suite must not depend on the CPU it runs on, so the embedding backend is forced, never `auto`:
+# pass 1, the whole suite on SQLite with OpenVINO int8; pass 2, the tests that embed with the default backend (marked
+# `embeds`) again with ONNX Runtime int8; pass 3, every test that touches the store again on a real PostgreSQL, with
+# ONNX (CURATE_TEST_DATABASE_URL if set, else a throwaway server from Debian's packages; skipped, with a notice, without them).
+TEST_ENV := HF_HUB_OFFLINE=1
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(TEST_ENV) CURATE_EMBED_BACKEND=openvino $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(TEST_ENV) CURATE_EMBED_BACKEND=onnx $(BIN)/python -m pytest -q -m embeds $(PYTEST_ARGS)
 	@url="$${CURATE_TEST_DATABASE_URL:-$$(./scripts/test-postgres.sh)}"; \
 	if [ -z "$$url" ]; then echo "PostgreSQL pass skipped: apt-get install -y postgresql to run it"; \
-	else HF_HUB_OFFLINE=1 CURATE_TEST_BACKEND=postgresql CURATE_TEST_DATABASE_URL="$$url" \
+	else $(TEST_ENV) CURATE_EMBED_BACKEND=onnx CURATE_TEST_BACKEND=postgresql CURATE_TEST_DATABASE_URL="$$url" \
 	  $(BIN)/python -m pytest -q $(PYTEST_ARGS); fi
 
 docs: $(STAMP)

@@ -38,3 +38,17 @@ def test_an_unknown_key_names_its_section(tmp_path, toml, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         for resolve in resolvers:
             resolve()
+
+
+def test_environment_beats_the_loop_file_for_the_embedding_backend(tmp_path, monkeypatch):
+    from loops.loop.config import load
+
+    loop_file = tmp_path / "loop.toml"
+    loop_file.write_text('[embed]\nbackend = "auto"\nview = "thread"\n')
+    monkeypatch.setenv("CURATE_EMBED_BACKEND", "onnx")
+    config = load(loop_file)
+    assert (config.embed.backend, config.embed.view) == ("onnx", "thread")
+    assert load(None).embed.backend == "onnx"
+    monkeypatch.setenv("CURATE_EMBED_BACKEND", "tpu")
+    with pytest.raises(ConfigError, match="CURATE_EMBED_BACKEND: 'embed.backend' = 'tpu' is not allowed"):
+        load(loop_file)

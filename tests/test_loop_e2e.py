@@ -10,6 +10,9 @@ import sqlalchemy as sa
 
 from curation.sample import write_jsonl
 
+# embeds with the default backend: `make test` runs it once per int8 backend (onnx, openvino)
+pytestmark = pytest.mark.embeds
+
 REPO = Path(__file__).resolve().parent.parent
 NIGHTLY = REPO / "loops" / "nightly.toml"
 CHROMIUM = "/usr/bin/chromium"

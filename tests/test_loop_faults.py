@@ -54,7 +54,9 @@ TABLES = {  # table: the columns that identify its rows, and the values that mus
     "promotions": "SELECT decision FROM promotions",
 }
 
-pytestmark = pytest.mark.slow  # SQLite pass only (see conftest): the trials copy a SQLite base state
+# SQLite pass only (see conftest): the trials copy a SQLite base state. Embeds with the default backend: `make test`
+# runs it once per int8 backend (onnx, openvino).
+pytestmark = [pytest.mark.slow, pytest.mark.embeds]
 
 
 def _run(home: Path, env: dict, timeout: float = 900) -> dict:
