@@ -52,3 +52,14 @@ def test_environment_beats_the_loop_file_for_the_embedding_backend(tmp_path, mon
     monkeypatch.setenv("CURATE_EMBED_BACKEND", "tpu")
     with pytest.raises(ConfigError, match="CURATE_EMBED_BACKEND: 'embed.backend' = 'tpu' is not allowed"):
         load(loop_file)
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0", "http"])
+def test_a_server_port_out_of_range_from_the_environment_or_file_names_the_setting(tmp_path, monkeypatch, port):
+    monkeypatch.setenv("CURATE_ANNOTATE_PORT", port)
+    with pytest.raises(ConfigError, match="CURATE_ANNOTATE_PORT.*from 1 to 65535"):
+        ServerSettings.resolve(tmp_path)
+    monkeypatch.delenv("CURATE_ANNOTATE_PORT")
+    (tmp_path / "curate.toml").write_text(f"[annotate.server]\nport = {port if port != 'http' else repr(port)}\n")
+    with pytest.raises(ConfigError, match=r"\[annotate.server\] port"):
+        ServerSettings.resolve(tmp_path)

@@ -63,7 +63,13 @@ class ServerSettings:
         names = sorted({f.name for f in fields(cls)} - {"home", "users"})
         values = layered(config.get("server", {}), "annotate.server", names, _ENV, overrides)
         settings = cls(home=home_path, users=dict(config.get("users", {})), **values)
-        settings.port = int(settings.port)
+        try:
+            settings.port = int(settings.port)
+        except (TypeError, ValueError):
+            settings.port = -1
+        if not 1 <= settings.port <= 65535:
+            raise ConfigError(f"port {values.get('port')!r} (curate.toml [annotate.server] port or {_ENV['port']}): "
+                              "use a TCP port from 1 to 65535")
         for name in LISTS:
             value = getattr(settings, name)
             items = value.split(",") if isinstance(value, str) else value

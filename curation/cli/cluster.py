@@ -9,8 +9,8 @@ from curation.cli.common import SEED, home_option, json_option, reports
 def _k(value: str) -> int | str:
     if value == "auto":
         return value
-    if not value.isdigit() or int(value) < 1:
-        raise click.BadParameter("use auto or a positive integer")
+    if not value.isdigit() or int(value) < 2:
+        raise click.BadParameter("use auto or an integer ≥ 2 (one cluster ranks nothing), as a loop file's cluster.k")
     return int(value)
 
 
