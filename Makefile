@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install docs clean
+.PHONY: demo test lint install docs clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP)
 	if [ -z "$$url" ]; then echo "PostgreSQL pass skipped: apt-get install -y postgresql to run it"; \
 	else $(TEST_ENV) CURATE_EMBED_BACKEND=onnx CURATE_TEST_BACKEND=postgresql CURATE_TEST_DATABASE_URL="$$url" \
 	  $(BIN)/python -m pytest -q $(PYTEST_ARGS); fi
+
+# Lint with the rules in pyproject.toml ([tool.ruff]); it reports, it never reformats.
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 docs: $(STAMP)
 	$(BIN)/python -m curation.cli.docs > docs/cli.md

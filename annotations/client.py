@@ -99,7 +99,7 @@ def connect(api_url: str | None = None, api_key: str | None = None, home: str | 
             # the SDK retries the TCP connect itself; it then checks the key with GET /api/v1/me
             client = rg.Argilla(api_url=api_url, api_key=api_key, timeout=TIMEOUT_S, retries=1)
             return Connection(api_url, client, retries=retries)
-        except Exception as exc:  # noqa: BLE001 - the SDK raises httpx and its own errors here; mapped below
+        except Exception as exc:  # the SDK raises httpx and its own errors here; mapped below
             mapped = map_error(exc, api_url)
             if not isinstance(mapped, ServerUnreachable):
                 raise mapped from None

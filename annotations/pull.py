@@ -127,7 +127,7 @@ def _dataset_id(conn: Connection, name: str, workspace: str) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the SDK warns before returning None; our error says more
             found = conn.client.datasets(name=name, workspace=workspace)
-    except Exception as exc:  # noqa: BLE001 - mapped once, here
+    except Exception as exc:  # mapped once, here
         raise map_error(exc, conn.url) from exc
     if found is None:
         raise AnnotationError(f"no dataset {name!r} in workspace {workspace!r} at {conn.url}; push to it first")

@@ -182,7 +182,7 @@ def ensure_dataset(conn: Connection, name: str, workspace: str, settings: dict) 
         return str(found.id), {q.name: str(q.id) for q in found.settings.questions}
     except AnnotationError:
         raise
-    except Exception as exc:  # noqa: BLE001 - SDK errors are mapped once, here
+    except Exception as exc:  # SDK errors are mapped once, here
         raise map_error(exc, conn.url) from exc
 
 

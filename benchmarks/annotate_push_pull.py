@@ -28,7 +28,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from annotations.template import ATTRIBUTES  # noqa: E402
+from annotations.template import ATTRIBUTES
 
 
 def prepare(store, n: int) -> None:

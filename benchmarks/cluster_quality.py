@@ -26,7 +26,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_throughput import DATA, conversations, read_jsonl  # noqa: E402
+from embed_throughput import DATA, conversations, read_jsonl
 
 
 def labelled_sets(wanted: list[str]) -> dict[str, tuple[list[str], list[str]]]:
@@ -56,7 +56,7 @@ def evaluate(name: str, X: np.ndarray, truth: list[str], umap_too: bool) -> None
     true_k = len(set(truth))
     results = []
 
-    def record(method: str, labels, seconds: float) -> None:  # noqa: ANN001
+    def record(method: str, labels, seconds: float) -> None:
         results.append((method, len(set(labels)), normalized_mutual_info_score(truth, labels),
                         adjusted_rand_score(truth, labels), seconds))
 

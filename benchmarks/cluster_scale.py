@@ -43,8 +43,6 @@ def generate(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def setup(n: int, folder: Path) -> None:
-    import sqlalchemy as sa  # noqa: F401
-
     from curation.store import Store, utcnow
     from curation.store.failure_tables import failure_scores
     from curation.store.tables import conversations

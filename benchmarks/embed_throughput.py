@@ -85,7 +85,7 @@ def _matched(a: np.ndarray, b: np.ndarray, k: int) -> float:
     return float(table[rows, cols].sum() / len(a))
 
 
-def steps(texts: list[str], baseline, cache: Path) -> None:  # noqa: ANN001
+def steps(texts: list[str], baseline, cache: Path) -> None:
     """Each step from torch fp32 to Curate's ONNX default on the same texts, with wall and CPU time per text."""
     import onnxruntime
     from sentence_transformers import SentenceTransformer
@@ -122,14 +122,14 @@ def steps(texts: list[str], baseline, cache: Path) -> None:  # noqa: ANN001
               f"cosine {cos.mean():.4f} (min {cos.min():.4f})")
 
 
-def timed_cpu(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+def timed_cpu(fn, *args, **kwargs):
     """(result, wall seconds, CPU seconds of this process: less sensitive to other processes' load)."""
     start, cpu = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start, time.process_time() - cpu
 
 
-def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
 
 
-def judged(store) -> list[tuple[float, bool]]:  # noqa: ANN001
+def judged(store) -> list[tuple[float, bool]]:
     with store.connect() as conn:
         rows = conn.execute(sa.text("SELECT c.metadata, c.messages, f.failure_score FROM conversations c "
                                     "JOIN failure_scores f ON f.conversation_id = c.id ORDER BY c.id")).all()

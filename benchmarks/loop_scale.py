@@ -91,7 +91,7 @@ epochs = 1.0
         server.stop()
 
 
-def loop_run(home: Path, env: dict, server, label: str) -> None:  # noqa: ANN001
+def loop_run(home: Path, env: dict, server, label: str) -> None:
     print(f"{label}: cores {os.cpu_count()}, load average before {os.getloadavg()[0]:.2f}", flush=True)
     started = time.perf_counter()
     proc = psutil.Popen([sys.executable, "-m", "curation.cli.main", "loop", "run", "--config", str(home / "bench.toml"), "--json"],

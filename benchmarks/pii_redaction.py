@@ -18,7 +18,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from annotations.pii import Redactor  # noqa: E402
+from annotations.pii import Redactor
 
 
 def _test_module():

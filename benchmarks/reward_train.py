@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OASST = REPO.parent / "shared" / "data" / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
 
-from curation.cluster.rank import wilson  # noqa: E402
-from loops.reward import RewardModel, TrainConfig, train  # noqa: E402
-from loops.reward.devset import oasst_pairs, oasst_ratings, split_by_tree  # noqa: E402
-from loops.reward.evaluate import _spearman, length_baseline, pair_wins  # noqa: E402
+from curation.cluster.rank import wilson
+from loops.reward import RewardModel, TrainConfig, train
+from loops.reward.devset import oasst_pairs, oasst_ratings, split_by_tree
+from loops.reward.evaluate import _spearman, length_baseline, pair_wins
 
 
 def write(rows: list[dict], path: Path) -> None:
@@ -56,7 +56,7 @@ def throughput(work: Path, train_pairs: list[dict], n: int, cfg: TrainConfig, la
     marked = []
     for i in range(n):
         p = train_pairs[i % len(train_pairs)]
-        mark = lambda side: [{"role": "assistant", "content": f"({i}) {side[0]['content']}"}]  # noqa: E731
+        mark = lambda side: [{"role": "assistant", "content": f"({i}) {side[0]['content']}"}]
         marked.append({**p, "chosen": mark(p["chosen"]), "rejected": mark(p["rejected"])})
     write(marked, work / label / "data" / "train.jsonl")
     cpu = time.process_time()

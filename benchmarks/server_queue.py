@@ -30,7 +30,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from annotations.template import ATTRIBUTES  # noqa: E402
+from annotations.template import ATTRIBUTES
 
 OASST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
 PENDING = [{"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["pending"]},

@@ -92,7 +92,7 @@ def export_conversations(store: Store, out: str | Path, progress: bool | None = 
     return {"rows": n, "out": str(out)}
 
 
-def _write_jsonl(rows, path: Path, gz: bool) -> int:  # noqa: ANN001
+def _write_jsonl(rows, path: Path, gz: bool) -> int:
     import gzip
 
     n = 0
@@ -103,7 +103,7 @@ def _write_jsonl(rows, path: Path, gz: bool) -> int:  # noqa: ANN001
     return n
 
 
-def _write_parquet(rows, path: Path) -> int:  # noqa: ANN001
+def _write_parquet(rows, path: Path) -> int:
     """Nested values that vary in shape (metadata, feedback, signals) are JSON text columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -129,6 +129,6 @@ def _write_parquet(rows, path: Path) -> int:  # noqa: ANN001
     return n
 
 # the find-the-failures stage's columns (cluster, failure score and signals, reward)
-from curation.cluster.columns import COLUMNS as _FAILURE_COLUMNS, failure_columns as _failure_columns  # noqa: E402
+from curation.cluster.columns import COLUMNS as _FAILURE_COLUMNS, failure_columns as _failure_columns
 
 COLUMN_PROVIDERS.append((_FAILURE_COLUMNS, _failure_columns))

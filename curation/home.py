@@ -54,7 +54,7 @@ def create_private(path: Path) -> None:
     os.close(fd)
 
 
-def open_private(path: Path, mode: str = "ab"):  # noqa: ANN201 - a binary file object
+def open_private(path: Path, mode: str = "ab"):  # a binary file object
     """`open(path, mode)` for writing, creating the file 0600 if it is new."""
     create_private(path)
     return open(path, mode)

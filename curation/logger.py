@@ -47,7 +47,7 @@ class ConversationLogger:
         self._thread.start()
         atexit.register(self.close)
 
-    def log(self, messages: list[dict], id: str | None = None, model: str | None = None,  # noqa: A002
+    def log(self, messages: list[dict], id: str | None = None, model: str | None = None,
             user_id: str | None = None, session_id: str | None = None, metadata: dict | None = None,
             created_at: str | None = None, feedback: list[dict] | None = None) -> str:
         """Queue one conversation; returns its id (the given one, else the content hash ingest would use)."""
@@ -57,11 +57,11 @@ class ConversationLogger:
                       "session_id": session_id, "metadata": metadata, "created_at": created_at, "feedback": feedback}
             self._put({k: v for k, v in record.items() if v is not None})
             return conv_id
-        except Exception:  # noqa: BLE001 - logging must never break the serving app
+        except Exception:  # logging must never break the serving app
             log.exception("curate: could not queue a conversation")
             return id or ""
 
-    def feedback(self, conversation_id: str, type: str, value: Any = None, turn: int | None = None,  # noqa: A002
+    def feedback(self, conversation_id: str, type: str, value: Any = None, turn: int | None = None,
                  at: str | None = None) -> None:
         """Queue a feedback event (thumbs_down, rating, regenerated, edited, comment, …) for a logged conversation."""
         import datetime as dt
@@ -116,7 +116,7 @@ class ConversationLogger:
                 self._store = Store.open(self.home, self.url)
             ingest_records(self._store, batch, source="logger")
             self.written += len(batch)
-        except Exception as exc:  # noqa: BLE001 - the store is down or full: keep the data on local disk
+        except Exception as exc:  # the store is down or full: keep the data on local disk
             log.warning("curate: store unavailable (%s); spooling %d records to %s", exc, len(batch), self.spool_path)
             self._store = None
             self._spool(batch)
@@ -132,7 +132,7 @@ class ConversationLogger:
                 with open_private(self.spool_path) as out:
                     out.write(b"".join(orjson.dumps(r, default=str) + b"\n" for r in batch))
                 self.spooled += len(batch)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("curate: could not spool %d records", len(batch))
 
 
@@ -149,7 +149,7 @@ def log_conversation(messages: list[dict], **kwargs: Any) -> str:
     return _default.log(messages, **kwargs)
 
 
-def log_feedback(conversation_id: str, type: str, **kwargs: Any) -> None:  # noqa: A002
+def log_feedback(conversation_id: str, type: str, **kwargs: Any) -> None:
     """Attach a feedback event to a conversation logged earlier."""
     global _default
     with _default_lock:

@@ -62,7 +62,7 @@ def _coding(r: random.Random, fail: str | None) -> tuple[str, str, str, str]:
     name = task.split()[0] + "_" + task.split()[-1]
     good = f"def {name}(data):\n    result = process(data)\n    return result"
     broken = f"def {name}(data)\n    result = process(data\n    retrun result"
-    wrap = lambda body: f"Here is a {lang} version:\n```\n{body}\n```\nCall it with your input."  # noqa: E731
+    wrap = lambda body: f"Here is a {lang} version:\n```\n{body}\n```\nCall it with your input."
     return ask, wrap(good), wrap(broken if fail == "broken_code" else good), ""
 
 

@@ -236,7 +236,7 @@ def _mix(sources: list[str]) -> tuple[list[dict], list[dict]]:
                 from datasets import load_dataset
 
                 raw = load_dataset(source, split="train").to_list()
-            except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; the fix is the same
+            except Exception as exc:  # datasets raises many kinds; the fix is the same
                 raise InputError(f"cannot load {source!r} as a local file/folder or a hub dataset ({exc.__class__.__name__}); "
                                  "pass a TRL-format JSONL/Parquet file or export folder, or go online for hub ids") from None
         for r in raw:
@@ -335,7 +335,7 @@ def _finish(store: Store, out: Path, fmt: str, kind: str, train: list[dict], tes
                 {s: str(out / f"{s}.jsonl") for s in ("train", "test")}) if fmt == "jsonl" else DatasetDict.from_parquet(
                 {s: str(out / f"{s}.parquet") for s in ("train", "test")})
             data.push_to_hub(push_to_hub)
-        except Exception as exc:  # noqa: BLE001 - network and auth errors come in many types
+        except Exception as exc:  # network and auth errors come in many types
             raise CurateError(f"export written to {out}, but pushing to {push_to_hub} failed: {exc}; "
                               "check HF_TOKEN and network access (HF_HUB_OFFLINE must be unset)") from None
     summary = {"pairs" if kind == "preferences" else "rows": len(train) + len(test), "train": len(train),

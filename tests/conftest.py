@@ -34,17 +34,17 @@ PG_URL = os.environ.get("CURATE_TEST_DATABASE_URL") if os.environ.get("CURATE_TE
 pytest_plugins: list[str] = ["tests.fixtures_argilla"]
 
 
-def pytest_report_header(config):  # noqa: ANN001
+def pytest_report_header(config):
     return f"curate store backend: {'postgresql' if PG_URL else 'sqlite'}"
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+def pytest_collection_modifyitems(config, items):
     """PostgreSQL pass: every test that opens a store, except the long end-to-end, fault and browser tests (marked
     slow or browser) whose store code the fast tests already run on PostgreSQL; `pg` opts a slow test back in."""
     if not PG_URL:
         return
 
-    def wanted(item) -> bool:  # noqa: ANN001
+    def wanted(item) -> bool:
         if "database_url" not in getattr(item, "fixturenames", ()):
             return False
         long = item.get_closest_marker("slow") or item.get_closest_marker("browser")
@@ -113,7 +113,7 @@ class Cli:
         self.home = home
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, code: int = 0, input: str | None = None):  # noqa: A002
+    def __call__(self, *args: str, code: int = 0, input: str | None = None):
         from curation.cli.main import cli
 
         result = self.runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)

@@ -15,11 +15,11 @@ def _note(name: str) -> dict:
     return {"step": name}
 
 
-def first(ctx):  # noqa: ANN001, ANN201
+def first(ctx):
     return _note("first")
 
 
-def slow(ctx):  # noqa: ANN001, ANN201
+def slow(ctx):
     _note("slow-start")
     gate = Path(os.environ["LOOP_GATE"])
     while not gate.exists():
@@ -27,17 +27,17 @@ def slow(ctx):  # noqa: ANN001, ANN201
     return _note("slow")
 
 
-def flaky(ctx):  # noqa: ANN001, ANN201
+def flaky(ctx):
     if Path(os.environ["LOOP_FAIL"]).exists():
         raise RuntimeError("flaky step failed on purpose")
     return _note("flaky")
 
 
-def unreachable(ctx):  # noqa: ANN001, ANN201
+def unreachable(ctx):
     raise StepSkipped("cannot reach http://127.0.0.1:9 after retries", unreachable=True)
 
 
-def last(ctx):  # noqa: ANN001, ANN201
+def last(ctx):
     return _note("last")
 
 

@@ -78,7 +78,7 @@ def _run_in_thread(func):
     def target():
         try:
             outcome["result"] = func()
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:  # the test inspects it
             outcome["error"] = exc
 
     thread = threading.Thread(target=target)

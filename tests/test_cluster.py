@@ -16,7 +16,7 @@ from curation.cluster import AutoKMeans, SampledHDBSCAN, cluster, rank_clusters,
 from curation.cluster.identity import match
 from curation.cluster.rank import wilson
 from curation.ingest import ingest_records
-from curation.store.failure_tables import cluster_assignments, cluster_history, clusters
+from curation.store.failure_tables import cluster_assignments, cluster_history
 
 TOPICS = ["python pandas dataframe merge", "baking sourdough bread recipe", "football world cup history",
           "tax return deadline filing", "guitar chords for beginners"]

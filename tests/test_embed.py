@@ -180,7 +180,7 @@ class FailingAfter:
         self.inner, self.calls = embedder, calls
         self.label, self.backend_label = embedder.label, embedder.backend_label
 
-    def encode(self, texts):  # noqa: ANN001
+    def encode(self, texts):
         self.calls -= 1
         if self.calls < 0:
             raise RuntimeError("killed")

@@ -16,7 +16,7 @@ def test_sample_is_deterministic_and_plants_every_failure_mode():
     assert set(FAILURE_MODES) <= set(modes)
     failed = [r for r in first if r["metadata"]["demo_truth"]["failure"]]
     ok = [r for r in first if not r["metadata"]["demo_truth"]["failure"]]
-    down = lambda rs: sum(any(f["type"] == "thumbs_down" for f in r["feedback"]) for r in rs) / len(rs)  # noqa: E731
+    down = lambda rs: sum(any(f["type"] == "thumbs_down" for f in r["feedback"]) for r in rs) / len(rs)
     assert down(failed) > 5 * down(ok)  # planted failures carry their own feedback
     assert all(r["messages"][-1]["role"] == "assistant" for r in first)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from curation.cluster import CTfidfLabeller, LLMLabeller, cluster, make_labeller
+from curation.cluster import CTfidfLabeller, LLMLabeller, make_labeller
 from curation.cluster.llm_labels import clean_label
 from curation.errors import ConfigError
 from curation.store.failure_tables import clusters
@@ -53,10 +53,10 @@ def answer_for(prompt: str) -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # noqa: ANN002
+    def log_message(self, *args) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         server: ChatServer = self.server  # type: ignore[assignment]
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
@@ -109,11 +109,11 @@ def groups(shared_data) -> list[list[str]]:
     return [[p for t in topics[4 * g : 4 * g + 4] for p in by_topic[t]] for g in range(GROUPS)]
 
 
-def texts_of(groups) -> dict[int, list[str]]:  # noqa: ANN001
+def texts_of(groups) -> dict[int, list[str]]:
     return {10 + g: texts for g, texts in enumerate(groups)}
 
 
-def llm_warnings(caplog) -> list[str]:  # noqa: ANN001
+def llm_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "curate.cluster" and r.levelno == logging.WARNING]
 
 
@@ -195,7 +195,7 @@ def test_answers_are_cleaned_to_one_short_line(answer, label):
     assert clean_label(answer) == label
 
 
-def add_store_data(store, groups, users_per_group):  # noqa: ANN001
+def add_store_data(store, groups, users_per_group):
     """Conversations from the real prompts, one embedding space of clearly separated vectors per group."""
     from curation.embed.vectors import ensure_space, write_vectors
     from curation.ingest import ingest_records
@@ -217,7 +217,7 @@ def add_store_data(store, groups, users_per_group):  # noqa: ANN001
     store.finish_run(run, "done")
 
 
-def stored_labels(store) -> dict[int, str]:  # noqa: ANN001
+def stored_labels(store) -> dict[int, str]:
     with store.connect() as conn:
         return dict(conn.execute(sa.select(clusters.c.id, clusters.c.label)).all())
 

@@ -51,7 +51,7 @@ def test_store_unreachable_spools_and_ingest_of_spool_loses_nothing(home, store,
                 cid = logger.log([*MESSAGES[:1], {"role": "assistant", "content": f"answer {i}"}], id=f"conv-{i}")
                 if i % 10 == 0:
                     logger.feedback(cid, "thumbs_down")
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     worker = threading.Thread(target=serve)

@@ -17,7 +17,7 @@ from loops.loop.lock import LoopBusy, LoopLock
 from loops.loop.runner import run_loop
 from loops.loop.tables import loop_locks, loop_runs
 
-import loop_steps_fixture as fx  # noqa: E402  (tests/ is on sys.path under pytest's rootdir conftest)
+import loop_steps_fixture as fx  # tests/ is on sys.path under pytest's rootdir conftest
 
 REPO = Path(__file__).resolve().parent.parent
 

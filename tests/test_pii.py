@@ -85,7 +85,7 @@ def make_email(rng: random.Random) -> str:
 
 
 def make_phone(rng: random.Random) -> str:
-    d = lambda n: _digits(rng, n)  # noqa: E731
+    d = lambda n: _digits(rng, n)
     return rng.choice([
         lambda: f"+1 {rng.randint(201, 989)} 555 {d(4)}",
         lambda: f"+1 ({rng.randint(201, 989)}) 555-{d(4)}",
@@ -146,7 +146,7 @@ def make_ip(rng: random.Random) -> str:
 
 def make_secret(rng: random.Random) -> str:
     alnum = string.ascii_letters + string.digits
-    s = lambda n, chars=alnum: "".join(rng.choice(chars) for _ in range(n))  # noqa: E731
+    s = lambda n, chars=alnum: "".join(rng.choice(chars) for _ in range(n))
     return rng.choice([
         lambda: "sk-" + s(48),
         lambda: "sk-proj-" + s(40),

@@ -13,11 +13,11 @@ from loops.reward.losses import PairwiseLoss, RegressionLoss
 class FixedRewards(nn.Module):
     """Returns the batch's `input_ids[:, 0]` as the logits: lets a test choose the rewards exactly."""
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # noqa: ANN001, ANN201
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         return type("Out", (), {"logits": input_ids[:, :1].float().repeat(1, 5)})()
 
 
-def batch(chosen, rejected, margin, length=None):  # noqa: ANN001, ANN201
+def batch(chosen, rejected, margin, length=None):
     ids = torch.tensor([[v] for v in chosen + rejected])
     return {"input_ids": ids, "margin": torch.tensor(margin, dtype=torch.float),
             "length": torch.tensor(length or [0.0] * len(ids), dtype=torch.float)}

@@ -11,7 +11,7 @@ def _tables(store: Store) -> set[str]:
     return set(sa.inspect(store.engine).get_table_names())
 
 
-def _run(store: Store, fn, revision: str) -> None:  # noqa: ANN001
+def _run(store: Store, fn, revision: str) -> None:
     with store.engine.begin() as conn:
         cfg = _alembic_config()
         cfg.attributes["connection"] = conn

@@ -17,7 +17,7 @@ from loops.reward.devset import oasst_pairs, oasst_ratings, split_by_tree
 from reward_support import TINY, tiny_decoder
 
 
-def write(rows, path):  # noqa: ANN001, ANN201
+def write(rows, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return path
@@ -147,7 +147,7 @@ def test_gpu_path_bf16_gradient_checkpointing(dev, tmp_path):
     assert history["bf16"] == __import__("torch").cuda.is_bf16_supported()
 
 
-def _negated_copy(src, dst):  # noqa: ANN001, ANN202
+def _negated_copy(src, dst):
     """The same model with its reward negated: it ranks every pair the other way round."""
     from transformers import AutoModelForSequenceClassification
 

@@ -100,7 +100,7 @@ def cache_membership() -> None:
         return
     seen: dict[tuple, tuple[float, bool]] = {}
 
-    async def is_member(self, workspace_id) -> bool:  # noqa: ANN001
+    async def is_member(self, workspace_id) -> bool:
         key, now = (self.id, workspace_id), time.monotonic()
         hit = seen.get(key)
         if hit is not None and now - hit[0] < MEMBERSHIP_TTL_S:
@@ -131,7 +131,7 @@ def cache_settings_validation() -> None:
         return
 
     def parsed(adapter: TypeAdapter) -> property:
-        def get(self):  # noqa: ANN001, ANN202
+        def get(self):
             raw, memo = self.settings, self.__dict__.get("_curate_parsed_settings")
             if memo is None or memo[0] != raw:
                 memo = self.__dict__["_curate_parsed_settings"] = (copy.deepcopy(raw), adapter.validate_python(raw))
@@ -154,11 +154,11 @@ def skip_events_without_webhooks() -> None:
 
     from argilla_server.contexts.webhooks import list_enabled_webhooks
 
-    def guarded(notify):  # noqa: ANN001, ANN202
+    def guarded(notify):
         if getattr(notify, "_curate_guarded", False):
             return notify
 
-        async def notify_if_subscribed(db, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        async def notify_if_subscribed(db, *args, **kwargs):
             if not await list_enabled_webhooks(db):
                 return []
             return await notify(db, *args, **kwargs)
@@ -179,7 +179,7 @@ def prepare(settings: ServerSettings) -> None:
     """Configure, migrate, and make the owner and the configured users match the settings (idempotent)."""
     configure(settings)
     migrate()
-    import annotations.server.engine  # noqa: F401 - registers the "curate" search engine
+    import annotations.server.engine  # registers the "curate" search engine
 
     from annotations.server import bulk, responses
 

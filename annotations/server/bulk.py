@@ -52,7 +52,7 @@ class FastUpsertRecordsBulk(UpsertRecordsBulk):
         try:
             for item in items:
                 await RecordUpsertValidator.validate(item, dataset, None)
-        except Exception:  # noqa: BLE001 - argilla-server's path raises (or skips) with its own message
+        except Exception:  # argilla-server's path raises (or skips) with its own message
             return await super().upsert_records_bulk(dataset, bulk_upsert, raise_on_error)
 
         start = datetime.utcnow()

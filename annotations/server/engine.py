@@ -370,7 +370,7 @@ class CurateSearchEngine(SearchEngine):
         self,
         dataset: Dataset,
         query: Optional[Union[TextQuery, str]] = None,
-        filter: Optional[Filter] = None,  # noqa: A002 - argilla-server's own keyword
+        filter: Optional[Filter] = None,  # argilla-server's own keyword
         sort: Optional[List[Order]] = None,
         offset: int = 0,
         limit: int = 100,
@@ -408,7 +408,7 @@ class CurateSearchEngine(SearchEngine):
         value: Optional[List[float]] = None,
         record: Optional[Record] = None,
         query: Optional[Union[TextQuery, str]] = None,
-        filter: Optional[Filter] = None,  # noqa: A002
+        filter: Optional[Filter] = None,
         max_results: int = 100,
         order: SimilarityOrder = SimilarityOrder.most_similar,
         threshold: Optional[float] = None,

@@ -296,14 +296,14 @@ class DatasetIndex:
             return np.full(self.size, np.nan)
         return self._column(name)[: self.size]
 
-    def slot_values(self, getter) -> np.ndarray:  # noqa: ANN001
+    def slot_values(self, getter) -> np.ndarray:
         """A per-slot object array from a function of (slot) for the sparse columns (suggestions, responses)."""
         out = np.full(self.size, None, dtype=object)
         for slot in np.flatnonzero(self.alive[: self.size]):
             out[slot] = getter(slot)
         return out
 
-    def cached_order(self, key: tuple, build) -> np.ndarray:  # noqa: ANN001
+    def cached_order(self, key: tuple, build) -> np.ndarray:
         """Slot permutations reused until the next write: the pending queue asks for the same one each page."""
         order = self._order_cache.get(key)
         if order is None or len(order) != self.size:

@@ -17,7 +17,7 @@ _LOGGER = logging.getLogger("curate.argilla")
 ROLES = ("annotator", "admin", "owner")
 
 
-async def _workspace(db, name: str):  # noqa: ANN001, ANN202
+async def _workspace(db, name: str):
     from argilla_server.models import Workspace
 
     found = (await db.execute(select(Workspace).filter_by(name=name))).scalar_one_or_none()

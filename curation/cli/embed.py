@@ -18,7 +18,7 @@ from curation.cli.common import home_option, json_option, reports
 @home_option
 @json_option
 @reports
-def embed(model, backend, view, batch_size, threads, home, as_json):  # noqa: ANN001
+def embed(model, backend, view, batch_size, threads, home, as_json):
     """Embed new conversations; a rerun on unchanged data does nothing."""
     from curation.embed import embed as run_embed
     from curation.store import Store

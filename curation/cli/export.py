@@ -16,7 +16,7 @@ def export() -> None:
 @home_option
 @json_option
 @reports
-def conversations(out, home, as_json):  # noqa: ANN001, ANN201
+def conversations(out, home, as_json):
     """One row per conversation: id, messages, model, created_at, feedback, and each stage's columns
     (cluster_id, cluster_label, failure_score, signals, reward once those stages have run)."""
     from curation.export import export_conversations
@@ -25,4 +25,4 @@ def conversations(out, home, as_json):  # noqa: ANN001, ANN201
     result = export_conversations(Store.open(home), out)
     return result, f"wrote {result['rows']:,} conversations to {result['out']}"
 
-[export.add_command(command) for command in __import__("curation.cli.export_learn", fromlist=["COMMANDS"]).COMMANDS]  # noqa: E501 - preferences, ratings
+[export.add_command(command) for command in __import__("curation.cli.export_learn", fromlist=["COMMANDS"]).COMMANDS]  # preferences, ratings

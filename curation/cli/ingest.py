@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import click
-import orjson
 
-from curation.cli.common import fail, home_option, json_option, reports
+from curation.cli.common import home_option, json_option, reports
 from curation.ingest.readers import FORMATS
 
 

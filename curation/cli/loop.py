@@ -24,7 +24,7 @@ def loop() -> None:
               help="Loop file (TOML), e.g. loops/nightly.toml; default: built-in defaults.")
 @home_option
 @json_option
-def run(config_path, home, as_json):  # noqa: ANN001, ANN201
+def run(config_path, home, as_json):
     """Run the loop, or resume its last run if that one crashed or was killed."""
     from curation.errors import ConfigError, CurateError
     from curation.store import Store
@@ -75,7 +75,7 @@ def _run_text(result: dict) -> str:
 @home_option
 @json_option
 @reports
-def status(name, home, as_json):  # noqa: ANN001, ANN201
+def status(name, home, as_json):
     """The newest run with its steps, and whether a run is in progress now."""
     from curation.store import Store
     from loops.loop.history import status as loop_status
@@ -100,7 +100,7 @@ def status(name, home, as_json):  # noqa: ANN001, ANN201
 @home_option
 @json_option
 @reports
-def history(name, limit, home, as_json):  # noqa: ANN001, ANN201
+def history(name, limit, home, as_json):
     """Past runs: status, duration, and what each produced (ingested, clusters, failure rate, pushed, ratings,
     pairs, model accuracy, promotion)."""
     from curation.store import Store

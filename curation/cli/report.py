@@ -17,7 +17,7 @@ from curation.cli.common import home_option, json_option, reports
 @home_option
 @json_option
 @reports
-def report(out, top, points, projection, min_users, home, as_json):  # noqa: ANN001, ANN201
+def report(out, top, points, projection, min_users, home, as_json):
     """Write a self-contained HTML report: cluster map, failure-rate bars, trends, the failure-cluster table."""
     from curation.report import write_report
     from curation.store import Store

@@ -71,7 +71,7 @@ class LLMLabeller:
                 name = clean_label(answer, self.max_words)
                 if not name:
                     raise ValueError("the answer held no label")
-            except Exception as exc:  # noqa: BLE001 - any endpoint fault keeps the c-TF-IDF label
+            except Exception as exc:  # any endpoint fault keeps the c-TF-IDF label
                 self.stats_["failed"] += 1
                 reason, fix, fatal = _diagnose(exc, self.timeout)
                 if self.stats_["error"] is None or fatal:  # the warning names the error that stopped the calls
@@ -106,7 +106,7 @@ class LLMLabeller:
         payload = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - the user's endpoint
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # the user's endpoint
             data = json.loads(response.read(1_000_000))
         content = data["choices"][0]["message"]["content"]
         if not isinstance(content, str):
@@ -148,7 +148,7 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(exc.read(10_000))
         message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
-    except Exception:  # noqa: BLE001 - the detail is a courtesy
+    except Exception:  # the detail is a courtesy
         message = None
     return f": {str(message)[:120]}" if message else f" {exc.reason}"
 

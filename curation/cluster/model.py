@@ -224,7 +224,7 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
         self.fit_sample = fit_sample
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y=None) -> "AutoKMeans":  # noqa: ANN001
+    def fit(self, X: np.ndarray, y=None) -> "AutoKMeans":
         X = normalise(np.asarray(X, dtype=np.float32))
         rng = np.random.default_rng(self.random_state)
         rows = np.arange(len(X))
@@ -269,7 +269,7 @@ class SampledHDBSCAN(ClusterMixin, BaseEstimator):
         self.fit_sample = fit_sample
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y=None) -> "SampledHDBSCAN":  # noqa: ANN001
+    def fit(self, X: np.ndarray, y=None) -> "SampledHDBSCAN":
         X = normalise(np.asarray(X, dtype=np.float32))
         rows = np.arange(len(X))
         if len(X) > self.fit_sample:

@@ -139,7 +139,7 @@ def _extend(X: np.ndarray, ids: list[str], previous: dict, old: dict):
     return index, sim, novel
 
 
-def _refit(X, k, algorithm, seed, clusterer, reducer, old, min_similarity):  # noqa: ANN001, ANN202
+def _refit(X, k, algorithm, seed, clusterer, reducer, old, min_similarity):
     model = clusterer if clusterer is not None else make_clusterer(algorithm, k, seed)
     Z = reducer.fit_transform(X) if reducer is not None else X
     labels = np.asarray(model.fit(Z).labels_)
@@ -169,7 +169,7 @@ def _own_similarity(X: np.ndarray, C: np.ndarray, index: np.ndarray) -> np.ndarr
     return sim
 
 
-def _centroids(X, index, k, old, refitted):  # noqa: ANN001, ANN202
+def _centroids(X, index, k, old, refitted):
     """Refit: members' mean. Extend: the stored centroid, so a cluster's meaning does not creep between refits."""
     if not refitted:
         return old["centroids"]
@@ -179,7 +179,7 @@ def _centroids(X, index, k, old, refitted):  # noqa: ANN001, ANN202
     return out
 
 
-def _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted) -> int:  # noqa: ANN001
+def _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted) -> int:
     """Write only rows that changed, a chunk at a time (a million row dicts at once would cost gigabytes)."""
     changed = [i for i, cid in enumerate(ids)
                if refitted or (kept := previous.get(cid)) is None or kept[0] != cluster_id[i]]
@@ -200,7 +200,7 @@ def _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, ref
     return len(changed)
 
 
-def _label_texts(store, ids, index, sim, k, seed):  # noqa: ANN001, ANN202
+def _label_texts(store, ids, index, sim, k, seed):
     """Per cluster: texts of its most central and some random members (for keywords), and its central example ids."""
     rng = np.random.default_rng(seed)
     order = np.lexsort((-sim, index))  # by cluster, most central first
@@ -231,7 +231,7 @@ def _user_texts(store: Store, ids: list[str]) -> dict[str, str]:
     return out
 
 
-def _write_clusters(store, ids_of, centroids, member_radii, index, labels, examples, ids, space, run_id, old):  # noqa: ANN001
+def _write_clusters(store, ids_of, centroids, member_radii, index, labels, examples, ids, space, run_id, old):
     sizes = np.bincount(index, minlength=len(ids_of))
     users = distinct_users(store)
     existing = set(_all_cluster_ids(store))

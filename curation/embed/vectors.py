@@ -54,7 +54,7 @@ def ensure_space(store: Store, name: str, model: str, view: str, backend: str, d
     return row.id
 
 
-def _insert_ignore(store: Store, table: sa.Table):  # noqa: ANN202
+def _insert_ignore(store: Store, table: sa.Table):
     """INSERT that skips rows whose key exists: concurrent runs may write the same conversation."""
     if store.dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert

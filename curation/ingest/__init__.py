@@ -130,7 +130,7 @@ class _Job:
             tail = self._tails[source] = (source, self.run_id, utcnow())
         return tail
 
-    def run(self, source: Source, fmt: str, on_bytes) -> None:  # noqa: ANN001
+    def run(self, source: Source, fmt: str, on_bytes) -> None:
         if source.kind == "jsonl" and self.workers > 1 and source.size >= PARALLEL_MIN_BYTES:
             lines = jsonl_lines(source.path, on_bytes, self._damaged(source.path))
             first = next(lines, None)
@@ -145,7 +145,7 @@ class _Job:
         self.run_items(read(source, on_bytes if source.kind == "jsonl" else None, self._damaged(source.path)),
                        fmt, source.path)
 
-    def _damaged(self, path: str):  # noqa: ANN202
+    def _damaged(self, path: str):
         """What the reader calls when a file breaks off: the lost rest is one quarantined record, the run is partial."""
         def damaged(line: int, reason: str) -> None:
             self.counts["read"] += 1
@@ -173,7 +173,7 @@ class _Job:
         for item in items:
             self._take(source, item.line, item.raw, *parse_item(item, fmt, self.limits))
 
-    def _run_parallel(self, path: str, lines, fmt: str) -> None:  # noqa: ANN001
+    def _run_parallel(self, path: str, lines, fmt: str) -> None:
         """Validate chunks of lines in worker processes while this one writes batches; at most a few chunks in flight."""
         import concurrent.futures as cf
         import multiprocessing as mp
@@ -304,7 +304,7 @@ class _Writer:
     disk), so on two cores the next batch is parsed while this one is written. Batches are written in order.
     """
 
-    def __init__(self, connect, write, depth: int = 2):  # noqa: ANN001
+    def __init__(self, connect, write, depth: int = 2):
         self._connect = connect
         self._write = write
         self._queue: queue.Queue = queue.Queue(depth)
@@ -334,11 +334,11 @@ class _Writer:
                     try:
                         conn = conn or stack.enter_context(self._connect())
                         self._write(conn, batch)
-                    except BaseException as exc:  # noqa: BLE001 - handed to the ingesting thread, which raises it
+                    except BaseException as exc:  # handed to the ingesting thread, which raises it
                         self._error = exc
 
 
-def _insert_threads(conn, threads: list[tuple[Conversation, tuple]]) -> tuple[int, int, int]:  # noqa: ANN001
+def _insert_threads(conn, threads: list[tuple[Conversation, tuple]]) -> tuple[int, int, int]:
     """Insert the pending multi-line conversations; (lines ingested, lines duplicate, conversations added)."""
     if not threads:
         return 0, 0, 0
@@ -356,7 +356,7 @@ def _insert_threads(conn, threads: list[tuple[Conversation, tuple]]) -> tuple[in
     return len(ingested_lines), len(seen_lines - ingested_lines), len(new)
 
 
-def _conflicts(conn, rows: list[tuple]) -> list[tuple[int, str, str]]:  # noqa: ANN001
+def _conflicts(conn, rows: list[tuple]) -> list[tuple[int, str, str]]:
     """(index, stored content hash, its content hash) of each row whose id is stored with other content."""
     stored: dict[str, tuple] = {}
     ids = list({row[0] for row in rows})
@@ -398,12 +398,12 @@ def _record(row: tuple, feedback: list[tuple]) -> bytes:
     return orjson.dumps({k: v for k, v in record.items() if v is not None})
 
 
-def _chain(first, rest):  # noqa: ANN001, ANN202
+def _chain(first, rest):
     yield first
     yield from rest
 
 
-def _chain_end(items):  # noqa: ANN001, ANN202
+def _chain_end(items):
     """The items, then None to mark the end."""
     yield from items
     yield None

@@ -195,7 +195,7 @@ def read_hf(path_or_id: str) -> Iterator[Item]:
             data = datasets.load_from_disk(path_or_id)
         else:
             data = datasets.load_dataset(path_or_id, split="train")
-    except Exception as exc:  # noqa: BLE001 - datasets raises many types; the message names the fix
+    except Exception as exc:  # datasets raises many types; the message names the fix
         raise InputError(
             f"{path_or_id}: cannot load as a Hugging Face dataset ({str(exc).splitlines()[0][:120]}); "
             "pass a folder written by save_to_disk, or a hub id while online"

@@ -192,7 +192,7 @@ def _make_engine(url: str) -> sa.Engine:
             engine = sa.create_engine(url, connect_args={"timeout": 60})
 
             @sa.event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            def _pragmas(dbapi_conn, _record):
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")

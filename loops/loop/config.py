@@ -17,7 +17,7 @@ from loops.export_config import RULES, PairRules
 from loops.reward_config import LOSSES, TrainConfig
 
 
-def _f(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
     meta = {"help": help, "choices": choices}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)

@@ -20,7 +20,7 @@ HEADLINES = [
 def _seconds(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
-    parse = lambda t: dt.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: E731
+    parse = lambda t: dt.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ")
     return round((parse(end) - parse(start)).total_seconds(), 1)
 
 

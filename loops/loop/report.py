@@ -68,7 +68,7 @@ def _status(run: dict) -> str:
     return "partial" if any((s.get("message") or "").startswith("unreachable") for s in steps) else "done"
 
 
-def _e(value) -> str:  # noqa: ANN001
+def _e(value) -> str:
     return html.escape(str(value))
 
 
@@ -108,7 +108,7 @@ def _cluster_run(run: dict | None) -> str | None:
 
 def _changes(this: dict, previous: dict | None, trend: dict) -> list[dict]:
     now_run, before_run = _cluster_run(this), _cluster_run(previous)
-    total = lambda run: sum(dict(p).get(run, {}).get("failures", 0) for p in trend.values()) or 1  # noqa: E731
+    total = lambda run: sum(dict(p).get(run, {}).get("failures", 0) for p in trend.values()) or 1
     total_now, total_before = total(now_run), total(before_run)
     changes = []
     for cid, points in trend.items():
@@ -171,7 +171,7 @@ def _annotation(runs: list[dict], this: dict) -> str:
             "<th>Krippendorff α (ordinal)</th></tr>" + "".join(rows) + "</table>")
 
 
-def _fmt(value) -> str:  # noqa: ANN001
+def _fmt(value) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "—"
 
 

@@ -119,7 +119,7 @@ def _run_step(ctx: RunContext, name: str, fn: Step) -> dict:
         message = ("unreachable: " if skip.unreachable else "") + str(skip)
     except CurateError as exc:
         status, message = "failed", str(exc)
-    except Exception as exc:  # noqa: BLE001 - record the failure in the run before reporting it
+    except Exception as exc:  # record the failure in the run before reporting it
         status, message = "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
     seconds = round(time.perf_counter() - t0, 3)
     _update_step(ctx.store, ctx.run_id, name, status=status, finished_at=utcnow(), seconds=seconds,

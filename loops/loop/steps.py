@@ -5,7 +5,6 @@ library function, and returns the figures to record.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 

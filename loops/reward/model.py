@@ -164,7 +164,7 @@ class _OnnxInt8:
         return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
 
 
-def _openvino(path: Path):  # noqa: ANN202
+def _openvino(path: Path):
     """The checkpoint as an OpenVINO model, exported once into `path/openvino` (faster on CPUs: 1.3x measured on AVX2)."""
     try:
         from optimum.intel import OVModelForSequenceClassification

@@ -262,19 +262,19 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
     lengths = [r["n_tokens"] for r in rows]
 
     class _Trainer(Trainer):
-        def create_optimizer(self):  # noqa: ANN202
+        def create_optimizer(self):
             optimizer = super().create_optimizer()
             extra = list(objective.parameters())
             if extra and not any(p is extra[0] for g in optimizer.param_groups for p in g["params"]):
                 optimizer.add_param_group({"params": extra, "weight_decay": 0.0})  # the learned length coefficient
             return optimizer
 
-        def _get_train_sampler(self, *args: Any, **kwargs: Any):  # noqa: ANN202
+        def _get_train_sampler(self, *args: Any, **kwargs: Any):
             # Batches of similar length waste little on padding: the main CPU speed-up. Order is seeded.
             return LengthGroupedSampler(self.args.train_batch_size, lengths=lengths,
                                         generator=torch.Generator().manual_seed(cfg.seed))
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN202
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = objective(model, inputs)
             return (loss, None) if return_outputs else loss
 
