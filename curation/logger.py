@@ -11,6 +11,7 @@ be written, the batch is appended to a spool JSONL file instead (mode 0600, in a
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import logging
 import os
 import queue
@@ -50,11 +51,13 @@ class ConversationLogger:
     def log(self, messages: list[dict], id: str | None = None, model: str | None = None,
             user_id: str | None = None, session_id: str | None = None, metadata: dict | None = None,
             created_at: str | None = None, feedback: list[dict] | None = None) -> str:
-        """Queue one conversation; returns its id (the given one, else the content hash ingest would use)."""
+        """Queue one conversation; returns its id (the given one, else the content hash ingest would use).
+        `created_at` defaults to now (UTC, ISO 8601), as a feedback event's `at` does."""
         try:
             conv_id = id or content_hash(messages)
             record = {"id": conv_id, "messages": messages, "model": model, "user_id": user_id,
-                      "session_id": session_id, "metadata": metadata, "created_at": created_at, "feedback": feedback}
+                      "session_id": session_id, "metadata": metadata, "created_at": created_at or _now(),
+                      "feedback": feedback}
             self._put({k: v for k, v in record.items() if v is not None})
             return conv_id
         except Exception:  # logging must never break the serving app
@@ -64,10 +67,7 @@ class ConversationLogger:
     def feedback(self, conversation_id: str, type: str, value: Any = None, turn: int | None = None,
                  at: str | None = None) -> None:
         """Queue a feedback event (thumbs_down, rating, regenerated, edited, comment, …) for a logged conversation."""
-        import datetime as dt
-
-        event = {"conversation_id": conversation_id, "type": type, "value": value, "turn": turn,
-                 "at": at or dt.datetime.now(dt.timezone.utc).isoformat()}
+        event = {"conversation_id": conversation_id, "type": type, "value": value, "turn": turn, "at": at or _now()}
         self._put({k: v for k, v in event.items() if v is not None})
 
     def flush(self, timeout: float | None = 30.0) -> None:
@@ -134,6 +134,10 @@ class ConversationLogger:
                 self.spooled += len(batch)
         except Exception:
             log.exception("curate: could not spool %d records", len(batch))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 _default: ConversationLogger | None = None

@@ -63,3 +63,22 @@ def test_store_unreachable_spools_and_ingest_of_spool_loses_nothing(home, store,
     summary = ingest(store, [spool])
     assert summary["quarantined"] == 0 and summary["ingested"] == 110
     assert store.count(conversations) == 100 and store.count(feedback) == 10
+
+
+def test_logged_conversations_get_a_utc_created_at_like_their_feedback(home, store):
+    import datetime as dt
+
+    logger = ConversationLogger(home, flush_interval=0.05)
+    before = dt.datetime.now(dt.timezone.utc)
+    cid = logger.log(MESSAGES)
+    given = logger.log([*MESSAGES[:1], {"role": "assistant", "content": "other"}], created_at="2026-01-02T03:04:05+00:00")
+    logger.feedback(cid, "thumbs_down")
+    logger.flush()
+    logger.close()
+    with store.connect() as conn:
+        stamped = dict(conn.execute(sa.select(conversations.c.id, conversations.c.created_at)).all())
+        at = conn.execute(sa.select(feedback.c.at)).scalar_one()
+    stamp = dt.datetime.fromisoformat(stamped[cid])
+    assert stamp.utcoffset() == dt.timedelta(0) and before <= stamp <= dt.datetime.now(dt.timezone.utc)
+    assert dt.datetime.fromisoformat(at).utcoffset() == dt.timedelta(0)
+    assert dt.datetime.fromisoformat(stamped[given]) == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)  # kept
