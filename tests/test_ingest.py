@@ -228,3 +228,25 @@ def test_a_failing_write_fails_the_run_and_keeps_committed_batches(store, tmp_pa
     with store.connect() as conn:
         status, summary = conn.execute(sa.select(runs.c.status, runs.c.summary)).one()
     assert status == "failed" and orjson.loads(summary)["ingested"] == 600
+
+
+def test_feedback_for_an_unknown_conversation_waits_for_it(cli, store, tmp_path):
+    """An event whose conversation is not in the store is kept and reported as waiting (events may arrive first,
+    e.g. a feedback file ingested before the log it is about); once the conversation comes, it is the conversation's."""
+    from curation.signals import score_failures
+    from curation.store.failure_tables import failure_scores
+
+    write_lines(tmp_path / "events.jsonl", [{"conversation_id": "c1", "type": "thumbs_down"},
+                                            {"conversation_id": "later", "type": "flag"}])
+    write_lines(tmp_path / "chat.jsonl", [chat(1)])
+    cli.json("ingest", tmp_path / "chat.jsonl")
+    first = cli.json("ingest", tmp_path / "events.jsonl")
+    assert (first["ingested"], first["feedback_events"], first["feedback_waiting"]) == (2, 2, 1)
+    write_lines(tmp_path / "more.jsonl", [{"conversation_id": "never", "type": "abandoned"}])
+    assert "1 of them wait for their conversation" in cli("ingest", tmp_path / "more.jsonl").stdout
+    write_lines(tmp_path / "late.jsonl", [{"id": "later", "messages": chat(2)["messages"]}])
+    assert cli.json("ingest", tmp_path / "late.jsonl")["feedback_waiting"] == 0
+    score_failures(store)
+    with store.connect() as conn:
+        score = conn.execute(sa.select(failure_scores.c.failure_score).where(failure_scores.c.conversation_id == "later")).scalar_one()
+    assert score >= 0.9  # the waiting flag counts for the conversation once it is there

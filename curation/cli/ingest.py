@@ -44,6 +44,9 @@ def _human(s: dict) -> str:
         f"read {s['read']:,}  ingested {s['ingested']:,}  duplicates {s['duplicates']:,}  quarantined {s['quarantined']:,}",
         f"{s['conversations']:,} new conversations, {s['feedback_events']:,} feedback events",
     ]
+    if s.get("feedback_waiting"):
+        lines[-1] += (f"; {s['feedback_waiting']:,} of them wait for their conversation (not in the store yet; "
+                      "they count once it is ingested)")
     if s["quarantine_file"]:
         lines.append(f"quarantine: {s['quarantine_file']}")
     return "\n".join(lines)

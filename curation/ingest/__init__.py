@@ -109,7 +109,8 @@ class _Job:
         self.batch_size = settings.batch_size
         self.workers = settings.workers
         self.limits = Limits(settings.max_messages, settings.max_chars, settings.user_salt)
-        self.counts = dict(read=0, ingested=0, duplicates=0, quarantined=0, conflicts=0, conversations=0, feedback_events=0)
+        self.counts = dict(read=0, ingested=0, duplicates=0, quarantined=0, conflicts=0, conversations=0, feedback_events=0,
+                           feedback_waiting=0)
         self.rows: list[tuple] = []  # one-line conversations, as conversation rows ready to insert
         self.lines: list[int] = []  # the line (or record number) each row came from
         self.feedback: list[tuple] = []  # their feedback rows
@@ -252,17 +253,24 @@ class _Job:
             new_feedback = insert_tuples(conn, feedback, FB_COLUMNS, fb_rows)
             # an event line is ingested when its row is new: not stored before, and not repeated earlier in the batch
             known = existing_ids(conn, feedback.c.id, [row[0] for row, _ in events]) if events else set()
+            fresh = []
             for row, _where in events:
                 if row[0] in known:
                     duplicates += 1
                 else:
                     known.add(row[0])
-                    ingested += 1
+                    fresh.append(row)
+            ingested += len(fresh)
             new_feedback += insert_tuples(conn, feedback, FB_COLUMNS, [row + run for row, _ in events])
+            # an event may come before its conversation (a feedback file ingested first): it is kept, and it is the
+            # conversation's once that arrives; until then it is counted as waiting
+            about = existing_ids(conn, conversations.c.id, list({row[1] for row in fresh})) if fresh else set()
+            waiting = sum(1 for row in fresh if row[1] not in about)
         self.counts["ingested"] += ingested
         self.counts["duplicates"] += duplicates
         self.counts["conversations"] += added + new_threads
         self.counts["feedback_events"] += new_feedback
+        self.counts["feedback_waiting"] += waiting
         for i, stored, new in conflicts:
             row = rows[i]
             self.counts["conflicts"] += 1
@@ -291,6 +299,7 @@ class _Job:
             "conflicts": self.counts["conflicts"],
             "conversations": self.counts["conversations"],
             "feedback_events": self.counts["feedback_events"],
+            "feedback_waiting": self.counts["feedback_waiting"],  # new events whose conversation is not stored yet
             **({"truncated": self.truncated} if self.truncated else {}),
             "run_id": self.run_id,
         }
