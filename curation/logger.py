@@ -144,19 +144,20 @@ _default: ConversationLogger | None = None
 _default_lock = threading.Lock()
 
 
-def log_conversation(messages: list[dict], **kwargs: Any) -> str:
-    """Log one conversation through a process-wide `ConversationLogger` (home from $CURATE_HOME)."""
+def default_logger() -> ConversationLogger:
+    """The process-wide `ConversationLogger` (home from $CURATE_HOME), created on first use."""
     global _default
     with _default_lock:
         if _default is None:
             _default = ConversationLogger()
-    return _default.log(messages, **kwargs)
+    return _default
+
+
+def log_conversation(messages: list[dict], **kwargs: Any) -> str:
+    """Log one conversation through the process-wide `ConversationLogger`."""
+    return default_logger().log(messages, **kwargs)
 
 
 def log_feedback(conversation_id: str, type: str, **kwargs: Any) -> None:
     """Attach a feedback event to a conversation logged earlier."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = ConversationLogger()
-    _default.feedback(conversation_id, type, **kwargs)
+    default_logger().feedback(conversation_id, type, **kwargs)

@@ -10,7 +10,8 @@ from curation.ingest.readers import FORMATS
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-              help="Record format; auto detects OpenAI chat, ShareGPT, oasst trees and feedback events per file.")
+              help="Record format; auto detects OpenAI chat, ShareGPT, oasst trees and feedback events per file. "
+                   "otel: OpenTelemetry OTLP/JSON trace files (GenAI spans; --json adds skipped_spans).")
 @click.option("--strict", is_flag=True, help="Exit 1 if any record is quarantined (valid records are still stored).")
 @click.option("--max-messages", type=click.IntRange(1), default=None, help="Quarantine conversations with more messages (default 1000).")
 @click.option("--max-chars", type=click.IntRange(1), default=None, help="Quarantine conversations with more characters (default 500000).")
@@ -47,6 +48,8 @@ def _human(s: dict) -> str:
     if s.get("feedback_waiting"):
         lines[-1] += (f"; {s['feedback_waiting']:,} of them wait for their conversation (not in the store yet; "
                       "they count once it is ingested)")
+    if "skipped_spans" in s:
+        lines.append(f"{s['skipped_spans']:,} spans skipped (not GenAI chat), {s['skipped_records']:,} log/metric records skipped")
     if s["quarantine_file"]:
         lines.append(f"quarantine: {s['quarantine_file']}")
     return "\n".join(lines)

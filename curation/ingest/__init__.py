@@ -21,7 +21,7 @@ from tqdm import tqdm
 from curation.config import IngestSettings
 from curation.errors import StrictModeError
 from curation.home import open_private
-from curation.ingest import oasst
+from curation.ingest import oasst, otel
 from curation.ingest.readers import Item, Source, expand, jsonl_lines, parse_line, read
 from curation.ingest.parse import parse_chunk, parse_item
 from curation.ingest.records import CONVERSATION_COLUMNS, FEEDBACK_COLUMNS, Conversation, Limits, classify, content_hash
@@ -57,9 +57,13 @@ def ingest(
     job = _Job(store, run_id, settings)
     total = sum(s.size for s in sources if s.kind == "jsonl") or None
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=None if progress is None else not progress)
+    extra: dict[str, int] = {}
     try:
-        for source in sources:
-            job.run(source, fmt, bar.update)
+        if fmt == "otel":  # spans of one conversation may be anywhere in the files: one reader for all of them
+            extra = job.run_otel(sources, bar.update)
+        else:
+            for source in sources:
+                job.run(source, fmt, bar.update)
         job.finish()
     except BaseException:
         job.close()
@@ -67,7 +71,7 @@ def ingest(
         raise
     finally:
         bar.close()
-    summary = job.summary()
+    summary = {**job.summary(), **extra}
     store.finish_run(run_id, "partial" if job.truncated else "done", summary)
     if strict and summary["quarantined"]:
         error = StrictModeError(
@@ -155,6 +159,18 @@ class _Job:
             log.warning("curate: %s: %s", path, reason)
 
         return damaged
+
+    def run_otel(self, sources: list[Source], on_bytes) -> dict[str, int]:
+        """OTLP/JSON trace files: one record per GenAI span; returns the counts of what was skipped."""
+        reader = otel.Reader(self.limits)
+        for found, rejected, n_read in reader.conversations(sources, on_bytes, self._damaged):
+            self.counts["read"] += n_read
+            for item, reason in rejected:
+                self.reject(item, reason)
+            for conv, path in found:
+                self.threads.append((conv, self._tail(path)))
+            self._maybe_flush()
+        return {"skipped_spans": reader.skipped_spans, "skipped_records": reader.skipped_records}
 
     def run_items(self, items: Iterable[Item], fmt: str, source: str) -> None:
         items = iter(items)

@@ -43,4 +43,6 @@ def _unknown_reason(obj: Any, fmt: str) -> str:
         return "missing 'messages'"
     if fmt == "sharegpt":
         return "missing 'conversations'"
+    if "resourceSpans" in obj:
+        return "an OpenTelemetry trace export (OTLP/JSON): ingest it with --format otel"
     return "unrecognised record: expected 'messages' (OpenAI chat), 'conversations' (ShareGPT), or a feedback event"

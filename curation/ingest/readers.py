@@ -18,7 +18,7 @@ from curation.errors import InputError
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)
-FORMATS = ("auto", "openai", "sharegpt", "oasst", "parquet", "hf")
+FORMATS = ("auto", "openai", "sharegpt", "oasst", "otel", "parquet", "hf")
 OnDamage = Callable[[int, str], None]  # (number of the first line lost, reason)
 
 
@@ -71,7 +71,7 @@ def expand(paths: list[str], fmt: str = "auto") -> list[Source]:
             continue
         kind = "hf" if fmt == "hf" else _kind(path)
         if kind is None:
-            kind = "parquet" if fmt == "parquet" else "jsonl" if fmt in ("openai", "sharegpt", "oasst") else None
+            kind = "parquet" if fmt == "parquet" else "jsonl" if fmt in ("openai", "sharegpt", "oasst", "otel") else None
         if kind is None:
             raise InputError(
                 f"{given}: unknown file type; use .jsonl, .jsonl.gz or .parquet, or name the format with --format"
