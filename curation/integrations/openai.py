@@ -131,7 +131,7 @@ def _watch_stream(stream: Any, call: Any, recorder: Recorder, chunks: Any) -> An
                     watched.close()
 
             stream.close = sync_close
-    except Exception:  # noqa: BLE001 - logging must never break the serving app
+    except Exception:  # logging must never break the serving app
         log.exception("curate: could not watch a streamed chat completion")
     return stream
 

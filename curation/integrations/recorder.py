@@ -72,7 +72,7 @@ class Recorder:
             if scope is not None:  # without a session or user, the same prompt from two people is no regeneration
                 call.key = (scope, _context_key(call.messages))
             return call
-        except Exception:  # noqa: BLE001 - logging must never break the serving app
+        except Exception:  # logging must never break the serving app
             log.exception("curate: could not record a chat completion request")
             return None
 
@@ -86,7 +86,7 @@ class Recorder:
             self._log(call, replies, response.id, response.model, _usage(response.usage), latency, None)
             _tag(response, call.id, len(replies))
             last_id.set(call.id)
-        except Exception:  # noqa: BLE001
+        except Exception:  # logging must never break the serving app
             log.exception("curate: could not log a chat completion")
 
     def stream_end(self, call: Call | None, chunks: "Assembler", ended: str | None) -> None:
@@ -101,7 +101,7 @@ class Recorder:
                 extra["stream_error"] = ended[:300]
             self._log(call, chunks.replies(), chunks.id, chunks.model, chunks.usage, latency, extra,
                       abandoned=ended == "abandoned")
-        except Exception:  # noqa: BLE001
+        except Exception:  # logging must never break the serving app
             log.exception("curate: could not log a streamed chat completion")
 
     def _log(self, call: Call, replies: list[tuple[int, dict, str | None]], response_id: str | None,
@@ -170,7 +170,7 @@ class Assembler:
                         slot[3].append(delta.refusal)
                 if choice.finish_reason:
                     slot[2] = choice.finish_reason
-        except Exception:  # noqa: BLE001 - a chunk we cannot read must not break the app's stream
+        except Exception:  # a chunk we cannot read must not break the app's stream
             log.exception("curate: could not read a stream chunk")
 
     def replies(self) -> list[tuple[int, dict, str | None]]:
