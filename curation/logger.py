@@ -117,7 +117,8 @@ class ConversationLogger:
             ingest_records(self._store, batch, source="logger")
             self.written += len(batch)
         except Exception as exc:  # the store is down or full: keep the data on local disk
-            log.warning("curate: store unavailable (%s); spooling %d records to %s", exc, len(batch), self.spool_path)
+            log.warning("curate: store unavailable (%s); spooling %d records to %s", _reason(exc), len(batch),
+                        self.spool_path)
             self._store = None
             self._spool(batch)
 
@@ -161,3 +162,11 @@ def log_conversation(messages: list[dict], **kwargs: Any) -> str:
 def log_feedback(conversation_id: str, type: str, **kwargs: Any) -> None:
     """Attach a feedback event to a conversation logged earlier."""
     default_logger().feedback(conversation_id, type, **kwargs)
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's one-line reason, never the statement: SQLAlchemy's message carries the SQL and its parameters,
+    which are the users' conversations."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:200] if lines else ''}"

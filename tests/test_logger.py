@@ -82,3 +82,21 @@ def test_logged_conversations_get_a_utc_created_at_like_their_feedback(home, sto
     assert stamp.utcoffset() == dt.timedelta(0) and before <= stamp <= dt.datetime.now(dt.timezone.utc)
     assert dt.datetime.fromisoformat(at).utcoffset() == dt.timedelta(0)
     assert dt.datetime.fromisoformat(stamped[given]) == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)  # kept
+
+
+def test_the_spool_warning_names_the_reason_not_the_conversations(home, store, tmp_path, caplog):
+    # the store accepts connections but refuses the insert (as a full disk or a dropped table would): SQLAlchemy's
+    # error then carries the statement and its parameters, which are the users' conversations
+    with store.begin() as conn:
+        conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON conversations "
+                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    secret = "my card number is 4111 1111 1111 1111"
+    logger = ConversationLogger(home, batch_size=5, flush_interval=0.05, spool=tmp_path / "spool.jsonl")
+    with caplog.at_level("WARNING", logger="curate.logger"):
+        logger.log([{"role": "user", "content": secret}, {"role": "assistant", "content": "noted"}])
+        logger.flush()
+        logger.close()
+    assert logger.spooled == 1
+    warnings = [r.getMessage() for r in caplog.records if "spooling" in r.getMessage()]
+    assert warnings and "database or disk is full" in warnings[0]
+    assert all(secret not in w and "INSERT" not in w for w in warnings), warnings
