@@ -245,3 +245,30 @@ def test_export_conversations_gains_cluster_and_failure_columns(store, cli, tmp_
     assert failing["signals"][0]["name"] == "thumbs_down" and failing["reward"] is None
     lonely = rows["lonely"]
     assert lonely["cluster_id"] is None and lonely["cluster_label"] is None and lonely["failure_score"] == 0
+
+
+def test_a_cluster_of_identical_texts_does_not_call_a_copy_novel():
+    """Zero spread (identical or templated texts) made the radius the median itself: an exact copy, at similarity
+    1.0 against a radius of 1.0000001, was novel. The spread has a floor, so the radius stays below the members."""
+    from curation.cluster.identity import MIN_SPREAD, radii
+
+    sim = np.array([1.0000001] * 20 + [0.9, 0.92] * 10, dtype=np.float32)
+    labels = np.array([0] * 20 + [1] * 20)
+    radius = radii(sim, labels, 2)
+    assert radius[0] == pytest.approx(1.0000001 - 3 * MIN_SPREAD) and radius[0] < 0.99 < 1.0
+    assert radius[1] == pytest.approx(0.91 - 3 * MIN_SPREAD, abs=1e-3)
+
+
+def test_clusters_show_says_how_signals_combine_and_marks_novel_members(store, cli):
+    X, y = blobs(60, [0, 1, 2], seed=0)
+    ids = add_conversations(store, y, "a")
+    cluster(store, k=3, vectors=(ids, X))
+    X2, y2 = blobs(6, [4], seed=3)
+    ids2 = add_conversations(store, y2, "n", failing_topic=4)
+    cluster(store, k=3, vectors=(ids + ids2, np.vstack([X, X2])))
+    shown = cli("clusters", "show", str(assignments(store)[ids2[1]]), "--min-users", "1").stdout
+    assert "failure = 1 − Π(1 − weight·value) over the failure signals that fired" in shown
+    line = next(row for row in shown.splitlines() if row.startswith(f"- {ids2[1]} "))
+    assert "(novel: unlike this cluster, it waits here for a refit)" in line
+    assert "! thumbs_down (weight +0.9, value 1):" in shown
+    assert "q-value" in cli("clusters").stdout.splitlines()[0].split()  # one name, as in the README

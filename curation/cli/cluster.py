@@ -5,6 +5,11 @@ import click
 
 from curation.cli.common import SEED, home_option, json_option, reports
 
+min_users_option = click.option(
+    "--min-users", type=click.IntRange(1), default=5, show_default=True,
+    help="Privacy threshold: show a cluster's label, keywords and examples only when this many distinct users are "
+         "in it (off when the store has no user ids).")
+
 
 def _k(value: str) -> int | str:
     if value == "auto":
@@ -48,6 +53,11 @@ def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home
     verb = "re-clustered into" if result["refit"] else "extended"
     human = (f"{verb} {result['clusters']} clusters: {result['assigned']} assignments written, "
              f"{result['novel']} novel, in {result['seconds']}s (run {result['run_id']})")
+    if result["novel"]:
+        human += (f"\n{result['novel']} of {result['conversations']} conversations "
+                  f"({result['novel'] / result['conversations']:.1%}) are novel: unlike every cluster, they wait in "
+                  f"the nearest one, flagged; a run will refit when novel conversations exceed "
+                  f"{result['drift']:.0%} (--refit forces it)")
     if isinstance(namer, LLMLabeller):
         result["labeller"] = {"kind": "llm", "model": namer.model, **namer.stats_}
         human += (f"\nLLM labels: {namer.stats_['labelled']} named by {namer.model}, {namer.stats_['failed']} kept "
@@ -57,13 +67,13 @@ def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home
 
 @click.group(invoke_without_command=True)
 @click.option("--top", type=click.IntRange(1), default=None, help="Show only the N highest-ranked clusters.")
-@click.option("--min-users", type=click.IntRange(1), default=5, show_default=True,
-              help="Privacy threshold: show label, keywords and examples only for clusters with this many distinct users.")
+@min_users_option
 @home_option
 @json_option
 @click.pass_context
 def clusters(ctx, top, min_users, home, as_json):
-    """Clusters ranked by failure: rate with a Wilson interval, lift, Benjamini–Hochberg q-value."""
+    """Clusters ranked by failure: rate with a Wilson interval, lift, and q-value (the Benjamini–Hochberg-corrected
+    p-value of the cluster failing more often than the rest)."""
     if ctx.invoked_subcommand is not None:
         return
     _ranked(top=top, min_users=min_users, home=home, as_json=as_json)
@@ -81,7 +91,7 @@ def _ranked(top, min_users, home, as_json):
 def format_table(rows: list[dict]) -> str:
     if not rows:
         return "no clusters yet; run `curate embed` and `curate cluster`"
-    lines = [f"{'id':>4} {'size':>7} {'fail%':>6} {'95% CI':>13} {'lift':>5} {'q':>7}  label"]
+    lines = [f"{'id':>4} {'size':>7} {'fail%':>6} {'95% CI':>13} {'lift':>5} {'q-value':>7}  label"]
     for r in rows:
         lift = "-" if r["lift"] is None else f"{r['lift']:.2f}"
         label = f"({r['size']} conversations, too few users to show)" if r["hidden"] else r["label"]
@@ -94,7 +104,7 @@ def format_table(rows: list[dict]) -> str:
 @clusters.command("show")
 @click.argument("cluster_id", type=int)
 @click.option("-n", "n", type=click.IntRange(1), default=5, show_default=True, help="Examples of each kind.")
-@click.option("--min-users", type=click.IntRange(1), default=5, show_default=True)
+@min_users_option
 @home_option
 @json_option
 @reports
@@ -110,14 +120,17 @@ def show(cluster_id, n, min_users, home, as_json):
 def format_cluster(c: dict) -> str:
     head = (f"cluster {c['id']}: {c['label'] or '(hidden: too few users)'}\n"
             f"  {c['size']} conversations, {c['failures']} failing ({100 * c['failure_rate']:.1f}%, "
-            f"95% CI {100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}%), q = {c['q_value']:.3g}\n"
-            f"  keywords: {', '.join(c['keywords'])}")
+            f"95% CI {100 * c['ci_low']:.1f}–{100 * c['ci_high']:.1f}%), q-value {c['q_value']:.3g}\n"
+            f"  keywords: {', '.join(c['keywords'])}\n"
+            f"  failure = 1 − Π(1 − weight·value) over the failure signals that fired, × Π(1 − |weight|·value) over "
+            f"success signals (a thumbs up); failing at ≥ 0.5")
     parts = [head]
     for title, items in (("most central", c["central"]), ("worst", c["worst"])):
         if items:
             parts.append(f"\n{title}:")
         for e in items:
-            parts.append(f"- {e['id']}  failure {e['failure_score'] if e['failure_score'] is not None else '-'}\n"
+            novel = "  (novel: unlike this cluster, it waits here for a refit)" if e.get("novel") else ""
+            parts.append(f"- {e['id']}  failure {e['failure_score'] if e['failure_score'] is not None else '-'}{novel}\n"
                          f"    user: {e['prompt']}\n    reply: {e['reply']}")
-            parts += [f"    ! {s['name']} ({s['weight']:+g}): {s['why']}" for s in e["signals"]]
+            parts += [f"    ! {s['name']} (weight {s['weight']:+g}, value {s['value']:g}): {s['why']}" for s in e["signals"]]
     return "\n".join(parts)

@@ -150,14 +150,16 @@ def show_cluster(store: Store, cluster_id: int, n: int = 5, threshold: float = D
             .where(cluster_assignments.c.cluster_id == cluster_id, failure_scores.c.failure_score >= threshold)
             .order_by(failure_scores.c.failure_score.desc(), cluster_assignments.c.conversation_id).limit(n))]
         details = {}
-        for cid, messages, score, signals in conn.execute(
-            sa.select(conversations.c.id, conversations.c.messages, failure_scores.c.failure_score, failure_scores.c.signals)
-            .select_from(conversations.outerjoin(failure_scores, failure_scores.c.conversation_id == conversations.c.id))
+        for cid, messages, score, signals, novel in conn.execute(
+            sa.select(conversations.c.id, conversations.c.messages, failure_scores.c.failure_score, failure_scores.c.signals,
+                      cluster_assignments.c.novel)
+            .select_from(conversations.outerjoin(failure_scores, failure_scores.c.conversation_id == conversations.c.id)
+                         .outerjoin(cluster_assignments, cluster_assignments.c.conversation_id == conversations.c.id))
             .where(conversations.c.id.in_(central[:n] + worst))
         ):
             messages = loads(messages)
             details[cid] = {"id": cid, "prompt": excerpt(prompt_of(messages), 300), "reply": excerpt(reply_of(messages), 300),
-                            "failure_score": score, "signals": loads(signals) or []}
+                            "failure_score": score, "signals": loads(signals) or [], "novel": bool(novel)}
     return {**row, "central": [details[c] for c in central[:n] if c in details],
             "worst": [details[c] for c in worst if c in details], "trend": trend}
 

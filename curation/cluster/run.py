@@ -92,7 +92,7 @@ def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed
         _write_clusters(store, ids_of, centroids, member_radii, index, labels, examples, ids, space_name, run_id, old)
         _write_history(store, run_id, threshold)
         summary = {"clusters": len(set(cluster_id.tolist())), "assigned": changed, "novel": int(novel.sum()),
-                   "refit": refitted, "run_id": run_id, "space": space_name,
+                   "conversations": len(ids), "drift": drift, "refit": refitted, "run_id": run_id, "space": space_name,
                    "seconds": round(time.perf_counter() - started, 3)}
     except BaseException:
         store.finish_run(run_id, "failed")
