@@ -26,7 +26,7 @@ import psutil
 
 from curation.sample import generate, write_jsonl
 
-TEST_FRACTION = 0.1
+TEST_SIZE = 0.1
 
 
 def pairs_file(path: Path, n: int) -> Path:
@@ -61,8 +61,8 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     write_jsonl(home / "incoming" / "traffic.jsonl", args.n, seed=7)
-    # The export keeps `test_fraction` of the pairs aside for the gate, so generate enough for `--pairs` to train on.
-    pairs = pairs_file(home / "existing-pairs.jsonl", round(args.pairs / (1 - TEST_FRACTION)))
+    # The export keeps `test_size` of the pairs aside for the gate, so generate enough for `--pairs` to train on.
+    pairs = pairs_file(home / "existing-pairs.jsonl", round(args.pairs / (1 - TEST_SIZE)))
     print(f"generated {args.n:,} conversations and {sum(1 for _ in pairs.open()):,} pairs in {time.perf_counter() - t:.0f}s")
     (home / "bench.toml").write_text(f"""name = "bench"
 [sources]
@@ -72,7 +72,7 @@ dataset = "bench"
 budget = {args.push}
 [export]
 mix = ["{pairs}"]
-test_fraction = {TEST_FRACTION}
+test_size = {TEST_SIZE}
 [train]
 min_new_pairs = 1
 epochs = 1.0

@@ -26,7 +26,7 @@ def demo_config() -> LoopConfig:
         name="demo",
         sources=Sources(paths=["{home}/incoming"]),
         annotate=Annotate(dataset=DATASET, workspace=WORKSPACE, budget=80, min_submitted=2),
-        export=Export(test_fraction=0.3),
+        export=Export(test_size=0.3),
         train=Train(min_new_pairs=20, epochs=3.0, max_length=96),
     )
 

@@ -2,6 +2,8 @@
 and key) and what is allowed, never a traceback or a silent wrong result."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 # (arguments, the option named in the message, the allowed range as the message states it); "{tmp}" is a folder
@@ -63,7 +65,7 @@ def test_out_of_range_option_is_a_usage_error(cli, tmp_path, args, option, allow
     ("[embed\nmodel = 'x'", "invalid TOML"),
     ("[embed]\nmodle = 'x'", "unknown key 'embed.modle'"),
     ("[annotate]\nbudget = 0", "'annotate.budget'"),
-    ("[export]\ntest_fraction = 1.5", "'export.test_fraction'"),
+    ("[export]\ntest_size = 1.5", "'export.test_size'"),
     ("[train]\nepochs = -1", "'train.epochs'"),
     ("[cluster]\nseed = -1", "'cluster.seed'"),
 ])
@@ -99,3 +101,50 @@ def test_test_size_zero_is_allowed_and_means_no_test_split(cli, store, oasst_fil
     seed_ratings(store, oasst_file, n_groups=6)
     out = cli.json("export", "preferences", "--out", tmp_path / "p", "--format", "jsonl", "--test-size", "0")
     assert out["pairs"] > 0 and out["test"] == 0 and out["train"] == out["pairs"]
+
+
+def test_a_renamed_loop_key_still_loads_with_a_warning_naming_its_line(tmp_path):
+    import warnings
+
+    from curation.errors import ConfigError
+    from loops.loop.config import load
+
+    old = tmp_path / "old.toml"
+    old.write_text('name = "old"\n\n[export]\ntest_fraction = 0.3\n')
+    with pytest.warns(FutureWarning, match=r"'export.test_fraction' is deprecated: rename it to 'export.test_size'") as seen:
+        assert load(old).export.test_size == 0.3
+    assert (seen[0].filename, seen[0].lineno) == (str(old), 4)
+    new = tmp_path / "new.toml"
+    new.write_text("[export]\ntest_size = 0.3\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(new).export.test_size == 0.3
+    both = tmp_path / "both.toml"
+    both.write_text("[export]\ntest_size = 0.3\ntest_fraction = 0.2\n")
+    with pytest.raises(ConfigError, match="keep only 'test_size'"):
+        load(both)
+
+
+def test_the_tour_and_the_nightly_loop_use_one_dataset():
+    import re
+    import warnings
+
+    from annotations.push import DEFAULT_WORKSPACE
+    from loops.loop.config import LoopConfig, load
+
+    repo = Path(__file__).resolve().parent.parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shipped loop file uses no deprecated names
+        nightly = load(repo / "loops" / "nightly.toml")
+    tour = (repo / "README.md").read_text()
+    assert set(re.findall(r"--dataset (\S+)", tour)) == {nightly.annotate.dataset} == {LoopConfig().annotate.dataset}
+    assert "--workspace" not in tour and nightly.annotate.workspace == LoopConfig().annotate.workspace == DEFAULT_WORKSPACE
+
+
+def test_demo_no_serve_does_not_point_at_a_server_that_is_gone():
+    from curation.cli.demo import closing
+
+    summary = {"report": "/h/reports/r.html", "url": "http://127.0.0.1:6900", "login": {"username": "argilla", "password": "12345678"}}
+    assert "Argilla: http://127.0.0.1:6900  (login argilla / 12345678)" in closing(summary, served=True, home=None)
+    stopped = closing(summary, served=False, home="/h")
+    assert "http://" not in stopped and "Argilla: stopped (--no-serve); `curate annotate serve --home /h`" in stopped

@@ -34,7 +34,7 @@ def test_export_defaults_are_the_pair_rules():
     assert _option(preferences, "tie_threshold").default == rules.tie_threshold
     assert list(_option(preferences, "rules").type.choices) == list(RULES)
     loop = Export()
-    assert (loop.test_fraction, loop.seed, loop.tie_threshold, loop.include_disagreement, loop.rules) == (
+    assert (loop.test_size, loop.seed, loop.tie_threshold, loop.include_disagreement, loop.rules) == (
         rules.test_size, rules.seed, rules.tie_threshold, rules.include_disagreement, list(rules.rules))
     defaults = inspect.signature(export_ratings).parameters
     assert (defaults["test_size"].default, defaults["seed"].default) == (rules.test_size, rules.seed)

@@ -35,7 +35,7 @@ workspace = "faults"
 budget = 24
 min_submitted = 1
 [export]
-test_fraction = 0.3
+test_size = 0.3
 [train]
 min_new_pairs = 4
 epochs = 1.0

@@ -35,8 +35,7 @@ def demo(n, seed, port, no_serve, home, as_json):
     if as_json:
         click.echo(orjson.dumps({**summary, "served": not no_serve}, default=str).decode())
     else:
-        login = summary["login"]
-        click.echo(f"\nreport:  {summary['report']}\nArgilla: {summary['url']}  (login {login['username']} / {login['password']})")
+        click.echo(closing(summary, served=not no_serve, home=home))
     if no_serve:
         server.stop()
         return
@@ -49,3 +48,16 @@ def demo(n, seed, port, no_serve, home, as_json):
         pass
     finally:
         server.stop()
+
+
+def closing(summary: dict, served: bool, home: str | None) -> str:
+    """The last lines: the report, and the Argilla URL with its login only while the server runs. A password is
+    shown only when it is Argilla's public default, as `annotate serve` does."""
+    from annotations.server.settings import DEFAULT_PASSWORD
+
+    user, password = summary["login"]["username"], summary["login"]["password"]
+    login = f"login {user} / {password}" if password == DEFAULT_PASSWORD else f"login {user}, password $CURATE_ANNOTATE_OWNER_PASSWORD"
+    if served:
+        return f"\nreport:  {summary['report']}\nArgilla: {summary['url']}  ({login})"
+    again = "curate annotate serve" + (f" --home {home}" if home else "")
+    return f"\nreport:  {summary['report']}\nArgilla: stopped (--no-serve); `{again}` serves the rated tasks again, {login}"

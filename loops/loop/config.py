@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
+import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from annotations.server.settings import DEFAULT_WORKSPACE
 from curation.errors import ConfigError
 from loops.export_config import RULES, PairRules
 from loops.reward_config import LOSSES, TrainConfig
@@ -48,8 +51,8 @@ class Cluster:
 @dataclass
 class Annotate:
     enabled: bool = _f(True, "push failures to Argilla and pull ratings back")
-    dataset: str = _f("curate-failures", "Argilla dataset name")
-    workspace: str = _f("curate", "Argilla workspace")
+    dataset: str = _f("failures", "Argilla dataset name (the README's tour pushes to the same one)")
+    workspace: str = _f(DEFAULT_WORKSPACE, "Argilla workspace (as `curate annotate push`'s default)")
     api_url: str = _f("", "Argilla URL; empty = $ARGILLA_API_URL, else the embedded server's address")
     budget: int = _f(100, "records pushed per run")
     strategy: str = _f("failure", "routing strategy", ("failure", "random"))
@@ -64,7 +67,7 @@ class Export:
                           "rewrite (c: rewrite ≻ original), feedback (d: thumbs-up sibling ≻ thumbs-down)")
     tie_threshold: float = _f(PairRules.tie_threshold, "rule (a): drop pairs whose score difference is below this")
     include_disagreement: bool = _f(PairRules.include_disagreement, "keep records flagged for annotator disagreement")
-    test_fraction: float = _f(PairRules.test_size, "share of contexts held out for evaluation")
+    test_size: float = _f(PairRules.test_size, "share of contexts held out for evaluation and the gate (as --test-size)")
     mix: list[str] = _f([], "existing TRL-format preference data to mix in: files, export folders, or hub ids when online")
     seed: int = _f(PairRules.seed, "split seed")
 
@@ -128,6 +131,7 @@ def _load_file(path: str | Path) -> LoopConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    _rename_deprecated(data, path)
     config = _build(LoopConfig, data, str(path), "")
     config.path = str(path)
     base = path.parent
@@ -137,6 +141,27 @@ def _load_file(path: str | Path) -> LoopConfig:
     if config.gate.pairs and not Path(config.gate.pairs).is_absolute():
         config.gate.pairs = str(base / config.gate.pairs)
     return config
+
+
+# Keys renamed to match the CLI's options: (section, old, new). The old name still works, with a FutureWarning
+# that points at its line in the loop file.
+RENAMED = [("export", "test_fraction", "test_size")]
+
+
+def _rename_deprecated(data: dict, path: Path) -> None:
+    for section, old, new in RENAMED:
+        table = data.get(section)
+        if not isinstance(table, dict) or old not in table:
+            continue
+        if new in table:
+            raise ConfigError(f"{path}: '{section}.{old}' is the old name of '{section}.{new}'; keep only '{new}'")
+        table[new] = table.pop(old)
+        text = path.read_text(encoding="utf-8")
+        found = re.search(rf"(?m)^[ \t]*{old}[ \t]*=", text)
+        line = text.count("\n", 0, found.start()) + 1 if found else 1
+        warnings.warn_explicit(f"'{section}.{old}' is deprecated: rename it to '{section}.{new}' (as the CLI's "
+                               f"--{new.replace('_', '-')}); the old name will stop working",
+                               FutureWarning, str(path), line)
 
 
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
@@ -165,7 +190,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "annotate.budget": (lambda v: v >= 1, "≥ 1"),
     "annotate.min_submitted": (lambda v: v >= 1, "≥ 1"),
     "export.tie_threshold": (lambda v: v >= 0, "≥ 0"),
-    "export.test_fraction": (lambda v: 0 <= v < 1, "in [0, 1): 0 holds nothing out"),
+    "export.test_size": (lambda v: 0 <= v < 1, "in [0, 1): 0 holds nothing out"),
     "train.min_new_pairs": (lambda v: v >= 0, "≥ 0"),
     "train.epochs": (lambda v: v > 0, "> 0 (fractions of an epoch are allowed)"),
     "train.max_length": (lambda v: v >= 8, "≥ 8 tokens"),

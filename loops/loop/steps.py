@@ -154,7 +154,7 @@ def export(ctx: RunContext) -> dict:
     if not n_ratings and not cfg.mix:
         raise StepSkipped("no ratings yet")
     rules = PairRules(rules=tuple(cfg.rules), tie_threshold=cfg.tie_threshold, include_disagreement=cfg.include_disagreement,
-                      test_size=cfg.test_fraction, seed=cfg.seed)
+                      test_size=cfg.test_size, seed=cfg.seed)
     mix = [m.replace("{home}", str(ctx.store.home)) for m in cfg.mix]
     try:
         return export_preferences(ctx.store, ctx.path("exports", ctx.run_id), fmt="jsonl", rules=rules, mix=mix)
@@ -237,7 +237,7 @@ def _gate(ctx: RunContext) -> Path:
     exported = ctx.figures.get("export") or {}
     if not exported.get("test"):
         raise StepSkipped("no gate set yet: the export's test split is empty (more ratings, or a larger "
-                          "export.test_fraction, or gate.pairs in the loop file)")
+                          "export.test_size, or gate.pairs in the loop file)")
     return Path(exported["out"])
 
 
