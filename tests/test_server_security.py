@@ -224,3 +224,18 @@ def test_another_argilla_server_version_is_a_clear_error(cli, monkeypatch):
     assert "argilla-server is not installed" in cli("annotate", "serve", "--port", str(free_port()), code=1).stderr
     monkeypatch.setattr(app, "installed_server_version", lambda: app.SERVER_VERSION)
     app.check_server_version()
+
+
+def test_serve_announces_the_url_and_how_to_log_in_never_a_chosen_secret(home, monkeypatch):
+    from annotations.server.app import announcement
+
+    monkeypatch.delenv("ARGILLA_API_KEY", raising=False)
+    monkeypatch.delenv("CURATE_ANNOTATE_OWNER_PASSWORD", raising=False)
+    line = announcement(ServerSettings.resolve(home, port=6911))
+    assert "http://127.0.0.1:6911" in line
+    assert "log in as argilla / 12345678 (Argilla's public default" in line  # the tour's login, printed because public
+    monkeypatch.setenv("CURATE_ANNOTATE_OWNER_PASSWORD", "a-chosen-password")
+    monkeypatch.setenv("ARGILLA_API_KEY", "a-chosen-key-123")
+    line = announcement(ServerSettings.resolve(home, port=6911))
+    assert "log in as argilla with the password in $CURATE_ANNOTATE_OWNER_PASSWORD" in line
+    assert "a-chosen-password" not in line and "a-chosen-key-123" not in line

@@ -17,7 +17,7 @@ from typing import Callable
 from annotations.server import jobs
 from annotations.server.guard import AccessPolicy, guard
 from annotations.server.lock import hold_server_lock
-from annotations.server.settings import ServerSettings, port_is_free
+from annotations.server.settings import DEFAULT_API_KEY, DEFAULT_PASSWORD, ServerSettings, port_is_free
 from curation.errors import CurateError
 from curation.home import create_private
 
@@ -219,8 +219,7 @@ def _serve_locked(settings: ServerSettings, policy: AccessPolicy, log_level: str
     config = uvicorn.Config(guard(honour_prefer_minimal(app), policy), host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if announce is not None:
-        where = "the default key (loopback only)" if settings.uses_defaults() else "$ARGILLA_API_KEY"
-        announce(f"Argilla for {settings.home} at {settings.url} (owner {settings.owner!r}, API key: {where}); Ctrl+C stops it")
+        announce(announcement(settings))
     # uvicorn installs SIGINT/SIGTERM handlers that finish open requests and run the lifespan shutdown, then
     # re-raises the signal to the handlers it found; these make that a normal exit (code 0) instead of a crash.
     signal.signal(signal.SIGINT, _stopped)
@@ -228,6 +227,19 @@ def _serve_locked(settings: ServerSettings, policy: AccessPolicy, log_level: str
     server.run()
     if not server.started:
         raise CurateError(f"the Argilla server could not start on {settings.host}:{settings.port}; see the log above")
+
+
+def announcement(settings: ServerSettings) -> str:
+    """What `serve` prints once it is set up: the URL and how to log in. A password or key is printed only when it
+    is Argilla's public default; otherwise the line says where it comes from."""
+    key = "Argilla's default key, loopback only" if settings.api_key == DEFAULT_API_KEY else "$ARGILLA_API_KEY"
+    if settings.owner_password == DEFAULT_PASSWORD:
+        login = (f"log in as {settings.owner} / {DEFAULT_PASSWORD} (Argilla's public default; "
+                 "set CURATE_ANNOTATE_OWNER_PASSWORD to change it)")
+    else:
+        login = (f"log in as {settings.owner} with the password in $CURATE_ANNOTATE_OWNER_PASSWORD "
+                 "(or curate.toml [annotate.server] owner_password)")
+    return f"Argilla for {settings.home} at {settings.url}: {login}; API key: {key}. Ctrl+C stops it"
 
 
 def _stopped(signum: int, frame: object) -> None:

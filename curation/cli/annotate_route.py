@@ -12,7 +12,9 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
 @click.command()
 @dataset_option
 @click.option("--budget", type=click.IntRange(1), default=None,
-              help="New records to route and push; after a cut-off push, the same command sends what it still owed.")
+              help="How many conversations to choose (by --strategy) and send as new records; those already in the "
+                   "dataset are never chosen again. After a push that was cut off, the same command sends only what "
+                   "it still owed.")
 @click.option("--ids", multiple=True, help="Route exactly these conversation ids (repeat, or separate with commas).")
 @click.option("--strategy", type=click.Choice(["failure", "random"]), default="failure", show_default=True,
               help="failure: highest failure scores spread over clusters + 20% exploration; random: uniform sample.")

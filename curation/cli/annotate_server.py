@@ -11,7 +11,8 @@ from curation.errors import CurateError
 @home_option
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1; others need a non-default key and password).")
 @click.option("--port", type=PORT, default=None, help="TCP port (default 6900).")
-@click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True)
+@click.option("--log-level", default="warning", type=click.Choice(["debug", "info", "warning", "error"]), show_default=True,
+              help="How much the server logs to stderr.")
 def serve(home: str | None, host: str | None, port: int | None, log_level: str) -> None:
     """Run the embedded Argilla server (web UI and API) until Ctrl+C or SIGTERM.
 
@@ -39,7 +40,8 @@ def users() -> None:
 @home_option
 @json_option
 @click.argument("name")
-@click.option("--role", type=click.Choice(["annotator", "admin", "owner"]), default="annotator", show_default=True)
+@click.option("--role", type=click.Choice(["annotator", "admin", "owner"]), default="annotator", show_default=True,
+              help="annotator: rates in the workspaces it joins; admin: also manages datasets; owner: everything.")
 @click.option("--password", envvar="CURATE_USER_PASSWORD", prompt=True, hide_input=True, confirmation_prompt=True,
               help="At least 8 characters; read from $CURATE_USER_PASSWORD, else asked for (never echoed).")
 @click.option("--workspace", "workspaces", multiple=True, help="Workspace to join (repeatable; default: all of them).")

@@ -22,7 +22,9 @@ def _k(value: str) -> int | str:
 @click.command()
 @click.option("--k", "k", default="auto", show_default=True, callback=lambda _c, _p, v: _k(v),
               help="Number of clusters, or auto (silhouette within 2× of √(n/2); see docs/concepts-failures.md).")
-@click.option("--algorithm", type=click.Choice(["kmeans", "hdbscan"]), default="kmeans", show_default=True)
+@click.option("--algorithm", type=click.Choice(["kmeans", "hdbscan"]), default="kmeans", show_default=True,
+              help="kmeans: --k clusters; hdbscan: finds dense groups itself on a 20,000-row sample, then noise "
+                   "and the other rows join the nearest group (docs/concepts-failures.md).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed: same input and seed, same clusters.")
 @click.option("--refit/--no-refit", default=None,
               help="Force (or forbid) re-clustering; by default it refits only when over 10% of conversations are novel.")

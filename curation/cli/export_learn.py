@@ -10,6 +10,11 @@ _RULES = PairRules()
 
 FORMAT = click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]), default="hf", show_default=True,
                       help="hf = datasets.save_to_disk folder; parquet/jsonl = train and test files.")
+TEST_SIZE = click.option("--test-size", type=HELD_OUT, default=_RULES.test_size, show_default=True,
+                         help="Share of contexts (prompts) held out as the test split, for `reward eval` and the gate; "
+                              "a context's pairs are never on both sides (0: no test split).")
+SPLIT_SEED = click.option("--seed", type=int, default=_RULES.seed, show_default=True,
+                          help="Seed of the train/test split: the same ratings and seed give the same split.")
 OVERWRITE = click.option("--overwrite", is_flag=True,
                          help="Write into --out even if it holds files that are not an earlier export (never the home).")
 
@@ -23,9 +28,8 @@ OVERWRITE = click.option("--overwrite", is_flag=True,
 @click.option("--weights", default=None, callback=lambda _c, _p, v: _weights(v), help='Rule (a) score as attribute weights, e.g. "helpfulness=0.7,correctness=0.3".')
 @click.option("--tie-threshold", type=click.FloatRange(0), default=_RULES.tie_threshold, show_default=True, help="Rule (a): drop closer pairs.")
 @click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
-@click.option("--test-size", type=HELD_OUT, default=_RULES.test_size, show_default=True,
-              help="Fraction of contexts held out (0: no test split).")
-@click.option("--seed", type=int, default=_RULES.seed, show_default=True)
+@TEST_SIZE
+@SPLIT_SEED
 @click.option("--mix", multiple=True, help="Also include TRL-format preference data: a file, folder or hub id (repeat).")
 @click.option("--push-to-hub", default=None, metavar="REPO", help="Also push the export to this Hugging Face repo.")
 @OVERWRITE
@@ -57,9 +61,8 @@ def _weights(text: str | None) -> dict[str, float] | None:
 @FORMAT
 @click.option("--dataset", default=None, help="Only ratings from this Argilla dataset (default: all).")
 @click.option("--include-disagreement", is_flag=True, help="Keep records flagged for annotator disagreement.")
-@click.option("--test-size", type=HELD_OUT, default=_RULES.test_size, show_default=True,
-              help="Fraction of contexts held out (0: no test split).")
-@click.option("--seed", type=int, default=_RULES.seed, show_default=True)
+@TEST_SIZE
+@SPLIT_SEED
 @OVERWRITE
 @home_option
 @json_option

@@ -18,12 +18,17 @@ def reward() -> None:
 @click.option("--data", required=True, type=click.Path(exists=True), help="Export folder or TRL-format JSONL/Parquet file.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the checkpoint.")
 @click.option("--base", default=None, help="HF model name or folder (default: the bundled all-MiniLM-L6-v2).")
-@click.option("--loss", type=click.Choice(LOSSES), default=_TRAIN.loss, show_default=True)
+@click.option("--loss", type=click.Choice(LOSSES), default=_TRAIN.loss, show_default=True,
+              help="bt: Bradley–Terry, the chosen reply scores above the rejected one; margin-bt: by at least the "
+                   "pair's margin; scaled-bt: BT weighted by the margin (HelpSteer2); regression: predict the five "
+                   "attributes of a `curate export ratings` folder given as --data; regression-then-bt: regression "
+                   "on --ratings, then scaled-bt on the pairs (docs/reward-models.md).")
 @click.option("--ratings", default=None, type=click.Path(exists=True),
               help="`curate export ratings` folder (regression-then-bt's first stage).")
 @click.option("--epochs", type=click.FloatRange(0, min_open=True), default=_TRAIN.epochs, show_default=True,
-              help="Passes over the pairs; a fraction trains on part of one.")
-@click.option("--batch-size", type=click.IntRange(1), default=_TRAIN.batch_size, show_default=True)
+              help="Passes over the training pairs; a fraction (0.5) trains on part of one.")
+@click.option("--batch-size", type=click.IntRange(1), default=_TRAIN.batch_size, show_default=True,
+              help="Pairs (or rated responses) per optimiser step.")
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None,
               help="Peak learning rate (default: 5e-5 when every layer trains, 3e-4 when only the top layer does).")
 @click.option("--max-length", type=click.IntRange(8), default=_TRAIN.max_length, show_default=True,
@@ -31,7 +36,8 @@ def reward() -> None:
 @click.option("--max-steps", type=int, default=-1, callback=lambda _c, _p, v: _max_steps(v),
               help="Stop each stage after N steps (smoke runs); -1 runs the epochs.")
 @click.option("--no-length-debias", is_flag=True, help="Plain objective, without the length term and penalty.")
-@click.option("--seed", type=SEED, default=_TRAIN.seed, show_default=True)
+@click.option("--seed", type=SEED, default=_TRAIN.seed, show_default=True,
+              help="Seeds the head's initialisation, the batch order and dropout: same data and seed, same model.")
 @home_option
 @json_option
 @reports
