@@ -66,6 +66,7 @@ def run_demo(home: str | os.PathLike | None = None, conversations: int = 1_500, 
         "runs": [first, second],
         "simulated_annotation": simulated,
         "report": (second["steps"]["report"]["figures"] or {}).get("out"),
+        "gate": (second["steps"]["promote"]["figures"] or {}).get("reason") or second["steps"]["promote"].get("message"),
         "url": server.url,
         "login": {"username": settings.owner, "password": settings.owner_password},
         "status": second["status"],
@@ -83,6 +84,8 @@ def _port_free(port: int) -> bool:
 def _step_printer(say: Callable[[str], None]) -> Callable[[str, dict], None]:
     def show(name: str, record: dict) -> None:
         note = f" — {record['message'].splitlines()[0][:90]}" if record.get("message") else ""
+        if name == "promote" and (record.get("figures") or {}).get("reason"):
+            note = f" — {record['figures']['reason']}"  # the gate's decision, promoted or not, and why
         say(f"  {name:<9} {record['status']:<8} {record['seconds']:6.1f}s{note}")
 
     return show

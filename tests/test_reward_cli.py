@@ -26,8 +26,15 @@ def test_export_train_eval_promote_score(cli, store, oasst_file, tmp_path):
 
     fail = cli("reward", "score", code=1)
     assert "promote" in fail.stderr and "Traceback" not in fail.stderr
-    promoted = cli.json("reward", "promote", trained["version"], "--gate", tmp_path / "prefs" / "test.jsonl")
-    assert promoted["decision"] == "promoted"
+    # two training steps learn nothing: the gate compares with "longer answer wins" on the same pairs and says why
+    gated = cli.json("reward", "promote", trained["version"], "--gate", tmp_path / "prefs" / "test.jsonl")
+    figures = gated["figures"]
+    assert gated["decision"] == "rejected" and figures["challenger_accuracy"] < figures["length_baseline"]
+    assert gated["reason"].startswith(f"rejected: {figures['challenger_accuracy']:.3f} is below the longer-answer "
+                                      f"baseline's {figures['length_baseline']:.3f} on the same {figures['n']} gate pairs")
+    forced = cli("reward", "promote", trained["version"], "--force").stdout  # the gate set stays fixed
+    assert forced.startswith(f"{trained['version']} promoted (forced) although")
+    assert "  length baseline: " in forced and "95% CI" in forced and "allowed drop 0.000 (tolerance)" in forced
     scored = cli.json("reward", "score")
     assert scored["scored"] == sum(1 for _ in range(store.count(rewards))) > 0
     assert cli.json("reward", "score")["scored"] == 0

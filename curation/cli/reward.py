@@ -104,21 +104,24 @@ def list_(home, as_json):
 @click.option("--gate", default=None, type=click.Path(exists=True),
               help="Gate pairs (JSONL or export folder); the first one given stays the fixed gate set.")
 @click.option("--tolerance", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Accuracy drop always allowed; the gate also allows the drop's 95% CI half-width.")
+              help="Accuracy a challenger may lose against the champion and the longer-answer baseline; on a "
+                   "large cluster the gate also allows the drop's 95% CI half-width.")
 @click.option("--force", is_flag=True, help="Promote even if the gate fails (recorded as forced).")
 @home_option
 @json_option
 @reports
 def promote(version, gate, tolerance, force, home, as_json):
-    """Make VERSION the champion if it is not worse than the current one on the gate set."""
+    """Make VERSION the champion if it passes the gate on the fixed gate pairs.
+
+    It must score at least the longer-answer baseline's and the champion's accuracy minus --tolerance, and not
+    significantly worse than the champion on each of the three largest clusters (docs/reward-models.md).
+    """
     from curation.store import Store
+    from loops.reward.gate import explain
     from loops.reward.gate import promote as run_promote
 
     r = run_promote(Store.open(home), version, gate=gate, tolerance=tolerance, force=force)
-    f = r["figures"]
-    return r, (f"{r['decision']}: {version} ({f['challenger_accuracy']}) vs champion {r['champion']} "
-               f"({f.get('champion_accuracy', 'n/a')}) on {f['n']} gate pairs"
-               + (f"; worse on {', '.join(f['failed'])}" if f["failed"] else ""))
+    return r, "\n".join([f"{version} {r['reason']}", *(f"  {line}" for line in explain(r["figures"]))])
 
 
 @reward.command()

@@ -16,7 +16,10 @@ from curation.store import Store, utcnow
 
 def write_report(store: Store, out: str | Path, top: int = 20, max_points: int = 5_000, projection: str = "pca",
                  min_users: int = MIN_USERS) -> dict:
-    """Write the report; returns {"out", "clusters", "points", "bytes"}."""
+    """Write the report; returns {"out", "clusters", "shown", "total_clusters", "points", "bytes"}.
+
+    "clusters" and "shown" are the clusters the report shows (the top `top`), "total_clusters" all of them.
+    """
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"{out}: the report is HTML; give a path ending in .html")
@@ -27,7 +30,8 @@ def write_report(store: Store, out: str | Path, top: int = 20, max_points: int =
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror}; choose another --out") from None
-    return {"out": str(out), "clusters": len(data["top"]), "points": len(data["points"]), "bytes": len(text.encode())}
+    return {"out": str(out), "clusters": len(data["top"]), "shown": len(data["top"]),
+            "total_clusters": len(data["clusters"]), "points": len(data["points"]), "bytes": len(text.encode())}
 
 
 __all__ = ["write_report"]

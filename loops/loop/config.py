@@ -85,7 +85,7 @@ class Train:
 @dataclass
 class Gate:
     pairs: str = _f("", "fixed gate set (TRL-format JSONL); empty = the first export's test split, then kept fixed")
-    tolerance: float = _f(0.0, "extra accuracy a challenger may lose beyond the confidence-interval tolerance")
+    tolerance: float = _f(0.0, "accuracy a challenger may lose against the champion and the longer-answer baseline")
     clusters: int = _f(3, "also gate on the largest N clusters in the gate set")
 
 

@@ -48,7 +48,7 @@ def write_run_report(store: Store, run_id: str, out: str | Path) -> dict:
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Curate loop report {_e(run_id[:8])}</title>
 <style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}}
 table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}
-th{{background:#f5f5f5}}.skipped{{color:#8a6d3b}}.failed{{color:#a94442;font-weight:bold}}.done{{color:#3c763d}}
+th{{background:#f5f5f5}}.skipped{{color:#8a6d3b}}.failed{{color:#a94442;font-weight:bold}}.done{{color:#3c763d}}.this-step{{color:#3c763d;font-style:italic}}
 svg text{{font:11px system-ui,sans-serif}}code{{background:#f3f3f3;padding:0 3px}}</style></head>
 <body>{''.join(body)}</body></html>"""
     out = Path(out)
@@ -129,14 +129,20 @@ def _changes(this: dict, previous: dict | None, trend: dict) -> list[dict]:
     return sorted(changes, key=lambda c: -(c["now"]["failure_rate"] or 0))[:SHOWN]
 
 
-def _steps_table(run: dict) -> str:
+def _steps_table(run: dict, writing: str = "report") -> str:
+    """The run's steps; `writing` is the step writing this report, still running while it does."""
     rows = []
     for name, step in run["steps"].items():
         figures = ", ".join(f"{k}: {v}" for k, v in (step["figures"] or {}).items()
                             if isinstance(v, (int, float, str)) and len(str(v)) < 60)
         note = step.get("message", "").splitlines()[0] if step.get("message") else ""
-        rows.append(f"<tr><td>{_e(name)}</td><td class='{_e(step['status'])}'>{_e(step['status'])}</td>"
-                    f"<td>{(step['seconds'] or 0):.1f}s</td><td>{_e(figures[:300])}</td><td>{_e(note[:200])}</td></tr>")
+        if name == "promote" and (step["figures"] or {}).get("reason"):
+            note = step["figures"]["reason"]
+        status, seconds = step["status"], f"{(step['seconds'] or 0):.1f}s"
+        if name == writing and status == "running":
+            status, seconds, note = "this step", "—", "writes this report"
+        rows.append(f"<tr><td>{_e(name)}</td><td class='{_e(status.replace(' ', '-'))}'>{_e(status)}</td>"
+                    f"<td>{seconds}</td><td>{_e(figures[:300])}</td><td>{_e(note[:300])}</td></tr>")
     return ("<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>time</th><th>figures</th><th>note</th></tr>"
             + "".join(rows) + "</table>")
 
@@ -196,6 +202,11 @@ def _models_section(models: list[dict]) -> str:
         figures = loads(d.get("figures")) if d.get("figures") else {}
         acc = figures.get("challenger_accuracy", m["metrics"].get("eval_accuracy"))
         rows.append(f"<tr><td>{_e(m['version'])}</td><td>{_e(m['loss'])}</td><td>{m['metrics'].get('train_pairs', '—')}</td>"
-                    f"<td>{_fmt(acc)}</td><td>{_e(m['status'])}</td><td>{_e(d.get('decision', '—'))}</td></tr>")
-    return ("<table id='models'><tr><th>version</th><th>loss</th><th>train pairs</th><th>gate accuracy</th><th>status</th>"
-            "<th>gate decision</th></tr>" + "".join(rows) + "</table>")
+                    f"<td>{_fmt(acc)}</td><td>{_fmt(figures.get('champion_accuracy'))}</td>"
+                    f"<td>{_fmt(figures.get('length_baseline'))}</td><td>{_e(m['status'])}</td>"
+                    f"<td>{_e(figures.get('reason') or d.get('decision', '—'))}</td></tr>")
+    return ("<p>The gate (docs/reward-models.md) compares each new model with the champion and with the "
+            "“longer answer wins” baseline on the same fixed gate pairs.</p>"
+            "<table id='models'><tr><th>version</th><th>loss</th><th>train pairs</th><th>gate accuracy</th>"
+            "<th>champion then</th><th>longer-answer baseline</th><th>status</th><th>gate decision</th></tr>"
+            + "".join(rows) + "</table>")

@@ -209,7 +209,7 @@ def evaluate(ctx: RunContext) -> dict:
 
 
 def promote(ctx: RunContext) -> dict:
-    """The gate: the new model replaces the champion only if it is not worse on the gate set."""
+    """The gate (loops.reward.gate): the new model replaces the champion only if it passes on the fixed gate set."""
     from loops.reward.gate import promote as run_promote
     from loops.tables import promotions
 
@@ -219,8 +219,9 @@ def promote(ctx: RunContext) -> dict:
     with ctx.store.connect() as conn:  # decided before a crash: the decision stands
         earlier = conn.execute(sa.select(promotions).where(promotions.c.challenger == trained["version"])).mappings().first()
     if earlier is not None:
+        figures = loads(earlier["figures"])
         return {"decision": earlier["decision"], "challenger": earlier["challenger"], "champion": earlier["champion"],
-                "figures": loads(earlier["figures"])}
+                "reason": figures.get("reason", ""), "figures": figures}
     return run_promote(ctx.store, trained["version"], gate=_gate(ctx), tolerance=ctx.config.gate.tolerance,
                        top_clusters=ctx.config.gate.clusters, progress=ctx.progress)
 
