@@ -7,6 +7,7 @@ per record costs more than the server's work.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
@@ -20,6 +21,7 @@ from curation.errors import CurateError
 
 # attempts per request: with the backoff below, about half a minute of a server being down or busy
 RETRIES = 6  # default; CURATE_ANNOTATE_RETRIES overrides it
+STARTING_WAIT_S = 300  # how long a client waits for the home's embedded server while it starts (rebuilding its index)
 BACKOFF_S = 0.5
 TIMEOUT_S = 120
 
@@ -79,22 +81,32 @@ class Connection:
         )
 
 
-def connect(api_url: str | None = None, api_key: str | None = None, home: str | os.PathLike | None = None,
-            retries: int | None = None) -> Connection:
-    """Connect to Argilla: explicit arguments > ARGILLA_API_URL / ARGILLA_API_KEY > the embedded server of `home`."""
-    import argilla as rg
-
+def address(api_url: str | None = None, api_key: str | None = None, home: str | os.PathLike | None = None) -> tuple[str, str]:
+    """(URL, API key) of the Argilla server: explicit arguments > ARGILLA_API_URL / ARGILLA_API_KEY > the embedded
+    server of `home` (at the address it serves on, when it runs or starts, else the configured one)."""
     if not (api_url or os.environ.get("ARGILLA_API_URL")) or not (api_key or os.environ.get("ARGILLA_API_KEY")):
+        from annotations.server.lock import serving
         from annotations.server.settings import ServerSettings
 
         embedded = ServerSettings.resolve(home)
-        api_url = api_url or os.environ.get("ARGILLA_API_URL") or embedded.url
+        api_url = api_url or os.environ.get("ARGILLA_API_URL") or (serving(embedded) or {}).get("url") or embedded.url
         api_key = api_key or os.environ.get("ARGILLA_API_KEY") or embedded.api_key
-    api_url = (api_url or os.environ["ARGILLA_API_URL"]).rstrip("/")
-    api_key = api_key or os.environ["ARGILLA_API_KEY"]
+    return (api_url or os.environ["ARGILLA_API_URL"]).rstrip("/"), api_key or os.environ["ARGILLA_API_KEY"]
+
+
+def connect(api_url: str | None = None, api_key: str | None = None, home: str | os.PathLike | None = None,
+            retries: int | None = None) -> Connection:
+    """Connect to Argilla at `address(api_url, api_key, home)`. When that is the embedded server of `home` and it is
+    still starting (it holds the home's server lock; `curate annotate serve &` just ran), wait for it up to
+    `STARTING_WAIT_S` beyond the usual retries."""
+    import argilla as rg
+
+    embedded = not (api_url or os.environ.get("ARGILLA_API_URL"))
+    api_url, api_key = address(api_url, api_key, home)
     retries = retries or int(os.environ.get("CURATE_ANNOTATE_RETRIES", RETRIES))
     last: Exception | None = None
-    for attempt in range(retries):
+    deadline = None
+    for attempt in itertools.count():
         try:
             # the SDK retries the TCP connect itself; it then checks the key with GET /api/v1/me
             client = rg.Argilla(api_url=api_url, api_key=api_key, timeout=TIMEOUT_S, retries=1)
@@ -106,7 +118,18 @@ def connect(api_url: str | None = None, api_key: str | None = None, home: str | 
             last = mapped
         if attempt + 1 < retries:
             time.sleep(BACKOFF_S * 2**attempt)
-    raise last  # type: ignore[misc]
+            continue
+        deadline = deadline or time.monotonic() + STARTING_WAIT_S
+        if not (embedded and _starting(home)) or time.monotonic() > deadline:
+            raise last  # type: ignore[misc]
+        time.sleep(1.0)
+
+
+def _starting(home: str | os.PathLike | None) -> bool:
+    from annotations.server.lock import serving
+    from annotations.server.settings import ServerSettings
+
+    return serving(ServerSettings.resolve(home)) is not None
 
 
 def map_error(exc: BaseException, url: str) -> AnnotationError:

@@ -9,7 +9,8 @@ Pair rules (each can be switched on or off, see `PairRules`):
   (c) "rewrite":    an annotator's rewrite ≻ the original response, margin = `rewrite_margin`.
   (d) "feedback":   (off by default) production feedback between sibling responses to the same context: a reply with
                     a thumbs-up (or a 4–5 rating) ≻ one with a thumbs-down (or 1–2), margin = `feedback_margin`.
-Records flagged for annotator disagreement are left out unless `include_disagreement`.
+Records flagged for annotator disagreement are left out unless `include_disagreement`. A pair or rating row that rests
+on a simulated annotator (`loops.simulate`) is marked `simulated: true` and counted, so it never passes for people's.
 
 The split is grouped by context (no prompt on both sides) and stratified by cluster, deterministic for a seed.
 Every export writes the data, `manifest.json` (counts, rules, thresholds, agreement, source runs, mixed-in sources,
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from annotations.tables import rating_responses, ratings
+from annotations.tables import annotation_records, rating_responses, ratings
 from annotations.template import ATTRIBUTES
 from curation.errors import CurateError, InputError
 from curation.store import Store, dumps, loads, utcnow
@@ -40,6 +41,7 @@ from curation.store.tables import conversations, feedback
 from loops.export_config import RULES, PairRules
 from loops.reward.data import read_rows, standardize_pair
 from loops.reward.score import split_last_reply
+from loops.simulate import is_simulated, simulated_annotators
 from loops.tables import preference_exports
 
 FORMATS = ("hf", "parquet", "jsonl")
@@ -88,7 +90,7 @@ def _pair(prompt: list[dict], chosen: dict, rejected: dict, margin: float, rule:
     row = {"prompt": prompt, "chosen": [chosen], "rejected": [rejected], "margin": float(margin), "rule": rule,
            "context_id": context_id(prompt), "conversation_id_chosen": None, "conversation_id_rejected": None,
            "cluster_id": None, "annotators": [], "disagreement": None, "dataset": None, "run_id": None,
-           "source": "curate"}
+           "source": "curate", "simulated": False}
     row.update(prov)
     return row
 
@@ -127,12 +129,17 @@ def build_pairs(store: Store, rules: PairRules, dataset: str | None = None) -> t
         fb = _feedback_labels(conn) if "feedback" in rules.rules else {}
         ids = {r.conversation_id for r in kept} | {r.conversation_id_b for r in kept if r.conversation_id_b}
         units = _units(conn, ids | set(fb))
+        simulated_ids = simulated_annotators(conn)
     source_runs = sorted({r.run_id for r in kept if r.run_id})
     pairs: list[dict] = []
 
+    def simulated(names: list[str]) -> bool:
+        return any(is_simulated(name, simulated_ids) for name in names)
+
     def prov(r: Any) -> dict:
-        return {"annotators": loads(r.annotators) or [], "disagreement": bool(r.disagreement), "dataset": r.dataset,
-                "run_id": r.run_id}
+        names = loads(r.annotators) or []
+        return {"annotators": names, "disagreement": bool(r.disagreement), "dataset": r.dataset, "run_id": r.run_id,
+                "simulated": simulated(names)}
 
     if "ratings" in rules.rules:  # (a)
         by_context: dict[str, list] = defaultdict(list)
@@ -150,6 +157,7 @@ def build_pairs(store: Store, rules: PairRules, dataset: str | None = None) -> t
                 ctx, chosen, cluster = units[r1.conversation_id]
                 p = prov(r1)
                 p["annotators"] = sorted(set(p["annotators"]) | set(loads(r2.annotators) or []))
+                p["simulated"] = simulated(p["annotators"])
                 pairs.append(_pair(ctx, chosen, units[r2.conversation_id][1], s1 - s2, "ratings", cluster_id=cluster,
                                    conversation_id_chosen=r1.conversation_id, conversation_id_rejected=r2.conversation_id,
                                    **p))
@@ -175,7 +183,7 @@ def build_pairs(store: Store, rules: PairRules, dataset: str | None = None) -> t
         ctx, original, cluster = units[r.conversation_id]
         pairs.append(_pair(ctx, {"role": "assistant", "content": r.rewrite}, original, rules.rewrite_margin, "rewrite",
                            cluster_id=cluster, conversation_id_rejected=r.conversation_id, annotators=[r.annotator],
-                           disagreement=False, dataset=r.dataset, run_id=r.run_id))
+                           disagreement=False, dataset=r.dataset, run_id=r.run_id, simulated=simulated([r.annotator])))
     if fb:  # (d)
         by_context = defaultdict(list)
         for cid, label in sorted(fb.items()):
@@ -243,7 +251,7 @@ def _mix(sources: list[str]) -> tuple[list[dict], list[dict]]:
             p = standardize_pair(r)
             rows.append(_pair([_msg(m) for m in p["prompt"]], _msg(p["chosen"][0]), _msg(p["rejected"][0]),
                               p.get("margin") if p.get("margin") is not None else 1.0, "mixed",
-                              cluster_id=p.get("cluster_id"), source=source))
+                              cluster_id=p.get("cluster_id"), source=source, simulated=bool(p.get("simulated"))))
         info.append({"source": source, "pairs": len(raw)})
     return rows, info
 
@@ -254,7 +262,8 @@ def _features(kind: str) -> Any:
 
     messages = [{"role": Value("string"), "content": Value("string")}]
     provenance = {"context_id": Value("string"), "cluster_id": Value("int64"), "annotators": [Value("string")],
-                  "disagreement": Value("bool"), "dataset": Value("string"), "run_id": Value("string")}
+                  "disagreement": Value("bool"), "dataset": Value("string"), "run_id": Value("string"),
+                  "simulated": Value("bool")}
     if kind == "preferences":
         return Features({"prompt": messages, "chosen": messages, "rejected": messages, "margin": Value("float64"),
                          "rule": Value("string"), "conversation_id_chosen": Value("string"),
@@ -339,7 +348,8 @@ def _finish(store: Store, out: Path, fmt: str, kind: str, train: list[dict], tes
             raise CurateError(f"export written to {out}, but pushing to {push_to_hub} failed: {exc}; "
                               "check HF_TOKEN and network access (HF_HUB_OFFLINE must be unset)") from None
     summary = {"pairs" if kind == "preferences" else "rows": len(train) + len(test), "train": len(train),
-               "test": len(test), "out": str(out), "version": manifest["version"]}
+               "test": len(test), "out": str(out), "version": manifest["version"],
+               "simulated": manifest["counts"]["simulated"]}
     with store.begin() as conn:
         conn.execute(preference_exports.insert().values(
             out=str(out), pairs=len(train) + len(test), train=len(train), test=len(test), manifest=dumps(manifest),
@@ -364,8 +374,7 @@ def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: Pa
         mixed, mixed_info = _mix(list(mix or []))
         rows = pairs + mixed
         if not rows:
-            raise CurateError("no preference pairs: rate some records (`curate annotate pull`) or loosen the rules "
-                              "(--tie-threshold, --include-disagreement, --rule feedback)")
+            raise CurateError(_why_no_pairs(store, rules, stats, dataset))
         train, test = split(rows, rules.test_size, rules.seed)
         by_rule: dict[str, int] = defaultdict(int)
         for r in rows:
@@ -373,7 +382,7 @@ def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: Pa
         manifest = {
             "kind": "preferences", "created_at": utcnow(), "format": fmt, "run_id": run_id, "dataset": dataset,
             "counts": {"pairs": len(rows), "train": len(train), "test": len(test), "by_rule": dict(by_rule),
-                       "contexts": len({r["context_id"] for r in rows})},
+                       "contexts": len({r["context_id"] for r in rows}), "simulated": sum(r["simulated"] for r in rows)},
             "rules": asdict(rules), "agreement": {k: v for k, v in stats.items() if k != "source_runs"},
             "source_runs": stats.get("source_runs", []), "mixed": mixed_info, "licence": LICENCE_NOTE,
         }
@@ -381,6 +390,38 @@ def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: Pa
     except BaseException:
         store.finish_run(run_id, "failed")
         raise
+
+
+def _why_no_pairs(store: Store, rules: PairRules, stats: dict, dataset: str | None) -> str:
+    """Why an export made no pairs, and the next step, from what the store holds and which rules were tried.
+    Starts with "no preference pairs" (the loop's export step reads that as "nothing to export yet")."""
+    name = dataset or "NAME"
+    feedback_tried = ("; production feedback (--rule feedback) made none either: it pairs a thumbs-up reply with a "
+                      "thumbs-down reply to the same context") if "feedback" in rules.rules else ""
+    if not stats.get("records"):
+        with store.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(annotation_records)
+            pushed = conn.execute(query.where(annotation_records.c.dataset == dataset) if dataset else query).scalar_one()
+        rate = (f"have them rated in Argilla, or by simulated annotators (`curate annotate simulate --dataset {name}`, "
+                f"marked simulated), then `curate annotate pull --dataset {name}`")
+        step = (f"{pushed:,} records were pushed but none is rated in the store yet: {rate}" if pushed else
+                f"nothing was sent for rating: `curate annotate push --dataset {name} --budget N`, {rate}")
+        return f"no preference pairs: no ratings{f' in {dataset!r}' if dataset else ''}; {step}{feedback_tried}"
+    tips = []
+    if stats.get("ties_dropped"):
+        tips.append(f"{stats['ties_dropped']:,} rated pairs were ties under --tie-threshold {rules.tie_threshold:g}: lower it")
+    if stats.get("excluded_disagreement") and not rules.include_disagreement:
+        tips.append(f"{stats['excluded_disagreement']:,} records flagged for disagreement were left out: "
+                    "--include-disagreement keeps them")
+    if "feedback" not in rules.rules:
+        tips.append("--rule feedback also pairs thumbs-up ≻ thumbs-down replies to one context")
+    left_out = [r for r in PairRules.rules if r not in rules.rules]
+    if left_out:
+        tips.append(f"--rule replaces the default rules: add {' '.join(f'--rule {r}' for r in left_out)}")
+    if not tips:
+        tips.append("rule (a) needs two rated replies to one context, rule (b) a two-response record "
+                    "(`curate annotate push --pairs`): rate more records")
+    return f"no preference pairs from {stats['records']:,} rated records{feedback_tried}; " + "; ".join(tips)
 
 
 def export_ratings(store: Store, out: str | Path, fmt: str = "hf", dataset: str | None = None,
@@ -394,6 +435,7 @@ def export_ratings(store: Store, out: str | Path, fmt: str = "hf", dataset: str 
     run_id = store.start_run("export", {"kind": "ratings", "out": str(out), "format": fmt})
     try:
         with store.connect() as conn:
+            simulated_ids = simulated_annotators(conn)
             query = sa.select(ratings).where(ratings.c.conversation_id_b.is_(None))
             if dataset:
                 query = query.where(ratings.c.dataset == dataset)
@@ -406,14 +448,15 @@ def export_ratings(store: Store, out: str | Path, fmt: str = "hf", dataset: str 
             "context_id": context_id(units[r.conversation_id][0]), "conversation_id": r.conversation_id,
             "cluster_id": units[r.conversation_id][2], "n_annotators": r.n_annotators,
             "annotators": loads(r.annotators) or [], "disagreement": bool(r.disagreement), "dataset": r.dataset,
-            "run_id": r.run_id,
+            "run_id": r.run_id, "simulated": any(is_simulated(a, simulated_ids) for a in loads(r.annotators) or []),
         } for r in kept]
         if not rows:
             raise CurateError("no rated responses to export; pull ratings first (`curate annotate pull`)")
         train, test = split(rows, test_size, seed)
         manifest = {
             "kind": "ratings", "created_at": utcnow(), "format": fmt, "run_id": run_id, "dataset": dataset,
-            "counts": {"rows": len(rows), "train": len(train), "test": len(test)},
+            "counts": {"rows": len(rows), "train": len(train), "test": len(test),
+                       "simulated": sum(r["simulated"] for r in rows)},
             "agreement": {"records": len(rated), "disagreement_records": sum(1 for r in rated if r.disagreement),
                           "excluded_disagreement": sum(1 for r in rated if r.disagreement and not include_disagreement)},
             "rules": {"include_disagreement": include_disagreement, "test_size": test_size, "seed": seed},
@@ -440,7 +483,8 @@ def _card(kind: str, m: dict) -> str:
         lines += [
             "Columns follow TRL's conversational preference format: `prompt` (messages), `chosen` and `rejected` (one "
             "assistant message each), `margin`; provenance: `rule`, `context_id`, `conversation_id_chosen`, "
-            "`conversation_id_rejected`, `cluster_id`, `annotators`, `disagreement`, `dataset`, `run_id`, `source`.", "",
+            "`conversation_id_rejected`, `cluster_id`, `annotators`, `disagreement`, `dataset`, `run_id`, `source`, "
+            "`simulated` (true when a simulated annotator's rating made the pair: not a person's judgement).", "",
             f"Pairs by rule: {m['counts']['by_rule']}. Rules and thresholds: `{orjson.dumps(m['rules']).decode()}`.", "",
         ]
     else:

@@ -1,8 +1,14 @@
-"""Simulated annotators for the demo: seeded, noisy, and clearly not people.
+"""Simulated annotators (`curate demo`, `curate annotate simulate`): seeded, noisy, and clearly not people.
 
 They rate through the real Argilla API exactly as the web UI does (each with its own user and API key, one
-response per record), answering from the failure mode planted in the sample traffic (`metadata.demo_truth`).
-Each record is rated by `per_record` of them, chosen by a hash of the record, so their agreement can be measured.
+response per record), answering from the failure mode planted in the sample traffic (`metadata.demo_truth`); a
+conversation without one is rated as a good answer. Each record is rated by `per_record` of them, chosen by a hash
+of the record, so their agreement can be measured.
+
+Their ratings can never pass for people's: the users are named `simulated-annotator-N` (first name "Simulated"), so
+the store's responses and consensus rows carry those names; every session is a `simulate` run in the store that
+records the users' Argilla ids too (what pull stores as the name when its key cannot list users); and exports mark
+each pair or row that rests on one of them `simulated: true` and count them (`is_simulated`, `simulated_annotators`).
 """
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ import sqlalchemy as sa
 
 from curation.errors import CurateError
 from curation.store import Store, loads
-from curation.store.tables import conversations
+from curation.store.tables import conversations, runs
+
+PREFIX = "simulated-annotator-"
 
 # the mean score each attribute gets for each planted failure of the rated answer (None = a good answer)
 MEANS = {
@@ -53,19 +61,55 @@ class SimulatedAnnotator:
 
 def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: str, n_annotators: int = 3,
              per_record: int = 2, seed: int = 0) -> dict:
-    """Have `n_annotators` simulated annotators rate every record of `dataset`; returns {"responses", "annotators"}.
+    """Have `n_annotators` simulated annotators rate every record of `dataset`.
 
-    Idempotent: answers are upserts of the same seeded values.
+    Returns {"responses", "records", "without_truth" (records whose conversations carry no planted failure),
+    "annotators", "simulated": True, "dataset", "workspace", "run_id"}. Idempotent: answers are upserts of the same
+    seeded values. Recorded as a `simulate` run.
     """
+    run_id = store.start_run("simulate", {"dataset": dataset, "workspace": workspace, "annotators": n_annotators,
+                                          "per_record": per_record, "seed": seed})
+    try:
+        result = _simulate(store, api_url, api_key, dataset, workspace, n_annotators, per_record, seed)
+    except httpx.HTTPError as exc:
+        store.finish_run(run_id, "failed")
+        raise CurateError(f"the Argilla server at {api_url} failed during simulation ({type(exc).__name__}: {exc}); "
+                          "check that it runs (`curate annotate serve`) and run the same command again") from None
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+    summary = {**result, "dataset": dataset, "workspace": workspace, "run_id": run_id}
+    store.finish_run(run_id, "done", summary)
+    summary.pop("user_ids")
+    return summary
+
+
+def is_simulated(annotator: str, known: set[str] = frozenset()) -> bool:
+    """Whether an annotator name (as the store keeps it) is a simulated annotator's: by its name, or `known` ids."""
+    return annotator.startswith(PREFIX) or annotator in known
+
+
+def simulated_annotators(conn: sa.Connection) -> set[str]:
+    """The Argilla user ids of every simulated annotator that rated for this store (from its `simulate` runs)."""
+    found: set[str] = set()
+    for (summary,) in conn.execute(sa.select(runs.c.summary).where(runs.c.kind == "simulate", runs.c.status == "done")):
+        found.update((loads(summary) or {}).get("user_ids", []))
+    return found
+
+
+def _simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: str, n_annotators: int,
+              per_record: int, seed: int) -> dict:
     owner = httpx.Client(base_url=api_url, headers={"X-Argilla-Api-Key": api_key}, timeout=60)
     ws = next((w for w in _get(owner, "/api/v1/me/workspaces")["items"] if w["name"] == workspace), None)
     ds = next((d for d in _get(owner, "/api/v1/me/datasets")["items"] if d["name"] == dataset and ws and d["workspace_id"] == ws["id"]), None)
     if ws is None or ds is None:
         raise CurateError(f"dataset {dataset!r} in workspace {workspace!r} not found on {api_url}; push first")
-    annotators = [SimulatedAnnotator(f"simulated-annotator-{i + 1}", seed + i) for i in range(n_annotators)]
+    annotators = [SimulatedAnnotator(f"{PREFIX}{i + 1}", seed + i) for i in range(n_annotators)]
     keys = {a.name: _ensure_user(owner, a.name, ws["id"]) for a in annotators}
+    ids = {u["username"]: u["id"] for u in _get(owner, "/api/v1/users")["items"] if u["username"] in keys}
     truths = _truths(store)
     work: dict[str, list[dict]] = {a.name: [] for a in annotators}
+    records = without_truth = 0
     offset = 0
     while True:
         page = _get(owner, f"/api/v1/datasets/{ds['id']}/records", params={"offset": offset, "limit": 500})["items"]
@@ -76,6 +120,8 @@ def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: 
             key = record["external_id"]
             id_a, _, id_b = key.partition("|")
             truth, truth_b = truths.get(id_a, {}), truths.get(id_b, {})
+            records += 1
+            without_truth += not truths.get(id_a)
             for annotator in _raters(annotators, key, per_record):
                 values = annotator.rate(key, truth.get("last_answer_failure"), truth.get("reference", ""),
                                         truth_b.get("last_answer_failure"), has_b=bool(id_b))
@@ -91,7 +137,9 @@ def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: 
             if errors:
                 raise CurateError(f"simulated annotator {name}: {errors[0][:200]}")
             responses += len(items[start:start + 100])
-    return {"responses": responses, "annotators": [a.name for a in annotators], "simulated": True}
+    return {"responses": responses, "records": records, "without_truth": without_truth,
+            "annotators": [a.name for a in annotators], "simulated": True,
+            "user_ids": sorted(ids.values())}
 
 
 def _raters(annotators: list[SimulatedAnnotator], key: str, per_record: int) -> list[SimulatedAnnotator]:

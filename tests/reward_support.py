@@ -35,7 +35,7 @@ def sibling_groups(oasst_file: Path, n_groups: int) -> list[tuple[list[dict], li
     return groups
 
 
-def seed_ratings(store: Store, oasst_file: Path, n_groups: int = 24) -> dict:
+def seed_ratings(store: Store, oasst_file: Path, n_groups: int = 24, annotators: tuple[str, str] = ("ann1", "ann2")) -> dict:
     """Conversations = real sibling replies; ratings follow the human rank (helpfulness 4 − rank).
 
     Per group: every reply rated alone (rule a); the top two also as a preference record (rule b, strength −2 =
@@ -61,9 +61,9 @@ def seed_ratings(store: Store, oasst_file: Path, n_groups: int = 24) -> dict:
             values = {a: None for a in ATTRIBUTES} | {"helpfulness": float(max(0, 4 - reply["rank"])), "correctness": 3.0}
             rate.append({"record_id": cid, "dataset": "ds", "conversation_id": cid, "conversation_id_b": None,
                          "n_annotators": 2, **values, "preference": None, "disagreement": flagged,
-                         "annotators": dumps(["ann1", "ann2"]), "run_id": run, "updated_at": now})
-            for ann in ("ann1", "ann2"):
-                rewrite = "A better, corrected answer written by the annotator." if (g == 0 and reply is replies[-1] and ann == "ann1") else None
+                         "annotators": dumps(list(annotators)), "run_id": run, "updated_at": now})
+            for ann in annotators:
+                rewrite = "A better, corrected answer written by the annotator." if (g == 0 and reply is replies[-1] and ann == annotators[0]) else None
                 resp.append({"id": f"{cid}:{ann}", "dataset": "ds", "record_id": cid, "conversation_id": cid,
                              "conversation_id_b": None, "annotator": ann, "status": "submitted", **values,
                              "preference": None, "justification": None, "rewrite": rewrite, "updated_at": now,
@@ -71,7 +71,7 @@ def seed_ratings(store: Store, oasst_file: Path, n_groups: int = 24) -> dict:
         pref_id = f"{ids[0]}|{ids[1]}"
         rate.append({"record_id": pref_id, "dataset": "ds", "conversation_id": ids[0], "conversation_id_b": ids[1],
                      "n_annotators": 2, **{a: None for a in ATTRIBUTES}, "preference": -2.0, "disagreement": flagged,
-                     "annotators": dumps(["ann1", "ann2"]), "run_id": run, "updated_at": now})
+                     "annotators": dumps(list(annotators)), "run_id": run, "updated_at": now})
         for cid, kind in ((ids[0], "thumbs_up"), (ids[1], "thumbs_down")):
             fb.append({"id": hashlib.sha256(f"{cid}{kind}".encode()).hexdigest(), "conversation_id": cid, "type": kind,
                        "value": None, "turn": None, "at": now, "run_id": run})

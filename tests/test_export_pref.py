@@ -53,6 +53,7 @@ def test_export_formats_split_manifest(store, rated, tmp_path):
     assert manifest["counts"]["pairs"] == hf["pairs"] and manifest["source_runs"] == [rated["run_id"]]
     assert manifest["rules"]["tie_threshold"] == 0.5 and manifest["agreement"]["excluded_disagreement"] > 0
     assert "Licence" in (tmp_path / "hf" / "README.md").read_text()
+    assert manifest["counts"]["simulated"] == hf["simulated"] == 0 and not any(data["train"]["simulated"])  # people's
 
     again = export_preferences(store, tmp_path / "again", fmt="jsonl", rules=rules)
     assert again["version"] == hf["version"]  # deterministic for a seed, whatever the format
@@ -91,11 +92,38 @@ def test_export_ratings(store, rated, tmp_path):
     assert result["rows"] == n_single
 
 
-def test_no_ratings_is_a_clear_error(store, tmp_path):
+def test_no_pairs_says_what_to_do_next_given_what_was_tried_and_what_the_store_holds(store, tmp_path):
+    from annotations.tables import annotation_records
+    from curation.errors import CurateError
+    from curation.store import utcnow
+
+    def why(**rules) -> str:
+        with pytest.raises(CurateError) as caught:
+            export_preferences(store, tmp_path / "out", rules=PairRules(**rules), dataset="failures")
+        return str(caught.value)
+
+    nothing = why()
+    assert nothing.startswith("no preference pairs")  # the loop's export step reads this as "nothing to export yet"
+    assert "curate annotate push --dataset failures" in nothing and "curate annotate simulate --dataset failures" in nothing
+    assert "curate annotate pull --dataset failures" in nothing
+    tried = why(rules=("feedback",))
+    assert "--rule feedback" in tried and "thumbs-up" in tried and "loosen" not in tried  # tried: not suggested again
+    with store.begin() as conn:
+        conn.execute(annotation_records.insert(), [{"record_id": f"r{i}", "dataset": "failures", "conversation_id": f"c{i}",
+                                                     "pushed_at": utcnow()} for i in range(3)])
+    pushed = why()
+    assert "3 records were pushed" in pushed and "curate annotate simulate --dataset failures" in pushed
+
+
+def test_no_pairs_from_ratings_names_the_rules_left_to_loosen(store, rated, tmp_path):
     from curation.errors import CurateError
 
-    with pytest.raises(CurateError, match="annotate pull"):
-        export_preferences(store, tmp_path / "out")
+    with pytest.raises(CurateError) as caught:
+        export_preferences(store, tmp_path / "out", rules=PairRules(rules=("ratings",), tie_threshold=9))
+    why = str(caught.value)
+    assert why.startswith("no preference pairs from ") and "ties under --tie-threshold 9" in why
+    assert "--include-disagreement" in why and "--rule feedback" in why
+    assert "--rule replaces the default rules" in why
 
 
 @pytest.mark.slow
@@ -119,3 +147,25 @@ def test_trl_reward_trainer_takes_the_export_unchanged(store, rated, tmp_path):
                         report_to="none", use_cpu=True, save_strategy="no", logging_steps=1)
     trainer = RewardTrainer(model=model, args=args, train_dataset=data["train"], processing_class=tokenizer)
     assert trainer.train().global_step == 1
+
+
+def test_pairs_and_rows_from_simulated_ratings_are_marked_and_counted(store, oasst_file, tmp_path, cli):
+    """One simulated annotator on each record: every pair rests on it, and says so wherever it goes."""
+    from datasets import load_from_disk
+
+    seed_ratings(store, oasst_file, annotators=("simulated-annotator-1", "ann2"))
+    result = cli.json("export", "preferences", "--out", tmp_path / "prefs")
+    data = load_from_disk(str(tmp_path / "prefs"))
+    assert result["simulated"] == result["pairs"] > 0
+    assert all(data["train"]["simulated"]) and all(data["test"]["simulated"])
+    assert orjson.loads((tmp_path / "prefs" / "manifest.json").read_bytes())["counts"]["simulated"] == result["pairs"]
+    assert "`simulated`" in (tmp_path / "prefs" / "README.md").read_text()
+    text = cli("export", "preferences", "--out", tmp_path / "again").stdout
+    assert f"{result['pairs']:,} of the {result['pairs']:,} pairs come from simulated annotators' ratings" in text
+    rows = cli.json("export", "ratings", "--out", tmp_path / "ratings")
+    assert rows["simulated"] == rows["rows"] > 0
+    mixed = export_preferences(store, tmp_path / "mixed", fmt="jsonl", rules=PairRules(rules=("feedback",)),
+                               mix=[str(tmp_path / "prefs")])  # mixing an export back in keeps the mark
+    kept = [orjson.loads(line) for f in ("train.jsonl", "test.jsonl") for line in (tmp_path / "mixed" / f).read_bytes().splitlines()]
+    assert all(r["simulated"] for r in kept if r["rule"] == "mixed") and not any(r["simulated"] for r in kept if r["rule"] == "feedback")
+    assert mixed["simulated"] == result["pairs"]

@@ -239,3 +239,32 @@ def test_serve_announces_the_url_and_how_to_log_in_never_a_chosen_secret(home, m
     line = announcement(ServerSettings.resolve(home, port=6911))
     assert "log in as argilla with the password in $CURATE_ANNOTATE_OWNER_PASSWORD" in line
     assert "a-chosen-password" not in line and "a-chosen-key-123" not in line
+
+
+def test_a_client_waits_for_the_home_server_while_it_starts_and_finds_its_port(tmp_path, monkeypatch):
+    """`curate annotate serve &` then `curate annotate push`: the push waits while the server holds the home's lock
+    (it is rebuilding its index), at the address in the lock; with no server starting it gives up as before."""
+    from annotations import client
+
+    home, port = tmp_path / "home", free_port()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom annotations.server.lock import hold_server_lock\n"
+         "from annotations.server.settings import ServerSettings\n"
+         f"lock = hold_server_lock(ServerSettings.resolve({str(home)!r}, port={port}))\nprint('held', flush=True)\ntime.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    for name in ("ARGILLA_API_URL", "ARGILLA_API_KEY", "CURATE_ANNOTATE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CURATE_ANNOTATE_RETRIES", "1")
+    monkeypatch.setattr(client, "STARTING_WAIT_S", 2)
+    started = time.monotonic()
+    with pytest.raises(client.ServerUnreachable, match=f"127.0.0.1:{port}"):  # not the default 6900: the lock's
+        client.connect(home=home)
+    assert time.monotonic() - started >= 2
+    holder.kill()
+    holder.wait()
+    started = time.monotonic()
+    with pytest.raises(client.ServerUnreachable):
+        client.connect(home=home)
+    assert time.monotonic() - started < 2

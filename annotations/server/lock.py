@@ -38,3 +38,23 @@ def hold_server_lock(settings: ServerSettings) -> IO[str]:
     handle.write(json.dumps({"pid": os.getpid(), "host": settings.host, "port": settings.port, "url": settings.url}))
     handle.flush()
     return handle
+
+
+def serving(settings: ServerSettings) -> dict | None:
+    """The server that holds this home's lock ({"pid", "host", "port", "url"}; {} while it writes them), or None.
+    A server holds the lock from before it prepares its database and index until it stops."""
+    path = settings.folder / LOCK_NAME
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(handle.read() or "{}")
+            except ValueError:
+                return {}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None

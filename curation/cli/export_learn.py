@@ -46,7 +46,8 @@ def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagr
                            test_size=test_size, seed=seed, **({"rules": tuple(rules)} if rules else {}))
     result = export_preferences(Store.open(home), out, fmt=fmt, rules=pair_rules, dataset=dataset, mix=list(mix),
                                 push_to_hub=push_to_hub, overwrite=overwrite)
-    return result, f"wrote {result['pairs']:,} pairs ({result['train']:,} train, {result['test']:,} test) to {result['out']}"
+    return result, (f"wrote {result['pairs']:,} pairs ({result['train']:,} train, {result['test']:,} test) to "
+                    f"{result['out']}{_simulated(result, 'pairs')}")
 
 
 def _weights(text: str | None) -> dict[str, float] | None:
@@ -74,7 +75,14 @@ def ratings(out, fmt, dataset, include_disagreement, test_size, seed, overwrite,
 
     result = export_ratings(Store.open(home), out, fmt=fmt, dataset=dataset, include_disagreement=include_disagreement,
                             test_size=test_size, seed=seed, overwrite=overwrite)
-    return result, f"wrote {result['rows']:,} rated responses ({result['train']:,} train, {result['test']:,} test) to {result['out']}"
+    return result, (f"wrote {result['rows']:,} rated responses ({result['train']:,} train, {result['test']:,} test) to "
+                    f"{result['out']}{_simulated(result, 'rows')}")
+
+
+def _simulated(result: dict, what: str) -> str:
+    n = result["simulated"]
+    return (f"\n{n:,} of the {result[what]:,} {what} come from simulated annotators' ratings, not people's "
+            "(column `simulated`)") if n else ""
 
 
 COMMANDS = [preferences, ratings]
