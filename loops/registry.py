@@ -36,11 +36,17 @@ def list_models(store: Store) -> list[dict]:
     return [_as_dict(row) for row in rows]
 
 
-def get(store: Store, version: str) -> dict:
+def get(store: Store, version: str | Path) -> dict:
+    """A registered model by its version, or by the folder `curate reward train --out` saved it in (the newest
+    model trained there)."""
     with store.connect() as conn:
-        row = conn.execute(sa.select(reward_models).where(reward_models.c.version == version)).mappings().first()
+        row = conn.execute(sa.select(reward_models).where(reward_models.c.version == str(version))).mappings().first()
+        if row is None and Path(version).is_dir():
+            row = conn.execute(sa.select(reward_models).where(reward_models.c.path == str(Path(version).resolve()))
+                               .order_by(reward_models.c.created_at.desc())).mappings().first()
     if row is None:
-        raise RegistryError(f"no reward model {version!r} in the registry; see `curate reward list`")
+        raise RegistryError(f"no reward model {str(version)!r} in the registry (a version, or a folder that "
+                            "`curate reward train --out` wrote); see `curate reward list`")
     return _as_dict(row)
 
 
@@ -67,8 +73,9 @@ def resolve_model(store: Store, model: str | Path | None) -> tuple[str, Path]:
     if not path.exists():
         return str(model), Path(get(store, str(model))["path"])
     with store.connect() as conn:
-        version = conn.execute(
+        version = conn.execute(  # the newest model trained into that folder
             sa.select(reward_models.c.version).where(reward_models.c.path == str(path.resolve()))
+            .order_by(reward_models.c.created_at.desc())
         ).scalar()
     # An unregistered folder is named by its content, so re-scoring with a changed model is a new version.
     return version or f"local-{path.resolve().name}-{_folder_hash(path)}", path

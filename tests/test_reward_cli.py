@@ -32,7 +32,7 @@ def test_export_train_eval_promote_score(cli, store, oasst_file, tmp_path):
     assert gated["decision"] == "rejected" and figures["challenger_accuracy"] < figures["length_baseline"]
     assert gated["reason"].startswith(f"rejected: {figures['challenger_accuracy']:.3f} is below the longer-answer "
                                       f"baseline's {figures['length_baseline']:.3f} on the same {figures['n']} gate pairs")
-    forced = cli("reward", "promote", trained["version"], "--force").stdout  # the gate set stays fixed
+    forced = cli("reward", "promote", tmp_path / "rm", "--force").stdout  # the folder names its model; the gate set stays fixed
     assert forced.startswith(f"{trained['version']} promoted (forced) although")
     assert "  length baseline: " in forced and "95% CI" in forced and "allowed drop 0.000 (tolerance)" in forced
     scored = cli.json("reward", "score")

@@ -111,7 +111,8 @@ def list_(home, as_json):
 @json_option
 @reports
 def promote(version, gate, tolerance, force, home, as_json):
-    """Make VERSION the champion if it passes the gate on the fixed gate pairs.
+    """Make VERSION (or the model in the folder `reward train --out` wrote) the champion if it passes the gate on the
+    fixed gate pairs.
 
     It must score at least the longer-answer baseline's and the champion's accuracy minus --tolerance, and not
     significantly worse than the champion on each of the three largest clusters (docs/reward-models.md).
@@ -121,7 +122,7 @@ def promote(version, gate, tolerance, force, home, as_json):
     from loops.reward.gate import promote as run_promote
 
     r = run_promote(Store.open(home), version, gate=gate, tolerance=tolerance, force=force)
-    return r, "\n".join([f"{version} {r['reason']}", *(f"  {line}" for line in explain(r["figures"]))])
+    return r, "\n".join([f"{r['challenger']} {r['reason']}", *(f"  {line}" for line in explain(r["figures"]))])
 
 
 @reward.command()

@@ -38,12 +38,14 @@ RULE = ("promoted only if, on the same gate pairs, its accuracy is at least the 
 def promote(store: Store, challenger: str, gate: str | Path | None = None, tolerance: float = 0.0,
             top_clusters: int = 3, min_cluster_pairs: int = 30, force: bool = False,
             progress: bool | None = None) -> dict:
-    """Run the gate for `challenger` (a version) against the champion; promote it if it passes (or `force`).
+    """Run the gate for `challenger` (a version, or the folder it was trained into) against the champion; promote
+    it if it passes (or `force`).
 
     The first `gate` file given is copied into the Curate home and stays the gate set until another is given.
     Returns {"decision", "challenger", "champion", "reason", "figures"}.
     """
     chal = registry.get(store, challenger)
+    challenger = chal["version"]
     champ = registry.champion(store)
     gate_path = _fix_gate(store, gate)
     pairs = load_pairs(gate_path)
