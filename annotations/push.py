@@ -8,6 +8,10 @@ duplicates (the server also keeps external ids unique per dataset).
 `--budget N` pushes N new records: the strategy chooses among conversations not in the dataset yet, so a second
 push adds N more. A rerun after a push that failed or was cut off sends only what that push still owed. `--ids`
 routes exactly the conversations named.
+
+With `pairs`, a `generator` (`annotations.generate.Generator`) first writes a candidate reply for each chosen
+conversation that has no sibling; the candidate becomes response B. Such records show their two responses in a
+random order per record (`annotations.order`), so annotators cannot tell which one production wrote.
 """
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 from annotations.client import AnnotationError, Connection, connect, map_error
+from annotations.order import shown_swapped
 from annotations.pii import Redactor
-from annotations.routing import Pick, Strategy, cluster_labels, get_strategy, load_candidates
+from annotations.routing import GENERATED, Pick, Strategy, cluster_labels, get_strategy, load_candidates
 from annotations.tables import annotation_records
 from annotations.template import ATTRIBUTES, VECTOR, build_settings, differences, template
 from curation.errors import CurateError
@@ -62,6 +67,8 @@ def push(
     suggestions_from: str | None = None,
     progress: bool | None = None,
     resume: bool = True,
+    generator: Any = None,
+    ab_seed: int = 0,
 ) -> dict:
     """Route conversations into `dataset`; returns {"pushed", "skipped", "dataset", "url", "by_strategy", "run_id"}.
 
@@ -73,6 +80,9 @@ def push(
     answer) becomes a two-response record with a preference question.
     `suggestions_from` names the reward model version whose `rewards.attributes` become suggestions (the loop passes
     its champion); by default the newest version that wrote attributes.
+    With `pairs` and a `generator`, chosen conversations without a sibling get a generated one first; the result
+    then also holds "generated", "generation_failed" and the generator's summary as "generation". `ab_seed` (stored
+    in the run) randomises which response of a record with a generated B is shown first.
     """
     if (budget is None) == (ids is None):
         raise CurateError("say what to push: --budget N (routing chooses) or --ids ID... (exactly these)")
@@ -81,16 +91,22 @@ def push(
     strategy = get_strategy(strategy) if ids is None else None
     command = {"budget": budget, "strategy": getattr(strategy, "name", "ids"), "pairs": pairs}
     owed = _owed(store, dataset, command) if budget is not None and resume else budget
-    run_id = store.start_run("push", {"dataset": dataset, "ids": len(ids or []), **command, "owed": owed})
+    run_id = store.start_run("push", {"dataset": dataset, "ids": len(ids or []), **command, "owed": owed,
+                                      **({"ab_seed": ab_seed} if pairs else {})})
+    generation = None
     try:
         picks, skipped = _choose(store, dataset, owed, ids, strategy)
         if pairs:
             picks = pair_siblings(store, dataset, picks)
+            if generator is not None:
+                generation = generator.generate(store, [p.conversation_id for p in picks if p.conversation_id_b is None],
+                                                progress=progress)
+                picks = pair_siblings(store, dataset, picks)
         space, dim = _vector_space(store)
         settings = template(min_submitted=min_submitted, dimensions=dim)
         conn = connection or connect(home=store.home)
         dataset_id, question_ids = ensure_dataset(conn, dataset, workspace or DEFAULT_WORKSPACE, settings)
-        builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space, suggestions_from)
+        builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space, suggestions_from, ab_seed)
         pushed, unrateable = _send(store, conn, dataset, dataset_id, picks, builder, batch_size, run_id, progress)
     except BaseException as exc:  # a failed or interrupted run is recorded as failed; its committed batches stay
         store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
@@ -101,7 +117,11 @@ def push(
     for pick in picks:
         by_strategy[pick.strategy] = by_strategy.get(pick.strategy, 0) + 1
     result = {"pushed": pushed, "skipped": skipped + unrateable, "dataset": dataset, "url": conn.url,
-              "by_strategy": by_strategy, "run_id": run_id}
+              "by_strategy": by_strategy, "run_id": run_id,
+              "generated": generation["generated"] if generation else 0,
+              "generation_failed": generation["failed"] + generation["capped"] if generation else 0}
+    if generation is not None:
+        result["generation"] = generation
     store.finish_run(run_id, "done", result)
     return result
 
@@ -227,8 +247,9 @@ class _RecordBuilder:
     """Turns picks into Argilla record payloads (plain dicts; the SDK's objects cost more than the server's work)."""
 
     def __init__(self, store: Store, redactor: Redactor, question_ids: dict[str, str], space: str | None,
-                 model_version: str | None = None):
+                 model_version: str | None = None, ab_seed: int = 0):
         self.store = store
+        self.ab_seed = ab_seed
         self.redactor = redactor
         self.question_ids = question_ids
         self.space = space
@@ -253,7 +274,7 @@ class _RecordBuilder:
     def _rows(self, ids: list[str]) -> dict[str, Any]:
         c, f, a = conversations.c, failure_scores.c, cluster_assignments.c
         query = (
-            sa.select(c.id, c.messages, c.model, c.created_at, f.failure_score, f.signals, a.cluster_id)
+            sa.select(c.id, c.messages, c.model, c.created_at, c.source, f.failure_score, f.signals, a.cluster_id)
             .select_from(conversations.outerjoin(failure_scores, f.conversation_id == c.id)
                          .outerjoin(cluster_assignments, a.conversation_id == c.id))
             .where(c.id.in_(ids))
@@ -287,23 +308,30 @@ class _RecordBuilder:
         redact = self.redactor.redact
         context = [{"role": str(m.get("role", "user")), "content": redact(content_text(m)) or " "} for m in messages[:last]]
         fields = {"conversation": context, "response": redact(content_text(messages[last])) or "(empty response)"}
+        external_id = record_id(pick.conversation_id, pick.conversation_id_b)
+        generated_b = row_b is not None and row_b.source == GENERATED
+        shown_a = pick.conversation_id
         if row_b is not None:
             messages_b = loads(row_b.messages) or []
             last_b = _last_assistant(messages_b)
             fields["response_b"] = redact(content_text(messages_b[last_b])) if last_b is not None else "(no response)"
+            if generated_b and shown_swapped(external_id, self.ab_seed):
+                fields["response"], fields["response_b"] = fields["response_b"], fields["response"]
+                shown_a = pick.conversation_id_b
         item: dict[str, Any] = {
-            "external_id": record_id(pick.conversation_id, pick.conversation_id_b),
+            "external_id": external_id,
             "fields": fields,
-            "metadata": self._metadata(pick, row),
+            "metadata": self._metadata(pick, row, hide_origin=generated_b),
         }
         if vector is not None:
             item["vectors"] = {VECTOR: vector}
-        suggestions = self._suggestions(pick.conversation_id)
+        suggestions = self._suggestions(shown_a)
         if suggestions:
             item["suggestions"] = suggestions
         return item
 
-    def _metadata(self, pick: Pick, row: Any) -> dict:
+    def _metadata(self, pick: Pick, row: Any, hide_origin: bool = False) -> dict:
+        """The record's metadata; with `hide_origin` (B is generated), nothing that tells the production reply apart."""
         meta: dict[str, Any] = {"strategy": pick.strategy}
         if row.failure_score is not None:
             meta["failure_score"] = min(1.0, max(0.0, float(row.failure_score)))
@@ -311,13 +339,15 @@ class _RecordBuilder:
             meta["cluster_id"] = int(row.cluster_id)
             if self.labels.get(row.cluster_id):
                 meta["cluster_label"] = self.labels[row.cluster_id][:200]
+        if row.created_at:
+            meta["date"] = row.created_at[:10]
+        if hide_origin:  # the production reply's signals and model name would say which response it is
+            return meta
         fired = [s["name"] for s in (loads(row.signals) or []) if _fired(s)]
         if fired:
             meta["signals"] = fired
         if row.model:
             meta["model"] = row.model[:200]
-        if row.created_at:
-            meta["date"] = row.created_at[:10]
         return meta
 
     def _suggestions(self, conversation_id: str) -> list[dict]:
@@ -345,32 +375,34 @@ def context_key(messages: list[dict]) -> str | None:
     return hashlib.sha1(orjson.dumps([(m.get("role"), content_text(m)) for m in messages[:last]])).hexdigest()
 
 
-def pair_siblings(store: Store, dataset: str, picks: list[Pick]) -> list[Pick]:
+def pair_siblings(store: Store, dataset: str, picks: list[Pick], generated: bool = True) -> list[Pick]:
     """Give each pick a sibling reply (same context, not routed anywhere, not picked) as its response B, if it has one.
 
-    The sibling with the smallest id is taken, so the pairing is the same on every run.
+    A production sibling comes before a generated candidate (those count only with `generated`); among them the
+    smallest id is taken, so the pairing is the same on every run.
     """
     with store.connect() as conn:
         routed = set(conn.execute(sa.select(annotation_records.c.conversation_id)
                                   .where(annotation_records.c.dataset == dataset)).scalars())
-    candidates = [c for c in load_candidates(store, dataset).ids if c not in routed]  # a B is never rated already
+    candidates = [c for c in load_candidates(store, dataset, generated=generated).ids if c not in routed]  # a B is never rated already
     picked = {p.conversation_id for p in picks}
-    by_context: dict[str, list[str]] = {}
+    by_context: dict[str, list[tuple[bool, str]]] = {}
     key_of: dict[str, str] = {}
     with store.connect() as conn:
         for start in range(0, len(candidates), 5_000):
             chunk = candidates[start : start + 5_000]
-            for cid, messages in conn.execute(sa.select(conversations.c.id, conversations.c.messages)
-                                              .where(conversations.c.id.in_(chunk))):
+            for cid, messages, source in conn.execute(sa.select(conversations.c.id, conversations.c.messages,
+                                                                conversations.c.source)
+                                                      .where(conversations.c.id.in_(chunk))):
                 key = context_key(loads(messages) or [])
                 if key is not None:
                     key_of[cid] = key
-                    by_context.setdefault(key, []).append(cid)
+                    by_context.setdefault(key, []).append((source == GENERATED, cid))
     used: set[str] = set()
     out = []
     for pick in picks:
-        siblings = sorted(c for c in by_context.get(key_of.get(pick.conversation_id, ""), [])
-                          if c not in picked and c not in used)
+        siblings = [c for _, c in sorted(by_context.get(key_of.get(pick.conversation_id, ""), []))
+                    if c not in picked and c not in used]
         if siblings:
             used.add(siblings[0])
             pick = Pick(pick.conversation_id, pick.priority, pick.strategy, siblings[0])

@@ -22,6 +22,10 @@ from curation.store import Store
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
 from curation.store.tables import conversations
 
+# conversations.source of a candidate response that `curate generate` wrote (annotations.generate): it can be a
+# pair's second response, but it is never routed on its own
+GENERATED = "generated"
+
 
 @dataclass(frozen=True)
 class Pick:
@@ -134,11 +138,11 @@ def get_strategy(strategy: str | Strategy | None) -> Strategy:
     return strategy
 
 
-def load_candidates(store: Store, dataset: str) -> Candidates:
+def load_candidates(store: Store, dataset: str, generated: bool = False) -> Candidates:
     """Conversations with an assistant reply that are not routed to another dataset, with score/cluster/novelty.
 
     Those already in `dataset` are included; push leaves them out of its choice (`Candidates.without`), so a
-    budget counts new records.
+    budget counts new records. Generated candidates are left out unless `generated`.
     """
     c, f, a = conversations.c, failure_scores.c, cluster_assignments.c
     r = annotation_records.c
@@ -153,7 +157,8 @@ def load_candidates(store: Store, dataset: str) -> Candidates:
                 cluster_assignments, a.conversation_id == c.id
             )
         )
-        .where(c.messages.like('%"assistant"%'), c.id.not_in(elsewhere))
+        .where(c.messages.like('%"assistant"%'), c.id.not_in(elsewhere),
+               sa.true() if generated else sa.or_(c.source.is_(None), c.source != GENERATED))
         .order_by(c.id)
     )
     with store.connect() as conn:

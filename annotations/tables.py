@@ -35,7 +35,8 @@ rating_responses = Table(
     Column("annotator", String(200), nullable=False),
     Column("status", String(16), nullable=False),  # submitted, discarded, draft
     *(Column(name, Float) for name in ATTRIBUTES),  # the five HelpSteer2 attributes, 0–4
-    Column("preference", Integer),  # -3..3, negative = response A (conversation_id) better
+    Column("preference", Integer),  # -3..3, negative = response A better: conversation_id's, or conversation_id_b's
+    # when the record was shown swapped (annotations.order; rewrites are of the response shown as A too)
     Column("justification", Text),
     Column("rewrite", Text),
     Column("updated_at", Text),  # the server's time of the response

@@ -11,6 +11,8 @@ Pair rules (each can be switched on or off, see `PairRules`):
                     a thumbs-up (or a 4–5 rating) ≻ one with a thumbs-down (or 1–2), margin = `feedback_margin`.
 Records flagged for annotator disagreement are left out unless `include_disagreement`. A pair or rating row that rests
 on a simulated annotator (`loops.simulate`) is marked `simulated: true` and counted, so it never passes for people's.
+A record whose response B was
+generated was shown in a random order (`annotations.order`); (b) and (c) undo that order.
 
 The split is grouped by context (no prompt on both sides) and stratified by cluster, deterministic for a seed.
 Every export writes the data, `manifest.json` (counts, rules, thresholds, agreement, source runs, mixed-in sources,
@@ -32,6 +34,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from annotations.order import swapped_records
 from annotations.tables import annotation_records, rating_responses, ratings
 from annotations.template import ATTRIBUTES
 from curation.errors import CurateError, InputError
@@ -129,6 +132,7 @@ def build_pairs(store: Store, rules: PairRules, dataset: str | None = None) -> t
         fb = _feedback_labels(conn) if "feedback" in rules.rules else {}
         ids = {r.conversation_id for r in kept} | {r.conversation_id_b for r in kept if r.conversation_id_b}
         units = _units(conn, ids | set(fb))
+        swapped = swapped_records(conn, dataset)  # shown with B's reply as response A
         simulated_ids = simulated_annotators(conn)
     source_runs = sorted({r.run_id for r in kept if r.run_id})
     pairs: list[dict] = []
@@ -171,18 +175,20 @@ def build_pairs(store: Store, rules: PairRules, dataset: str | None = None) -> t
             if r.conversation_id not in units or r.conversation_id_b not in units:
                 stats["missing_conversation"] += 1
                 continue
-            a, b = r.conversation_id, r.conversation_id_b
-            win, lose = (a, b) if r.preference < 0 else (b, a)
+            a, b = (r.conversation_id_b, r.conversation_id) if r.record_id in swapped else (r.conversation_id, r.conversation_id_b)
+            win, lose = (a, b) if r.preference < 0 else (b, a)  # negative: the response shown as A
             pairs.append(_pair(units[a][0], units[win][1], units[lose][1], abs(r.preference), "preference",
-                               cluster_id=units[a][2], conversation_id_chosen=win, conversation_id_rejected=lose,
+                               cluster_id=units[r.conversation_id][2], conversation_id_chosen=win, conversation_id_rejected=lose,
                                **prov(r)))
-    for r in rewrites:  # (c)
-        if r.conversation_id not in units:
+    for r in rewrites:  # (c) a rewrite of the response shown as A
+        shown_a = r.conversation_id_b if r.record_id in swapped else r.conversation_id
+        if shown_a not in units:
             stats["missing_conversation"] += 1
             continue
-        ctx, original, cluster = units[r.conversation_id]
+        ctx, original, cluster = units[shown_a]
+        cluster = units[r.conversation_id][2] if r.conversation_id in units else cluster  # the routed one's cluster
         pairs.append(_pair(ctx, {"role": "assistant", "content": r.rewrite}, original, rules.rewrite_margin, "rewrite",
-                           cluster_id=cluster, conversation_id_rejected=r.conversation_id, annotators=[r.annotator],
+                           cluster_id=cluster, conversation_id_rejected=shown_a, annotators=[r.annotator],
                            disagreement=False, dataset=r.dataset, run_id=r.run_id, simulated=simulated([r.annotator])))
     if fb:  # (d)
         by_context = defaultdict(list)

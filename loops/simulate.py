@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import httpx
 import sqlalchemy as sa
 
+from annotations.order import swapped_records
 from curation.errors import CurateError
 from curation.store import Store, loads
 from curation.store.tables import conversations, runs
@@ -108,6 +109,8 @@ def _simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace:
     keys = {a.name: _ensure_user(owner, a.name, ws["id"]) for a in annotators}
     ids = {u["username"]: u["id"] for u in _get(owner, "/api/v1/users")["items"] if u["username"] in keys}
     truths = _truths(store)
+    with store.connect() as conn:
+        swapped = swapped_records(conn, dataset)  # they rate what is shown: B's reply first on these records
     work: dict[str, list[dict]] = {a.name: [] for a in annotators}
     records = without_truth = 0
     offset = 0
@@ -119,9 +122,11 @@ def _simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace:
         for record in page:
             key = record["external_id"]
             id_a, _, id_b = key.partition("|")
-            truth, truth_b = truths.get(id_a, {}), truths.get(id_b, {})
             records += 1
-            without_truth += not truths.get(id_a)
+            without_truth += not truths.get(id_a)  # the routed conversation's
+            if key in swapped:
+                id_a, id_b = id_b, id_a
+            truth, truth_b = truths.get(id_a, {}), truths.get(id_b, {})
             for annotator in _raters(annotators, key, per_record):
                 values = annotator.rate(key, truth.get("last_answer_failure"), truth.get("reference", ""),
                                         truth_b.get("last_answer_failure"), has_b=bool(id_b))

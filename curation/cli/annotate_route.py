@@ -22,20 +22,40 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
               help="Annotators per record before it counts as done (2+ for agreement studies).")
 @click.option("--pairs", is_flag=True,
               help="Show a sibling reply (same context) as response B and ask for a preference (HelpSteer2-Preference).")
+@click.option("--generate", "use_generator", is_flag=True,
+              help="With --pairs: conversations without a sibling first get a generated candidate as response B "
+                   "(endpoints from curate.toml [[generate.endpoints]]).")
+@click.option("--generate-url", default=None, help="One generation endpoint's API base URL (implies --generate).")
+@click.option("--generate-model", default=None, help="The model name to request from --generate-url.")
 @workspace_option
 @home_option
 @json_option
 @reports
-def push(dataset, budget, ids, strategy, min_submitted, pairs, workspace, home, as_json):
+def push(dataset, budget, ids, strategy, min_submitted, pairs, use_generator, generate_url, generate_model, workspace,
+         home, as_json):
     """Send conversations to Argilla as HelpSteer2 rating tasks, PII redacted. Idempotent and resumable."""
     from annotations.push import push as run_push
     from curation.store import Store
 
+    generator = None
+    if use_generator or generate_url or generate_model:
+        from annotations.generate import Generator
+        from curation.cli.generate import generate_settings
+
+        if not pairs:
+            raise click.UsageError("--generate writes response B of a pair: add --pairs")
+        generator = Generator(generate_settings(home, generate_url, generate_model))
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
     result = run_push(Store.open(home), dataset, budget=budget, ids=wanted,
-                      strategy=strategy, workspace=workspace, min_submitted=min_submitted, pairs=pairs)
+                      strategy=strategy, workspace=workspace, min_submitted=min_submitted, pairs=pairs,
+                      generator=generator)
     shares = ", ".join(f"{k} {v}" for k, v in sorted(result["by_strategy"].items()))
-    return result, f"pushed {result['pushed']:,} records to {dataset!r} at {result['url']} ({shares or 'none new'}); skipped {result['skipped']:,}"
+    text = f"pushed {result['pushed']:,} records to {dataset!r} at {result['url']} ({shares or 'none new'}); skipped {result['skipped']:,}"
+    if generator is not None:
+        from curation.cli.generate import human
+
+        text += "\n" + human(result["generation"])
+    return result, text
 
 
 @click.command()

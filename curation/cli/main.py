@@ -14,6 +14,7 @@ COMMANDS = [
     ("curation.cli.cluster", "clusters"),
     ("curation.cli.report", "report"),
     ("curation.cli.annotate", "annotate"),
+    ("curation.cli.generate", "generate"),
     ("curation.cli.export", "export"),
     ("curation.cli.reward", "reward"),
     ("curation.cli.loop", "loop"),

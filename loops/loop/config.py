@@ -14,6 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from annotations.generate.config import GenerateSettings
 from annotations.server.settings import DEFAULT_WORKSPACE
 from curation.errors import ConfigError
 from loops.export_config import RULES, PairRules
@@ -96,6 +97,9 @@ class LoopConfig:
     embed: Embed = field(default_factory=Embed)
     cluster: Cluster = field(default_factory=Cluster)
     annotate: Annotate = field(default_factory=Annotate)
+    # candidates for pairs (annotations.generate): when this names endpoints the push step generates; without a
+    # [generate] section here, curate.toml's [generate] is used
+    generate: GenerateSettings = field(default_factory=GenerateSettings)
     export: Export = field(default_factory=Export)
     train: Train = field(default_factory=Train)
     gate: Gate = field(default_factory=Gate)
@@ -175,6 +179,9 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
         if key not in known:
             raise ConfigError(f"{where}: unknown key '{name}'; allowed here: {', '.join(known)}")
         hint = hints[key]
+        if hasattr(hint, "from_section"):  # a section that validates itself ([generate] and its endpoint list)
+            values[key] = hint.from_section(value, f"{where}: [{name}]")
+            continue
         if is_dataclass(hint):
             values[key] = _build(hint, value, where, f"{name}.")
             continue

@@ -11,6 +11,14 @@ from curation.store import Store
 from loops.loop.config import LoopConfig
 
 
+def makes_partial(record: dict) -> bool:
+    """Whether a step's record makes its run `partial`: skipped because a service was unreachable, or done with a
+    "partial" figure (e.g. push, when some generated candidates failed)."""
+    if record.get("status") == "skipped":
+        return (record.get("message") or "").startswith("unreachable")
+    return record.get("status") == "done" and bool((record.get("figures") or {}).get("partial"))
+
+
 class StepSkipped(Exception):
     """A step had nothing to do, or could not reach an optional service; `unreachable` makes the run partial."""
 

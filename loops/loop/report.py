@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from curation.store import Store, loads
 from curation.store.failure_tables import cluster_history
+from loops.loop.context import makes_partial
 from loops.loop.history import history
 
 GROWTH = 1.25  # a cluster "grows" when its share of all failures rose by at least this factor since the last run
@@ -65,7 +66,7 @@ def _status(run: dict) -> str:
     steps = run["steps"].values()
     if any(s["status"] == "failed" for s in steps):
         return "failed"
-    return "partial" if any((s.get("message") or "").startswith("unreachable") for s in steps) else "done"
+    return "partial" if any(makes_partial(s) for s in steps) else "done"
 
 
 def _e(value) -> str:

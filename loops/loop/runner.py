@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from curation.errors import CurateError
 from curation.store import Store, dumps, loads, utcnow
 from loops.loop.config import LoopConfig
-from loops.loop.context import RunContext, Step, StepSkipped
+from loops.loop.context import RunContext, Step, StepSkipped, makes_partial
 from loops.loop.lock import LoopLock
 from loops.loop.steps import STEPS
 from loops.loop.tables import loop_runs, loop_steps
@@ -51,7 +51,7 @@ def run_loop(store: Store, config: LoopConfig, steps: list[tuple[str, Step]] | N
             record = records[name]
             if record["status"] in ("done", "skipped"):
                 ctx.figures[name] = record["figures"] or {}
-                status = "partial" if record.get("message", "").startswith("unreachable") else status
+                status = "partial" if makes_partial(record) else status
                 continue
             record = _run_step(ctx, name, fn)
             if on_step:
@@ -59,7 +59,7 @@ def run_loop(store: Store, config: LoopConfig, steps: list[tuple[str, Step]] | N
             if record["status"] == "failed":
                 status = "failed"
                 break
-            if record["status"] == "skipped" and record["message"].startswith("unreachable"):
+            if makes_partial(record):
                 status = "partial"
         summary = _finish(store, run_id, status)
         return {"run_id": run_id, "status": status, "resumed": resumed, "loop": config.name, **summary}

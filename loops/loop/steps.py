@@ -124,15 +124,26 @@ def _annotation(ctx: RunContext, action: str) -> dict:
             with ctx.store.connect() as conn:
                 done = conn.execute(sa.select(sa.func.count()).select_from(annotation_records).where(
                     annotation_records.c.dataset == cfg.dataset, annotation_records.c.pushed_at >= ctx.started_at)).scalar_one()
-            return push(ctx.store, cfg.dataset, budget=max(0, cfg.budget - done), strategy=cfg.strategy,
-                        workspace=cfg.workspace, min_submitted=cfg.min_submitted, pairs=cfg.pairs,
-                        suggestions_from=(ctx.figures.get("score") or {}).get("model"), progress=ctx.progress,
-                        resume=False)
+            result = push(ctx.store, cfg.dataset, budget=max(0, cfg.budget - done), strategy=cfg.strategy,
+                          workspace=cfg.workspace, min_submitted=cfg.min_submitted, pairs=cfg.pairs,
+                          suggestions_from=(ctx.figures.get("score") or {}).get("model"), progress=ctx.progress,
+                          resume=False, generator=_generator(ctx) if cfg.pairs else None)
+            if result["generation_failed"]:  # those records stay single-response; the run ends partial
+                result["partial"] = f"{result['generation_failed']} candidate responses could not be generated"
+            return result
         from annotations.pull import pull
 
         return pull(ctx.store, cfg.dataset, workspace=cfg.workspace, progress=ctx.progress)
     except ServerUnreachable as exc:
         raise StepSkipped(str(exc), unreachable=True) from None
+
+
+def _generator(ctx: RunContext):
+    """A generator when the loop file's [generate], else curate.toml's, names endpoints; else None."""
+    from annotations.generate import GenerateSettings, Generator
+
+    settings = ctx.config.generate if ctx.config.generate.endpoints else GenerateSettings.resolve(ctx.store.home)
+    return Generator(settings) if settings.endpoints else None
 
 
 def push(ctx: RunContext) -> dict:
