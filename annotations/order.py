@@ -12,10 +12,9 @@ import hashlib
 
 import sqlalchemy as sa
 
-from annotations.routing import GENERATED
 from annotations.tables import annotation_records
 from curation.store import loads
-from curation.store.tables import conversations, runs
+from curation.store.tables import GENERATED, conversations, runs
 
 
 def shown_swapped(record_id: str, seed: int) -> bool:

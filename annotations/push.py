@@ -29,14 +29,14 @@ from tqdm import tqdm
 from annotations.client import AnnotationError, Connection, connect, map_error
 from annotations.order import shown_swapped
 from annotations.pii import Redactor
-from annotations.routing import GENERATED, Pick, Strategy, cluster_labels, get_strategy, load_candidates
+from annotations.routing import Pick, Strategy, cluster_labels, get_strategy, load_candidates
 from annotations.tables import annotation_records
 from annotations.template import ATTRIBUTES, VECTOR, build_settings, differences, template
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.store import Store, existing_ids, insert_rows, loads, utcnow
 from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
-from curation.store.tables import conversations, runs
+from curation.store.tables import GENERATED, conversations, runs
 
 BATCH = 250  # records per bulk request (the server accepts up to 500); smaller batches lose less to a crash
 DEFAULT_WORKSPACE = "argilla"  # the embedded server's workspace, which annotators join by default

@@ -20,11 +20,7 @@ import sqlalchemy as sa
 from annotations.tables import annotation_records
 from curation.store import Store
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
-from curation.store.tables import conversations
-
-# conversations.source of a candidate response that `curate generate` wrote (annotations.generate): it can be a
-# pair's second response, but it is never routed on its own
-GENERATED = "generated"
+from curation.store.tables import conversations, is_traffic
 
 
 @dataclass(frozen=True)
@@ -158,7 +154,7 @@ def load_candidates(store: Store, dataset: str, generated: bool = False) -> Cand
             )
         )
         .where(c.messages.like('%"assistant"%'), c.id.not_in(elsewhere),
-               sa.true() if generated else sa.or_(c.source.is_(None), c.source != GENERATED))
+               sa.true() if generated else is_traffic())
         .order_by(c.id)
     )
     with store.connect() as conn:

@@ -202,3 +202,19 @@ def test_interrupted_run_keeps_its_chunks_and_resumes(store, threads, embedder):
     by_id = dict(threads)
     fresh = embedder.encode([last_turn(by_id[cid]) for cid in ids])
     np.testing.assert_allclose((X * fresh).sum(axis=1), 1.0, atol=1e-4)  # chunking does not change the vectors
+
+
+def test_generated_candidates_are_not_traffic_and_are_not_embedded(store, threads, embedder):
+    # a candidate that `curate generate` stored beside a production reply: rated in a pair, never clustered, so it must
+    # not inflate cluster sizes or failure rates
+    from curation.store.tables import GENERATED
+
+    insert(store, threads[:10])
+    cid, messages = threads[10]
+    with store.begin() as conn:
+        conn.execute(conversations.insert(), [dict(id=cid, messages=dumps(messages), n_messages=len(messages),
+                                                   source=GENERATED, ingested_at=utcnow())])
+    result = embed(store, embedder=embedder, progress=False)
+    assert (result["embedded"], result["skipped"]) == (10, 0)
+    ids, _ = load_vectors(store)
+    assert cid not in ids and len(ids) == 10

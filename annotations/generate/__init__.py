@@ -28,11 +28,10 @@ from tqdm import tqdm
 from annotations.generate.client import Budget, Capped, ChatClient, Completion, GenerationFailed
 from annotations.generate.config import Endpoint, GenerateSettings, public_url
 from annotations.pii import Redactor
-from annotations.routing import GENERATED
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.store import Store, dumps, existing_ids, insert_rows, loads, utcnow
-from curation.store.tables import conversations
+from curation.store.tables import GENERATED, conversations
 
 __all__ = ["SOURCE", "Endpoint", "GenerateSettings", "Generator", "candidate_id", "generate"]
 

@@ -20,7 +20,7 @@ from curation.embed.vectors import ensure_space, find_space, space_name, vectors
 from curation.embed.views import View, get_view
 from curation.store import Store, loads
 from curation.store.embedding_tables import embeddings
-from curation.store.tables import conversations
+from curation.store.tables import conversations, is_traffic
 
 
 @dataclass
@@ -76,7 +76,8 @@ def embed(
         embedder = Embedder(settings.model, settings.backend, batch_size=settings.batch_size, threads=settings.threads)
     name = space_name(embedder.label, chosen_view.name, embedder.backend_label)
     space = find_space(store, name)
-    total = store.count(conversations)
+    with store.connect() as conn:  # generated candidates are not traffic: they are rated beside it, never clustered
+        total = conn.execute(sa.select(sa.func.count()).select_from(conversations).where(is_traffic())).scalar_one()
     missing = _count_missing(store, space["id"] if space else None, total)
     result = {"embedded": 0, "skipped": total - missing, "model": embedder.label, "seconds": 0.0,
               "backend": embedder.backend_label, "view": chosen_view.name, "space": name, "reused": 0}
@@ -117,9 +118,9 @@ def embed(
 
 def _missing_clause(space_id: int | None) -> sa.ColumnElement[bool]:
     if space_id is None:
-        return sa.true()
+        return is_traffic()
     has_vector = sa.select(1).where(embeddings.c.space_id == space_id, embeddings.c.conversation_id == conversations.c.id)
-    return ~sa.exists(has_vector)
+    return sa.and_(is_traffic(), ~sa.exists(has_vector))
 
 
 def _count_missing(store: Store, space_id: int | None, total: int) -> int:

@@ -5,7 +5,7 @@ describe it to queries. Each stage owns its tables: the foundation here, later s
 (`curation.store.failure_tables`, `annotations.tables`, `loops.tables`), all on this one `metadata`.
 Timestamps are ISO-8601 UTC text (`2026-01-31T12:00:00.000000Z`) so they sort and compare the same in SQLite and PostgreSQL.
 """
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, ColumnElement, Index, Integer, MetaData, String, Table, Text, or_
 
 metadata = MetaData()
 
@@ -37,6 +37,15 @@ conversations = Table(
     Column("ingested_at", Text, nullable=False),
     # no secondary indexes: each costs ~40% of ingest insert time, and no stage looks conversations up by them
 )
+
+# conversations.source of a candidate response that `curate generate` wrote (annotations.generate): a pair's second
+# response for annotators, never production traffic, so it is not embedded, clustered or routed on its own
+GENERATED = "generated"
+
+
+def is_traffic(table: Table = conversations) -> ColumnElement[bool]:
+    """The conversations production delivered, not the candidates Curate generated."""
+    return or_(table.c.source.is_(None), table.c.source != GENERATED)
 
 feedback = Table(
     "feedback",
