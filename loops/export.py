@@ -286,8 +286,10 @@ def _write(rows: dict[str, list[dict]], out: Path, fmt: str, kind: str) -> None:
             (out / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in part))
         return
     features = _features(kind)
+    # an empty split is left out of an hf folder: datasets cannot load an empty saved split back (`--test-size 0`);
+    # readers take an absent split as empty
     parts = DatasetDict({name: Dataset.from_dict({k: [r[k] for r in part] for k in features}, features=features)
-                         for name, part in rows.items()})
+                         for name, part in rows.items() if part or name == "train" or fmt != "hf"})
     if fmt == "hf":
         parts.save_to_disk(str(out))
     else:

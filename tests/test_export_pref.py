@@ -169,3 +169,17 @@ def test_pairs_and_rows_from_simulated_ratings_are_marked_and_counted(store, oas
     kept = [orjson.loads(line) for f in ("train.jsonl", "test.jsonl") for line in (tmp_path / "mixed" / f).read_bytes().splitlines()]
     assert all(r["simulated"] for r in kept if r["rule"] == "mixed") and not any(r["simulated"] for r in kept if r["rule"] == "feedback")
     assert mixed["simulated"] == result["pairs"]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "parquet", "jsonl"])
+def test_no_test_split_exports_load_back(store, rated, tmp_path, fmt):
+    from loops.reward.data import load_pairs
+
+    result = export_preferences(store, tmp_path / "out", fmt=fmt, rules=PairRules(test_size=0.0))
+    assert result["test"] == 0 and result["train"] == result["pairs"] > 0
+    assert len(load_pairs(tmp_path / "out")) == result["train"]
+    assert load_pairs(tmp_path / "out", split="test") == []
+    if fmt == "hf":
+        from datasets import load_from_disk
+
+        assert list(load_from_disk(str(tmp_path / "out"))) == ["train"]
