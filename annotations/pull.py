@@ -210,29 +210,34 @@ def _values(values: dict[str, Any]) -> dict[str, Any]:
 
 def _write(store: Store, rows: list[dict], dataset: str, run_id: str) -> None:
     """Upsert the raw responses and recompute the consensus of the records they touch, in one transaction."""
-    records = sorted({r["record_id"] for r in rows})
     with store.begin() as conn:
-        _upsert(conn, rating_responses, rows, "id")
-        current = _submitted_rows(conn, dataset, records)
-        by_record: dict[str, list[dict]] = {}
-        for r in current:
-            by_record.setdefault(r["record_id"], []).append(r)
-        now = utcnow()
-        consensus_rows = []
-        for record, responses in by_record.items():
-            c = consensus(responses)
-            consensus_rows.append({
-                "record_id": record, "dataset": dataset, "conversation_id": responses[0]["conversation_id"],
-                "conversation_id_b": responses[0]["conversation_id_b"], "n_annotators": c["n_annotators"],
-                **{name: c[name] for name in ATTRIBUTES}, "preference": c["preference"],
-                "disagreement": c["disagreement"], "annotators": dumps(sorted(r["annotator"] for r in responses)),
-                "run_id": run_id, "updated_at": now,
-            })
-        # a record whose only submitted response was withdrawn (now discarded or draft) has no consensus
-        gone = [r for r in records if r not in by_record]
-        for start in range(0, len(gone), 5_000):
-            conn.execute(ratings.delete().where(ratings.c.record_id.in_(gone[start : start + 5_000])))
-        _upsert(conn, ratings, consensus_rows, "record_id")
+        write_responses(conn, rows, dataset, run_id)
+
+
+def write_responses(conn: sa.Connection, rows: list[dict], dataset: str, run_id: str) -> None:
+    """`_write` inside the caller's transaction (`annotations.imports` commits a whole file in one)."""
+    records = sorted({r["record_id"] for r in rows})
+    _upsert(conn, rating_responses, rows, "id")
+    current = _submitted_rows(conn, dataset, records)
+    by_record: dict[str, list[dict]] = {}
+    for r in current:
+        by_record.setdefault(r["record_id"], []).append(r)
+    now = utcnow()
+    consensus_rows = []
+    for record, responses in by_record.items():
+        c = consensus(responses)
+        consensus_rows.append({
+            "record_id": record, "dataset": dataset, "conversation_id": responses[0]["conversation_id"],
+            "conversation_id_b": responses[0]["conversation_id_b"], "n_annotators": c["n_annotators"],
+            **{name: c[name] for name in ATTRIBUTES}, "preference": c["preference"],
+            "disagreement": c["disagreement"], "annotators": dumps(sorted(r["annotator"] for r in responses)),
+            "run_id": run_id, "updated_at": now,
+        })
+    # a record whose only submitted response was withdrawn (now discarded or draft) has no consensus
+    gone = [r for r in records if r not in by_record]
+    for start in range(0, len(gone), 5_000):
+        conn.execute(ratings.delete().where(ratings.c.record_id.in_(gone[start : start + 5_000])))
+    _upsert(conn, ratings, consensus_rows, "record_id")
 
 
 def _submitted_rows(conn: sa.Connection, dataset: str, records: list[str]) -> list[dict]:

@@ -14,9 +14,10 @@ def annotate() -> None:
     """
 
 
-# Commands live in small modules: the server's (serve, users), the routing ones (push, pull, status), and the
-# simulated annotators that stand in for people (simulate).
-for module_name in ("curation.cli.annotate_server", "curation.cli.annotate_route", "curation.cli.annotate_simulate"):
+# Commands live in small modules: the server's (serve, users), the routing ones (push, pull, status), the
+# simulated annotators that stand in for people (simulate), and ratings made elsewhere (import).
+for module_name in ("curation.cli.annotate_server", "curation.cli.annotate_route", "curation.cli.annotate_simulate",
+                    "curation.cli.annotate_import"):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:  # the `server` or `argilla` extra is not installed
