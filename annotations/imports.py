@@ -184,16 +184,16 @@ def _score(value: Any) -> tuple[int | None, str | None]:
         return None, None
     if isinstance(value, bool):
         return None, f"{value!r} is not an integer"
-    number = value
+    number, shown = value, repr(value)
     if isinstance(value, str):
         try:
-            number = float(value.strip())
+            number, shown = float(value.strip()), value.strip()  # a CSV cell: shown as written, without quotes
         except ValueError:
             return None, f"{value!r} is not an integer"
     if not isinstance(number, (int, float)) or not math.isfinite(number) or number != int(number):
-        return None, f"{value!r} is not an integer"
+        return None, f"{shown} is not an integer"
     if not 0 <= number <= 4:
-        return None, f"{value!r} is outside 0–4"
+        return None, f"{shown} is outside 0–4"
     return int(number), None
 
 

@@ -154,11 +154,12 @@ def test_a_conversation_of_another_dataset_and_unreadable_files(store, convs, cl
     assert len(error.strip().splitlines()) == 1
     (tmp_path / "ratings.txt").write_text("c1 3\n")
     assert "unknown file type" in cli("annotate", "import", tmp_path / "ratings.txt", "--dataset", "x", code=1).stderr
-    (tmp_path / "ragged.csv").write_text("conversation_id,helpfulness\nc1,3,extra\nc2,2\n")
+    (tmp_path / "ragged.csv").write_text("conversation_id,helpfulness\nc1,3,extra\nc2,2\nc3,9\n")
     ragged = import_ratings(store, tmp_path / "ragged.csv", "first")
-    assert (ragged["imported"], ragged["quarantined"]) == (1, 1)
-    entry = orjson.loads(Path(ragged["quarantine_file"]).read_bytes())
-    assert entry["line"] == 2 and entry["reason"].startswith("malformed row: 3 fields where the header has 2")
+    assert (ragged["imported"], ragged["quarantined"]) == (1, 2)
+    entries = [orjson.loads(line) for line in Path(ragged["quarantine_file"]).read_bytes().splitlines()]
+    assert entries[0]["line"] == 2 and entries[0]["reason"].startswith("malformed row: 3 fields where the header has 2")
+    assert entries[1]["line"] == 4 and entries[1]["reason"].startswith("helpfulness 9 is outside 0–4")
 
 
 def test_imported_ratings_feed_preference_pairs_and_agreement(store, convs, cli, tmp_path):
