@@ -3,10 +3,12 @@
     strategy.select(candidates, budget) -> list[Pick]
 
 `Candidates` holds what the store knows about each routable conversation (failure score, cluster, novelty), read
-by `load_candidates`. The default, `FailureFirst`, spends most of the budget on the highest failure scores, with no
-cluster taking more than `max_cluster_share` of that part, and keeps an exploration share: conversations flagged
-novel by clustering (outside every known cluster) and a uniform random sample, so the ratings also estimate the
-base rate and catch failures that no detector sees. Any object with `select` works, like a scikit-learn estimator.
+by `load_candidates`. The default, `FailureFirst`, spends half the budget on the highest failure scores, with no
+cluster taking more than `max_cluster_share` of that part; 30% on the conversations the learned failure model is least
+sure about (P(failure) nearest 0.5), spread over clusters the same way, so that the ratings teach it (while no learned
+model is in force this share goes to the failure share); and keeps an exploration share: conversations flagged novel
+by clustering (outside every known cluster) and a uniform random sample, so the ratings also estimate the base rate
+and catch failures that no detector sees. Any object with `select` works, like a scikit-learn estimator.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from annotations.tables import annotation_records
+from curation.cluster.scorer import uses_learned
 from curation.store import Store
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
+from curation.store.model_tables import failure_model_scores
 from curation.store.tables import conversations, is_traffic
 
 
@@ -27,18 +31,20 @@ from curation.store.tables import conversations, is_traffic
 class Pick:
     conversation_id: str
     priority: float  # the failure score (0 when unknown); the embedded server's queue serves high first
-    strategy: str  # which share chose it: failure, novel, random, ids
+    strategy: str  # which share chose it: failure, uncertain, novel, random, ids
     conversation_id_b: str | None = None  # a second response to the same context (a preference record)
 
 
 @dataclass
 class Candidates:
-    """Column arrays over routable conversations; `cluster` is -1 when unclustered, `score` 0 when unscored."""
+    """Column arrays over routable conversations; `cluster` is -1 when unclustered, `score` 0 when unscored;
+    `uncertainty` (4·p·(1 − p) of the learned failure model, 1 = least sure) is None while no learned model ranks."""
 
     ids: list[str]
     score: np.ndarray
     cluster: np.ndarray
     novel: np.ndarray
+    uncertainty: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -46,7 +52,8 @@ class Candidates:
     def without(self, ids: set[str]) -> "Candidates":
         """The candidates whose id is not in `ids`, in the same order."""
         keep = np.array([i not in ids for i in self.ids], dtype=bool)
-        return Candidates([i for i, k in zip(self.ids, keep) if k], self.score[keep], self.cluster[keep], self.novel[keep])
+        return Candidates([i for i, k in zip(self.ids, keep) if k], self.score[keep], self.cluster[keep], self.novel[keep],
+                          None if self.uncertainty is None else self.uncertainty[keep])
 
 
 class Strategy(Protocol):
@@ -54,8 +61,11 @@ class Strategy(Protocol):
 
 
 class FailureFirst:
-    """Mostly the highest failure scores, spread over clusters, plus exploration (novel + random).
+    """The highest failure scores and the learned model's least sure conversations, each spread over clusters,
+    plus exploration (novel + random).
 
+    uncertain: share of the budget for the conversations the learned failure model is least sure about (default 0.3;
+        it joins the failure share while no learned model ranks, i.e. `candidates.uncertainty` is None).
     explore: share of the budget for exploration (default 0.2).
     novel_share: part of the exploration reserved for novel conversations (default 0.5; the rest is random).
     max_cluster_share: most of the failure share one cluster may take (default 0.25), relaxed only when
@@ -65,8 +75,10 @@ class FailureFirst:
 
     name = "failure"
 
-    def __init__(self, explore: float = 0.2, novel_share: float = 0.5, max_cluster_share: float = 0.25, random_state: int = 0):
+    def __init__(self, explore: float = 0.2, novel_share: float = 0.5, max_cluster_share: float = 0.25,
+                 uncertain: float = 0.3, random_state: int = 0):
         self.explore = explore
+        self.uncertain = uncertain
         self.novel_share = novel_share
         self.max_cluster_share = max_cluster_share
         self.random_state = random_state
@@ -76,24 +88,16 @@ class FailureFirst:
         n = len(candidates)
         budget = min(budget, n)
         n_explore = int(round(budget * self.explore))
-        n_failure = budget - n_explore
+        n_uncertain = 0 if candidates.uncertainty is None else int(round(budget * self.uncertain))
+        n_failure = budget - n_explore - n_uncertain
         taken = np.zeros(n, dtype=bool)
         picks: list[Pick] = []
-
+        tiebreak = rng.random(n)
         # failure share: by score, ties in a seeded random order, at most `cap` per cluster on the first pass
-        order = np.lexsort((rng.random(n), -candidates.score))
-        cap = max(1, math.ceil(self.max_cluster_share * n_failure))
-        per_cluster: dict[int, int] = {}
-        for capped in (True, False):
-            for i in order:
-                if len(picks) >= n_failure:
-                    break
-                cluster = int(candidates.cluster[i])
-                if taken[i] or (capped and cluster >= 0 and per_cluster.get(cluster, 0) >= cap):
-                    continue
-                taken[i] = True
-                per_cluster[cluster] = per_cluster.get(cluster, 0) + 1
-                picks.append(Pick(candidates.ids[i], float(candidates.score[i]), "failure"))
+        self._spread(candidates, np.lexsort((tiebreak, -candidates.score)), n_failure, "failure", taken, picks)
+        if n_uncertain:  # the least sure first, spread over clusters the same way
+            self._spread(candidates, np.lexsort((tiebreak, -candidates.uncertainty)), n_uncertain, "uncertain", taken,
+                         picks)
 
         # exploration: novel conversations first (up to their share), the rest uniformly at random
         n_novel = int(round(n_explore * self.novel_share))
@@ -104,6 +108,23 @@ class FailureFirst:
                 taken[i] = True
                 picks.append(Pick(candidates.ids[i], float(candidates.score[i]), label))
         return picks
+
+    def _spread(self, candidates: Candidates, order: np.ndarray, want: int, label: str, taken: np.ndarray,
+                picks: list[Pick]) -> None:
+        """Take `want` untaken candidates in `order`, at most `max_cluster_share` of them per cluster on a first pass."""
+        cap = max(1, math.ceil(self.max_cluster_share * want))
+        per_cluster: dict[int, int] = {}
+        goal = len(picks) + want
+        for capped in (True, False):
+            for i in order:
+                if len(picks) >= goal:
+                    break
+                cluster = int(candidates.cluster[i])
+                if taken[i] or (capped and cluster >= 0 and per_cluster.get(cluster, 0) >= cap):
+                    continue
+                taken[i] = True
+                per_cluster[cluster] = per_cluster.get(cluster, 0) + 1
+                picks.append(Pick(candidates.ids[i], float(candidates.score[i]), label))
 
 
 class RandomSample:
@@ -137,7 +158,8 @@ def get_strategy(strategy: str | Strategy | None) -> Strategy:
 def load_candidates(store: Store, dataset: str, generated: bool = False) -> Candidates:
     """Conversations with an assistant reply that are not routed to another dataset, with score/cluster/novelty.
 
-    Those already in `dataset` are included; push leaves them out of its choice (`Candidates.without`), so a
+    While the learned failure model ranks (`curation.cluster.scorer`), the score is its P(failure) and the candidates
+    carry its uncertainty; otherwise the prior's failure score and no uncertainty. Those already in `dataset` are included; push leaves them out of its choice (`Candidates.without`), so a
     budget counts new records. Generated candidates are left out unless `generated`.
     """
     c, f, a = conversations.c, failure_scores.c, cluster_assignments.c
@@ -146,12 +168,14 @@ def load_candidates(store: Store, dataset: str, generated: bool = False) -> Cand
         sa.select(r.conversation_id).where(r.dataset != dataset),
         sa.select(r.conversation_id_b).where(r.conversation_id_b.is_not(None)),
     )
+    learned, m = uses_learned(store), failure_model_scores.c
     query = (
-        sa.select(c.id, f.failure_score, a.cluster_id, a.novel)
+        sa.select(c.id, sa.func.coalesce(m.probability, f.failure_score) if learned else f.failure_score, a.cluster_id,
+                  a.novel, m.uncertainty)
         .select_from(
             conversations.outerjoin(failure_scores, f.conversation_id == c.id).outerjoin(
                 cluster_assignments, a.conversation_id == c.id
-            )
+            ).outerjoin(failure_model_scores, m.conversation_id == c.id)
         )
         .where(c.messages.like('%"assistant"%'), c.id.not_in(elsewhere),
                sa.true() if generated else is_traffic())
@@ -164,6 +188,7 @@ def load_candidates(store: Store, dataset: str, generated: bool = False) -> Cand
         score=np.array([r[1] if r[1] is not None else 0.0 for r in rows], dtype=float),
         cluster=np.array([r[2] if r[2] is not None else -1 for r in rows], dtype=int),
         novel=np.array([bool(r[3]) for r in rows], dtype=bool),
+        uncertainty=np.array([r[4] or 0.0 for r in rows], dtype=float) if learned else None,
     )
 
 

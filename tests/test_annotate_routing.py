@@ -59,3 +59,22 @@ def test_load_candidates_reads_scores_and_skips_unrateable(store, oasst_file):
     cands = load_candidates(store, "ds")
     assert "no-reply" not in cands.ids and len(cands) > 500
     assert (cands.score > 0).any() and (cands.cluster == -1).all()
+
+
+def test_uncertain_share_takes_the_least_sure_spread_over_clusters():
+    cands = _candidates()
+    # no learned model: the uncertain share joins the failure share (the mix above)
+    assert {p.strategy for p in FailureFirst().select(cands, 200)} == {"failure", "novel", "random"}
+    rng = np.random.default_rng(1)
+    p = rng.random(len(cands))
+    p[cands.cluster == 5] = 0.5  # one cluster the model is least sure about: it must not take the whole share
+    cands.uncertainty = 4 * p * (1 - p)
+    picks = FailureFirst().select(cands, 200)
+    shares = {s: sum(p.strategy == s for p in picks) for s in ("failure", "uncertain", "novel", "random")}
+    assert shares == {"failure": 100, "uncertain": 60, "novel": 20, "random": 20}
+    index = {cid: i for i, cid in enumerate(cands.ids)}
+    unsure = [index[p.conversation_id] for p in picks if p.strategy == "uncertain"]
+    assert np.bincount(cands.cluster[unsure][cands.cluster[unsure] >= 0]).max() <= 15  # 25% of 60
+    assert np.mean(cands.uncertainty[unsure]) > 0.9 > np.mean(cands.uncertainty)
+    assert len({p.conversation_id for p in picks}) == 200
+    assert len(FailureFirst().select(cands.without({cands.ids[i] for i in unsure}), 10)) == 10

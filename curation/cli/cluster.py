@@ -37,10 +37,13 @@ def _k(value: str) -> int | str:
               help="OpenAI-compatible API base for --labeller llm, e.g. http://localhost:8000/v1 (env CURATE_LLM_URL; "
                    "API key from env CURATE_LLM_API_KEY).")
 @click.option("--llm-model", default=None, help="Model name for --labeller llm (env CURATE_LLM_MODEL).")
+@click.option("--failure-rule", default=None,
+              help="Which ratings count as failures for the learned failure model, e.g. 'helpfulness <= 1 or "
+                   "correctness <= 1' (the default; env CURATE_FAILURE_RULE, curate.toml [failure_model] rule).")
 @home_option
 @json_option
 @reports
-def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home, as_json):
+def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, failure_rule, home, as_json):
     """Score failure signals and cluster the embedded conversations; cluster ids survive later runs."""
     from curation.cluster import LLMLabeller, make_labeller
     from curation.cluster import cluster as run_cluster
@@ -60,6 +63,10 @@ def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, home
                   f"({result['novel'] / result['conversations']:.1%}) are novel: unlike every cluster, they wait in "
                   f"the nearest one, flagged; a run will refit when novel conversations exceed "
                   f"{result['drift']:.0%} (--refit forces it)")
+    from loops.failures import refresh
+
+    model = result["failure_model"] = refresh(store, rule=failure_rule)
+    human += "\n" + describe_refresh(model)
     if isinstance(namer, LLMLabeller):
         result["labeller"] = {"kind": "llm", "model": namer.model, **namer.stats_}
         human += (f"\nLLM labels: {namer.stats_['labelled']} named by {namer.model}, {namer.stats_['failed']} kept "
@@ -86,8 +93,31 @@ def _ranked(top, min_users, home, as_json):
     from curation.cluster import rank_clusters
     from curation.store import Store
 
-    rows = rank_clusters(Store.open(home), top=top, min_users=min_users)
-    return {"clusters": rows}, format_table(rows)
+    from curation.cluster.scorer import active_scorer
+
+    store = Store.open(home)
+    rows = rank_clusters(store, top=top, min_users=min_users)
+    scorer = active_scorer(store)
+    return {"clusters": rows, "scorer": scorer}, format_table(rows) + "\n" + describe_scorer(scorer)
+
+
+def describe_refresh(model: dict) -> str:
+    """One line on what `curate cluster` did with the learned failure model."""
+    if not model["refit"]:
+        return f"failure model: {model['reason']}" + (f"; rescored {model['scored']} conversations" if model["scored"] else "")
+    verdict = "promoted, it ranks now" if model["promoted"] else "not promoted, the prior ranks"
+    return f"failure model v{model['version']} fitted on {model['n_ratings']} ratings: {verdict} ({model['reason']})"
+
+
+def describe_scorer(s: dict) -> str:
+    """Which scorer ranked the list, and why."""
+    lines = [f"ranked by: {s['description']}", f"  why: {s['reason']}"]
+    cv = s.get("cv")
+    if cv:
+        lift = ", ".join(f"lift@{k} {v} (prior {cv['prior_lift'].get(k)})" for k, v in cv["lift"].items() if v is not None)
+        lines.append(f"  v{s['version']} cross-validated ({cv['folds']} folds grouped by context, {cv['n']} ratings): "
+                     f"AP {cv['ap']} vs prior {cv['prior_ap']}; {lift}; Brier {cv['brier']}")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -16,11 +16,13 @@ import numpy as np
 import sqlalchemy as sa
 from scipy import stats
 
+from curation.cluster.scorer import uses_learned
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.signals import DEFAULT_THRESHOLD
 from curation.store import Store, loads
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
+from curation.store.model_tables import failure_model_scores
 from curation.store.tables import conversations
 
 MIN_USERS = 5
@@ -39,17 +41,23 @@ def wilson(failures: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.nda
 
 
 def cluster_stats(store: Store, threshold: float = DEFAULT_THRESHOLD) -> dict[int, tuple[int, int, int]]:
-    """{cluster_id: (size, failures, novel)} from the current assignments and failure scores."""
-    failed = sa.case((failure_scores.c.failure_score >= threshold, 1), else_=0)
+    """{cluster_id: (size, failures, novel)} from the current assignments and failure scores.
+
+    With the learned failure model in force (`scorer.active_scorer`), failures are the rounded sum of the members'
+    calibrated P(failure) (the expected count); with the prior, the members scoring at least `threshold`."""
+    if uses_learned(store):
+        scores, failed = failure_model_scores, sa.func.coalesce(failure_model_scores.c.probability, 0.0)
+    else:
+        scores, failed = failure_scores, sa.case((failure_scores.c.failure_score >= threshold, 1), else_=0)
     query = (
         sa.select(cluster_assignments.c.cluster_id, sa.func.count(), sa.func.sum(failed),
                   sa.func.sum(cluster_assignments.c.novel))
         .select_from(cluster_assignments.outerjoin(
-            failure_scores, failure_scores.c.conversation_id == cluster_assignments.c.conversation_id))
+            scores, scores.c.conversation_id == cluster_assignments.c.conversation_id))
         .group_by(cluster_assignments.c.cluster_id)
     )
     with store.connect() as conn:
-        return {cid: (int(n), int(f or 0), int(nv or 0)) for cid, n, f, nv in conn.execute(query)}
+        return {cid: (int(n), int(round(f or 0)), int(nv or 0)) for cid, n, f, nv in conn.execute(query)}
 
 
 def has_user_ids(store: Store) -> bool:

@@ -1,0 +1,129 @@
+"""The failure model: a calibrated classifier of P(failure) learned from people's ratings.
+
+    FailureModel(n_tabular=…).fit(X, y, groups=…).predict_proba(X)[:, 1]
+
+X's columns are, in order: `n_tabular` tabular features (the prior failure score, each signal's value, the reward),
+one column with the conversation's cluster id (−1 = none), then the embedding. From the cluster column the model
+derives the cluster's observed failure rate among rated conversations, smoothed towards the overall rate. On the
+training rows that rate is computed out of fold (grouped like the outer cross-validation), so a row's own label never
+feeds its own feature; at prediction it comes from all training rows. The classifier is a logistic regression on the
+standardised tabular features and a few principal components of the embedding, calibrated by Platt scaling
+(`CalibratedClassifierCV`, sigmoid) on grouped folds. It follows scikit-learn's rules, so `clone` and CV just work.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+RATE = "cluster failure rate"
+EMBEDDING = "embedding (what it is about)"
+
+
+def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """GroupKFold splits (a group never on both sides) whose training side holds both classes; [] when impossible."""
+    n_splits = min(n_splits, len(np.unique(groups)))
+    if n_splits < 2:
+        return []
+    folds = list(GroupKFold(n_splits=n_splits).split(np.zeros(len(y)), y, groups))
+    return [(tr, te) for tr, te in folds if len(np.unique(y[tr])) == 2]
+
+
+def smoothed_rates(cluster_train: np.ndarray, y_train: np.ndarray, strength: float, p0: float) -> dict[int, float]:
+    """{cluster: (failures + strength·p₀) / (rated + strength)} from the rated rows given. p₀ is the overall rate of
+    all training rows, never a fold's: a fold's own rate would leak (a failure lowers the rate of the other folds)."""
+    rates = {}
+    for c in np.unique(cluster_train):
+        if c < 0:
+            continue
+        member = cluster_train == c
+        rates[int(c)] = float((y_train[member].sum() + strength * p0) / (member.sum() + strength))
+    return rates
+
+
+class FailureModel(ClassifierMixin, BaseEstimator):
+    """Calibrated P(failure) from tabular features, the cluster's out-of-fold failure rate and the embedding.
+
+    n_tabular: how many leading columns of X are tabular features (the next one is the cluster id).
+    n_components: principal components kept of the embedding (0 = leave the embedding out).
+    C: inverse strength of the logistic regression's L2 penalty (strong by default: a few hundred ratings, collinear signals).
+    rate_strength: pseudo-count pulling a cluster's observed failure rate towards the overall rate.
+    n_splits: grouped folds for the out-of-fold cluster rate and for calibration.
+    random_state: seed of the PCA's solver.
+    """
+
+    def __init__(self, n_tabular: int = 1, n_components: int = 8, C: float = 0.05, rate_strength: float = 5.0,
+                 n_splits: int = 3, random_state: int = 0):
+        self.n_tabular = n_tabular
+        self.n_components = n_components
+        self.C = C
+        self.rate_strength = rate_strength
+        self.n_splits = n_splits
+        self.random_state = random_state
+
+    def fit(self, X, y, groups=None):
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=int)
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        self.classes_ = np.array([0, 1])
+        cluster = X[:, self.n_tabular].astype(int)
+        self.base_rate_ = float(y.mean())
+        rate = np.full(len(y), self.base_rate_)
+        folds = grouped_folds(y, groups, self.n_splits)
+        for tr, te in folds:
+            rates = smoothed_rates(cluster[tr], y[tr], self.rate_strength, self.base_rate_)
+            rate[te] = [rates.get(c, self.base_rate_) for c in cluster[te]]
+        self.oof_rate_ = rate  # the training rows' cluster rate, each from the other folds only
+        self.cluster_rates_ = smoothed_rates(cluster, y, self.rate_strength, self.base_rate_)
+        Z = self._design(X, rate)
+        base = self._pipeline(X.shape[1] - self.n_tabular - 1, len(y))
+        calibration = [(tr, te) for tr, te in folds if len(np.unique(y[te])) == 2]
+        if len(calibration) >= 2:
+            self.estimator_ = CalibratedClassifierCV(base, method="sigmoid", cv=calibration).fit(Z, y)
+        else:  # too few failures to hold some out: the logistic regression's own probabilities
+            self.estimator_ = base.fit(Z, y)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        cluster = X[:, self.n_tabular].astype(int)
+        rate = np.array([self.cluster_rates_.get(c, self.base_rate_) for c in cluster])
+        return self.estimator_.predict_proba(self._design(X, rate))
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def contributions(self, X) -> np.ndarray:
+        """Each feature group's push on the log-odds (tabular features, the cluster rate, the embedding summed),
+        averaged over the calibrated copies: columns n_tabular + 2, positive = towards failure."""
+        X = np.asarray(X, dtype=np.float64)
+        cluster = X[:, self.n_tabular].astype(int)
+        rate = np.array([self.cluster_rates_.get(c, self.base_rate_) for c in cluster])
+        Z = self._design(X, rate)
+        pipes = ([c.estimator for c in self.estimator_.calibrated_classifiers_]
+                 if isinstance(self.estimator_, CalibratedClassifierCV) else [self.estimator_])
+        out = np.zeros((len(X), self.n_tabular + 2))
+        for pipe in pipes:
+            terms = pipe[:-1].transform(Z) * pipe[-1].coef_[0]
+            out[:, : self.n_tabular + 1] += terms[:, : self.n_tabular + 1]
+            out[:, -1] += terms[:, self.n_tabular + 1 :].sum(axis=1)
+        return out / len(pipes)
+
+    def _design(self, X: np.ndarray, rate: np.ndarray) -> np.ndarray:
+        return np.column_stack([X[:, : self.n_tabular], rate, X[:, self.n_tabular + 1 :]])
+
+    def _pipeline(self, dim: int, n: int) -> Pipeline:
+        k = min(self.n_components, dim, max(n - 1, 0) // 2)
+        blocks = [("tabular", StandardScaler(), list(range(self.n_tabular + 1)))]
+        if k > 0:
+            blocks.append(("embedding", Pipeline([("pca", PCA(n_components=k, random_state=self.random_state)),
+                                                  ("scale", StandardScaler())]),
+                           list(range(self.n_tabular + 1, self.n_tabular + 1 + dim))))
+        return Pipeline([("features", ColumnTransformer(blocks)),
+                         ("classifier", LogisticRegression(C=self.C, max_iter=1000))])
