@@ -5,8 +5,8 @@
 `Candidates` holds what the store knows about each routable conversation (failure score, cluster, novelty), read
 by `load_candidates`. The default, `FailureFirst`, spends half the budget on the highest failure scores, with no
 cluster taking more than `max_cluster_share` of that part; 30% on the conversations the learned failure model is least
-sure about (P(failure) nearest 0.5), spread over clusters the same way, so that the ratings teach it (while no learned
-model is in force this share goes to the failure share); and keeps an exploration share: conversations flagged novel
+sure about (P(failure) nearest 0.5), spread over clusters the same way, so that the ratings teach it (until a first
+fit exists this share goes to the failure share); and keeps an exploration share: conversations flagged novel
 by clustering (outside every known cluster) and a uniform random sample, so the ratings also estimate the base rate
 and catch failures that no detector sees. Any object with `select` works, like a scikit-learn estimator.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from annotations.tables import annotation_records
-from curation.cluster.scorer import uses_learned
+from curation.cluster.scorer import active_scorer
 from curation.store import Store
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
 from curation.store.model_tables import failure_model_scores
@@ -38,7 +38,7 @@ class Pick:
 @dataclass
 class Candidates:
     """Column arrays over routable conversations; `cluster` is -1 when unclustered, `score` 0 when unscored;
-    `uncertainty` (4·p·(1 − p) of the learned failure model, 1 = least sure) is None while no learned model ranks."""
+    `uncertainty` (4·p·(1 − p) of the newest failure-model fit, 1 = least sure) is None before the first fit."""
 
     ids: list[str]
     score: np.ndarray
@@ -65,7 +65,7 @@ class FailureFirst:
     plus exploration (novel + random).
 
     uncertain: share of the budget for the conversations the learned failure model is least sure about (default 0.3;
-        it joins the failure share while no learned model ranks, i.e. `candidates.uncertainty` is None).
+        it joins the failure share before the first fit, i.e. while `candidates.uncertainty` is None).
     explore: share of the budget for exploration (default 0.2).
     novel_share: part of the exploration reserved for novel conversations (default 0.5; the rest is random).
     max_cluster_share: most of the failure share one cluster may take (default 0.25), relaxed only when
@@ -158,8 +158,8 @@ def get_strategy(strategy: str | Strategy | None) -> Strategy:
 def load_candidates(store: Store, dataset: str, generated: bool = False) -> Candidates:
     """Conversations with an assistant reply that are not routed to another dataset, with score/cluster/novelty.
 
-    While the learned failure model ranks (`curation.cluster.scorer`), the score is its P(failure) and the candidates
-    carry its uncertainty; otherwise the prior's failure score and no uncertainty. Those already in `dataset` are included; push leaves them out of its choice (`Candidates.without`), so a
+    While the learned failure model ranks (`curation.cluster.scorer`), the score is its P(failure), else the prior's
+    failure score; once any fit exists (promoted or not) the candidates carry its uncertainty. Those already in `dataset` are included; push leaves them out of its choice (`Candidates.without`), so a
     budget counts new records. Generated candidates are left out unless `generated`.
     """
     c, f, a = conversations.c, failure_scores.c, cluster_assignments.c
@@ -168,7 +168,8 @@ def load_candidates(store: Store, dataset: str, generated: bool = False) -> Cand
         sa.select(r.conversation_id).where(r.dataset != dataset),
         sa.select(r.conversation_id_b).where(r.conversation_id_b.is_not(None)),
     )
-    learned, m = uses_learned(store), failure_model_scores.c
+    scorer, m = active_scorer(store), failure_model_scores.c
+    learned, fitted = scorer["name"] == "learned", scorer.get("version") is not None
     query = (
         sa.select(c.id, sa.func.coalesce(m.probability, f.failure_score) if learned else f.failure_score, a.cluster_id,
                   a.novel, m.uncertainty)
@@ -188,7 +189,7 @@ def load_candidates(store: Store, dataset: str, generated: bool = False) -> Cand
         score=np.array([r[1] if r[1] is not None else 0.0 for r in rows], dtype=float),
         cluster=np.array([r[2] if r[2] is not None else -1 for r in rows], dtype=int),
         novel=np.array([bool(r[3]) for r in rows], dtype=bool),
-        uncertainty=np.array([r[4] or 0.0 for r in rows], dtype=float) if learned else None,
+        uncertainty=np.array([r[4] or 0.0 for r in rows], dtype=float) if fitted else None,
     )
 
 

@@ -11,11 +11,12 @@ import pytest
 import sqlalchemy as sa
 from sklearn.base import clone
 
+from annotations.routing import load_candidates
 from annotations.tables import ratings
 from curation.cluster import cluster, rank_clusters
 from curation.cluster.scorer import active_scorer
 from curation.ingest import ingest
-from curation.signals import score_failures
+from curation.signals import load_scores, score_failures
 from curation.store import utcnow
 from curation.store.model_tables import failure_model_scores, failure_models
 from loops.failures import FailureModel, FailureModelError, explain, fit_failure_model, parse_rule, refresh
@@ -99,7 +100,7 @@ def test_fit_gate_record_and_refit(oasst_store):
         row = conn.execute(sa.select(failure_models)).one()
         n_scored = conn.execute(sa.select(sa.func.count()).select_from(failure_model_scores)).scalar()
     assert sorted(orjson.loads(row.ratings_seen)) == sorted(f"r-{c}" for c in chosen)
-    assert n_scored == (941 if first["promoted"] else 0)
+    assert n_scored == 941  # promoted or not: routing's uncertain share reads them; the scorer only when promoted
     scorer = active_scorer(store)
     assert scorer["name"] == ("learned" if first["promoted"] else "prior") and scorer["cv"] == cv
 
@@ -120,6 +121,11 @@ def test_gate_keeps_the_prior_when_the_model_loses(oasst_store):
     fit = fit_failure_model(store)
     assert ("beats" if fit["promoted"] else "does not beat") in fit["reason"]
     assert active_scorer(store)["name"] == ("learned" if fit["promoted"] else "prior")
+    cands = load_candidates(store, "failures")
+    assert cands.uncertainty is not None and cands.uncertainty.max() > 0  # routing learns from any fit
+    if not fit["promoted"]:
+        prior = {c: s for c, (s, _) in load_scores(store).items()}
+        assert all(prior[c] == s for c, s in zip(cands.ids, cands.score))  # … but only a promoted one ranks
 
 
 def test_learned_scorer_ranks_clusters_and_explains(oasst_store, cli):

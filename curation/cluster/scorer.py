@@ -1,6 +1,6 @@
 """Which scorer ranks: the learned failure model when its newest fit passed the gate, else the prior.
 
-The learned model (`loops.failures`) writes its fits to `failure_models` and the P(failure) of the fit in force to
+The learned model (`loops.failures`) writes its fits to `failure_models` and the P(failure) of its newest fit to
 `failure_model_scores`; curation only reads them, so it needs nothing from loops.
 """
 from __future__ import annotations
@@ -35,3 +35,18 @@ def active_scorer(store: Store) -> dict:
 
 def uses_learned(store: Store) -> bool:
     return active_scorer(store)["name"] == "learned"
+
+
+def fit_history(store: Store) -> list[dict]:
+    """Every fit, oldest first, with its cross-validated figures: the failure model's learning curve."""
+    cols = [failure_models.c[n] for n in ("version", "created_at", "n_ratings", "n_failures", "promoted", "cv", "reason")]
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(*cols).order_by(failure_models.c.version)).all()
+    out = []
+    for r in rows:
+        cv = loads(r.cv) or {}
+        out.append({"version": r.version, "created_at": r.created_at, "n_ratings": r.n_ratings,
+                    "n_failures": r.n_failures, "promoted": bool(r.promoted), "ap": cv.get("ap"),
+                    "prior_ap": cv.get("prior_ap"), "lift": cv.get("lift", {}), "prior_lift": cv.get("prior_lift", {}),
+                    "brier": cv.get("brier")})
+    return out

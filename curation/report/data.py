@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sklearn.decomposition import PCA
 
 from curation.cluster.rank import MIN_USERS, excerpt, rank_clusters
+from curation.cluster.scorer import active_scorer, fit_history
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.signals import DEFAULT_THRESHOLD
@@ -28,7 +29,8 @@ def gather(store: Store, top: int = 20, max_points: int = 5_000, projection: str
     for row in shown:
         row["shown_examples"] = [] if row["hidden"] else cluster_examples(store, row, n_examples)
     return {"clusters": rows, "top": shown, "points": _map(store, max_points, projection, seed),
-            "history": cluster_trend(store), "totals": _totals(rows)}
+            "history": cluster_trend(store), "totals": _totals(rows), "scorer": active_scorer(store),
+            "fits": fit_history(store)}
 
 
 def cluster_examples(store: Store, row: dict, n: int = 2, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:

@@ -276,7 +276,7 @@ def render(data: dict, title: str = "Curate failure report", generated: str = ""
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body><h1>{escape(title)}</h1><p class="sub">Generated {escape(generated)} by <code>curate report</code>.
-A conversation fails when its failure score is at least {DEFAULT_THRESHOLD:g}. Clusters are ranked by significance
+{_fails_rule(data.get("scorer"))} Clusters are ranked by significance
 (Benjamini–Hochberg q ≤ 0.05 first, in red), then by conservative lift (the lower end of the failure rate's 95% interval
 over the overall rate) times the order of magnitude of the size; this report shows {shown} clusters.</p>
 <div>{kpis}</div>
@@ -292,5 +292,34 @@ failure rate; whiskers: 95% Wilson interval; dashed line: the overall rate; n: c
 <h2>Trend across runs</h2><p class="sub">Failure rate of the top {len(colours)} clusters at each <code>curate cluster</code> run.</p>
 {trend(data["history"], top, colours)}
 <h2>Failure clusters: {shown}, by rank</h2>{table(top, colours)}
+{scorer_section(data.get("scorer"), data.get("fits") or [])}
 </body></html>
 """
+
+
+def _fails_rule(scorer: dict | None) -> str:
+    if scorer and scorer["name"] == "learned":
+        return (f"Ranked by the learned failure model v{scorer['version']} (see the end of this report): a cluster's "
+                "failures are the sum of its conversations' calibrated P(failure).")
+    return f"A conversation fails when its failure score is at least {DEFAULT_THRESHOLD:g}."
+
+
+def scorer_section(scorer: dict | None, fits: list[dict]) -> str:
+    """Which scorer ranked the list and why, and the learned failure model's learning curve (one row per fit)."""
+    if not scorer:
+        return ""
+    parts = [f'<h2>Which scorer ranked this list</h2><p class="sub"><b>{escape(scorer["description"])}</b>. '
+             f'Why: {escape(scorer["reason"])}.</p>']
+    if fits:
+        rows = "".join(
+            f"<tr><td>v{f['version']}</td><td>{f['n_ratings']}</td><td>{f['n_failures']}</td><td>{f['ap']}</td>"
+            f"<td>{f['prior_ap']}</td><td>{f['lift'].get('100', f['lift'].get('50', '-'))}</td>"
+            f"<td>{f['prior_lift'].get('100', f['prior_lift'].get('50', '-'))}</td><td>{f['brier']}</td>"
+            f"<td>{'promoted' if f['promoted'] else 'prior kept'}</td></tr>" for f in fits)
+        parts.append('<h2>Learning curve of the failure model</h2><p class="sub">Each fit on the ratings so far, '
+                     'cross-validated with folds grouped by prompt: average precision (AP) and lift@100 (lift@50 '
+                     'with fewer than 100 ratings) of the model and of the prior on the same rated conversations; '
+                     'a fit ranks only when its AP beats the prior\'s.</p><table><tr><th>fit</th><th>ratings</th>'
+                     '<th>failures</th><th>AP</th><th>prior AP</th><th>lift</th><th>prior lift</th><th>Brier</th>'
+                     f'<th>gate</th></tr>{rows}</table>')
+    return "".join(parts)

@@ -2,8 +2,8 @@
 
 Created by migration 0007. The model learns from ratings (annotations' tables), so its code lives in
 `loops.failures`; it writes its scores here so that curation (cluster ranking, routing, reports) reads them without
-importing loops. `failure_model_scores` holds only the scores of the model in force (the newest promoted fit);
-when no fit is promoted, the prior (`failure_scores`) ranks.
+importing loops. `failure_model_scores` holds the scores of the newest fit; they rank only when that fit was
+promoted (else the prior, `failure_scores`, ranks), and routing's `uncertain` share reads them either way.
 """
 from sqlalchemy import Column, Float, Index, Integer, LargeBinary, String, Table, Text
 

@@ -8,7 +8,8 @@ cross-validated with folds grouped by context (`annotations.push.context_key`: e
 so two replies to the same prompt never sit on both sides. The model replaces the prior only when its out-of-fold
 average precision beats the prior's (`failure_score`) on the same rated conversations: a gate like `reward promote`.
 Every fit is stored in `failure_models` with its CV figures and the ratings it saw, promoted or not; the scores of the
-model in force (the newest fit, when promoted) go to `failure_model_scores`, which curation reads.
+newest fit go to `failure_model_scores`, which curation reads: they rank only when that fit was promoted
+(`curation.cluster.scorer`), while routing's `uncertain` share uses them either way, since teaching the model is its job.
 """
 from __future__ import annotations
 
@@ -262,7 +263,7 @@ def fit_failure_model(store: Store, rule: str = DEFAULT_RULE, model: FailureMode
                       "features": dumps([*feats.names, RATE, EMBEDDING]), "cv": dumps(cv), "promoted": int(promoted),
                       "reason": reason, "model": buffer.getvalue()}
             conn.execute(failure_models.insert(), [record])
-        scored = score_with(store, version, fitted, feats.names) if promoted else _clear_scores(store)
+        scored = score_with(store, version, fitted, feats.names)  # routing's uncertain share reads them either way
         summary = {**{k: v for k, v in record.items() if k not in ("model", "ratings_seen")},
                    "features": loads(record["features"]), "cv": cv, "promoted": promoted, "scored": scored}
     except BaseException:
@@ -328,7 +329,7 @@ def refresh(store: Store, rule: str | None = None) -> dict:
                     "reason": f"{len(labels)} rated conversations, {n_fail} failures: too few to fit (needs "
                               f"{MIN_CLASS} of each); the prior ranks"}
         return {"refit": True, **fit_failure_model(store, rule)}
-    scored = score_with(store, last["version"], *load_model(last)) if last["promoted"] else 0
+    scored = score_with(store, last["version"], *load_model(last))
     return {"refit": False, "version": last["version"], "promoted": bool(last["promoted"]), "scored": scored,
             "reason": "no new ratings since version " + str(last["version"])}
 

@@ -45,6 +45,7 @@ def write_run_report(store: Store, run_id: str, out: str | Path) -> dict:
         _annotation(runs, this),
         "<h2>Reward models</h2>",
         _models_section(models),
+        _scorer(store),
     ]
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Curate loop report {_e(run_id[:8])}</title>
 <style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}}
@@ -57,6 +58,14 @@ svg text{{font:11px system-ui,sans-serif}}code{{background:#f3f3f3;padding:0 3px
     out.write_text(page, encoding="utf-8")
     return {"out": str(out), "new_clusters": len([c for c in changes if c["kind"] == "new"]),
             "growing_clusters": len([c for c in changes if c["kind"] == "growing"]), "models": len(models)}
+
+
+def _scorer(store: Store) -> str:
+    """Which scorer ranked the clusters (the learned failure model or the prior), why, and its learning curve."""
+    from curation.cluster.scorer import active_scorer, fit_history
+    from curation.report.html import scorer_section
+
+    return scorer_section(active_scorer(store), fit_history(store))
 
 
 def _status(run: dict) -> str:

@@ -151,7 +151,15 @@ def push(ctx: RunContext) -> dict:
 
 
 def pull(ctx: RunContext) -> dict:
-    return _annotation(ctx, "pull")
+    """Pull the ratings, then refit the failure model on them (docs/concepts-failures.md); its verdict joins the figures."""
+    from loops.failures import refresh
+
+    figures = _annotation(ctx, "pull")
+    model = refresh(ctx.store)
+    figures["failure_model"] = {k: model.get(k) for k in ("refit", "version", "promoted", "reason", "n_ratings", "scored")}
+    if model.get("cv"):
+        figures["failure_model"]["cv"] = {k: model["cv"][k] for k in ("ap", "prior_ap", "lift", "prior_lift", "brier")}
+    return figures
 
 
 def export(ctx: RunContext) -> dict:
