@@ -149,3 +149,18 @@ def test_loop_file_errors_name_the_key(tmp_path, text, message):
 def test_shipped_nightly_file_is_valid():
     config = load(REPO / "loops" / "nightly.toml")
     assert config.name == "nightly" and config.sources.paths == ["{home}/incoming"]
+
+
+def test_the_train_trigger_never_counts_negative_new_pairs(store):
+    """The README tour trains on its export (46 training pairs); the loop that follows exports the same ratings with
+    a larger test split (41): that is no new pairs, which the skip reason said as "-5 new training pairs"."""
+    from loops import registry
+    from loops.loop import steps
+    from loops.loop.context import RunContext, StepSkipped
+
+    registry.register(store, store.home / "rm", None, "bt", "v1", {"train_pairs": 46})
+    ctx = RunContext(store, LoopConfig(), "run-1", figures={"export": {"pairs": 49, "train": 41}})
+    with pytest.raises(StepSkipped) as skipped:
+        steps.train(ctx)
+    assert str(skipped.value) == ("not triggered: 0 new training pairs (41 exported for training; the largest "
+                                  "training set so far had 46) < train.min_new_pairs = 200")

@@ -198,10 +198,11 @@ def train(ctx: RunContext) -> dict:
     if mine:  # trained and registered before a crash: keep that model
         return {"version": mine[0]["version"], "model": mine[0]["path"], "reused": True}
     last_pairs = max((int((_metrics(m)).get("train_pairs") or 0) for m in models), default=0)
-    new_pairs = exported["train"] - last_pairs
+    new_pairs = max(0, exported["train"] - last_pairs)  # another split of the same ratings can hold fewer
     cfg = ctx.config.train
     if new_pairs < cfg.min_new_pairs:
-        raise StepSkipped(f"not triggered: {new_pairs} new training pairs < train.min_new_pairs = {cfg.min_new_pairs}")
+        had = f" ({exported['train']} exported for training; the largest training set so far had {last_pairs})" if last_pairs else ""
+        raise StepSkipped(f"not triggered: {new_pairs} new training pairs{had} < train.min_new_pairs = {cfg.min_new_pairs}")
     settings = TrainConfig(max_length=cfg.max_length, epochs=cfg.epochs, seed=cfg.seed)
     result = run_train(exported["out"], out, base=cfg.base or None, loss=cfg.loss, config=settings,
                        store=ctx.store, progress=ctx.progress)
