@@ -1,66 +1,160 @@
-"""Failure discovery on oasst1: do the highest failure scores point at replies humans rated low?
+"""Failure discovery: do the highest failure scores point at bad replies, better than counting thumbs-down?
 
-    python benchmarks/failure_discovery.py
+    python benchmarks/failure_discovery.py [--sets oasst,arena,sample] [--sample-n 3000]
 
-Ingests ../shared/data/oasst1-en-validation into a fresh store and scores it with the default detectors, which see
-messages and feedback only (the review labels stay in metadata["oasst_review"], read here to judge, never by a
-detector). A reply is low quality when its review says quality ≤ 0.25 or fails_task ≥ 0.5. Reports the low-quality
-rate among the top-scored conversations against the overall rate (lift), for all detectors and for explicit
-feedback alone (thumbs and flags), the baseline a team without Curate would have.
+Every ranking is printed beside the naive one in the same run: the count of explicit negative feedback on the rated
+reply (thumbs-down + red flags, with their counts), what a team without Curate would sort by. Each set is ingested into
+a fresh store and scored with the default detectors and weights, which see messages and feedback only.
+- `oasst`: ../shared/data/oasst1-en-validation. Truth = the review labels (kept in metadata["oasst_review"], read here
+  to judge, never by a detector): low quality when quality ≤ 0.25 or fails_task ≥ 0.5.
+- `sample`: curation.sample traffic (seed 0) with planted failure modes; truth = metadata.demo_truth says the rated
+  reply failed. The planted feedback is thinner than the failures (55% get a thumbs down), so the rest must find them.
+- `arena`: arena-hard-v0.1's 500 prompts with gpt-4-0314's and gpt-3.5-turbo-0125's answers, no feedback and no
+  labels: naive ranks every conversation equal, so this shows only what the rest (the reply heuristics) picks out.
+Lift@k = the failure share among the top k over the base rate; ties are broken at random in expectation (a tied group
+straddling k contributes its average), for both rankings alike, so no ranking gains from the order of ids.
 """
 from __future__ import annotations
 
+import argparse
+import itertools
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import sqlalchemy as sa
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
+ARENA = SHARED / "arena-hard-v0.1"
+KS = (50, 100, 200)
 
 
-def judged(store) -> list[tuple[float, bool]]:
+def lift_at(scores: list[float], truth: list[bool], k: int) -> float:
+    """Expected failure share of the top k under random tie-breaking, over the base rate."""
+    base = sum(truth) / len(truth)
+    ranked = sorted(zip(scores, truth), key=lambda t: -t[0])
+    hits, taken = 0.0, 0
+    for _, group in itertools.groupby(ranked, key=lambda t: t[0]):
+        labels = [bad for _, bad in group]
+        take = min(len(labels), k - taken)
+        hits += take * sum(labels) / len(labels)
+        taken += take
+        if taken >= k:
+            break
+    return hits / k / base
+
+
+def naive_counts(store) -> dict[str, float]:
+    """{conversation_id: thumbs-down + flags on the rated reply (the last assistant message), counts included}."""
     with store.connect() as conn:
-        rows = conn.execute(sa.text("SELECT c.metadata, c.messages, f.failure_score FROM conversations c "
+        msgs = dict(conn.execute(sa.text("SELECT id, messages FROM conversations")).all())
+        events = conn.execute(sa.text("SELECT conversation_id, value, turn FROM feedback "
+                                      "WHERE type IN ('thumbs_down', 'flag')")).all()
+    last = {}
+    for cid, messages in msgs.items():
+        roles = [m.get("role") for m in orjson.loads(messages)]
+        last[cid] = max((i for i, r in enumerate(roles) if r == "assistant"), default=None)
+    counts = dict.fromkeys(msgs, 0.0)
+    for cid, value, turn in events:
+        if turn is None or turn == last[cid]:
+            value = orjson.loads(value) if value is not None else None
+            counts[cid] += float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+    return counts
+
+
+def scored(store) -> list[tuple[str, float, dict, list[dict]]]:
+    with store.connect() as conn:
+        rows = conn.execute(sa.text("SELECT c.id, f.failure_score, c.metadata, c.messages, f.signals FROM conversations c "
                                     "JOIN failure_scores f ON f.conversation_id = c.id ORDER BY c.id")).all()
-    out = []
-    for metadata, messages, score in rows:
-        last = len(orjson.loads(messages)) - 1
-        review = next((r for r in orjson.loads(metadata)["oasst_review"].values() if r["turn"] == last), None)
-        labels = (review or {}).get("labels") or {}
-        if "quality" in labels:
-            out.append((score, labels["quality"] <= 0.25 or labels.get("fails_task", 0) >= 0.5))
-    return out
+    return [(cid, score, orjson.loads(md) if md else {}, orjson.loads(msgs), orjson.loads(sig) if sig else []) for cid, score, md, msgs, sig in rows]
+
+
+def oasst_truth(metadata: dict, messages: list[dict]) -> bool | None:
+    last = len(messages) - 1
+    review = next((r for r in metadata["oasst_review"].values() if r["turn"] == last), None)
+    labels = (review or {}).get("labels") or {}
+    return labels["quality"] <= 0.25 or labels.get("fails_task", 0) >= 0.5 if "quality" in labels else None
+
+
+def sample_truth(metadata: dict, messages: list[dict]) -> bool:
+    return metadata["demo_truth"]["last_answer_failure"] is not None
+
+
+def write_arena(path: Path) -> Path:
+    with open(path, "wb") as out:
+        for model in ("gpt-4-0314", "gpt-3.5-turbo-0125"):
+            for line in open(ARENA / f"{model}.jsonl", "rb"):
+                row = orjson.loads(line)
+                messages = [{"role": "user", "content": row["messages"][0]["content"]},
+                            {"role": "assistant", "content": row["messages"][1]["content"]["answer"]}]
+                out.write(orjson.dumps({"id": f"{row['uid']}:{model}", "messages": messages, "model": model}) + b"\n")
+    return path
+
+
+def report(name: str, store, truth_of, seconds: float) -> None:
+    rows = scored(store)
+    naive = naive_counts(store)
+    judged = [(score, naive[cid], bad) for cid, score, md, msgs, _ in rows if (bad := truth_of(md, msgs)) is not None]
+    ours_s, naive_s, truth = map(list, zip(*judged))
+    base = sum(truth) / len(truth)
+    print(f"\n{name}: {len(rows)} conversations scored in {seconds:.1f}s; {len(judged)} judged; failure base rate "
+          f"{base:.1%}; {sum(s > 0 for s in naive_s)} with explicit negative feedback")
+    print(f"  {'ranking':<34}" + "".join(f"{f'lift@{k}':>10}" for k in KS))
+    for label, scores in (("failure_score (default)", ours_s), ("naive: thumbs-down + flags", naive_s)):
+        print(f"  {label:<34}" + "".join(f"{lift_at(scores, truth, k):>10.2f}" for k in KS))
+    flagged = [bad for score, _, bad in judged if score >= 0.5]
+    if flagged:
+        print(f"  failure_score ≥ 0.5: {len(flagged)} conversations, {sum(flagged) / len(flagged):.1%} failures "
+              f"(recall {sum(flagged) / sum(truth):.1%})")
+
+
+def arena_report(store, seconds: float) -> None:
+    rows = scored(store)
+    naive = naive_counts(store)
+    fired = Counter(s["name"] for *_, signals in rows for s in signals)
+    nonzero = [r for r in rows if r[1] > 0]
+    print(f"\narena: {len(rows)} conversations scored in {seconds:.1f}s; no feedback: naive ranks "
+          f"{sum(v == 0 for v in naive.values())} of {len(naive)} equal (lift 1.00 at every k)")
+    print(f"  failure_score > 0 for {len(nonzero)} ({len(nonzero) / len(rows):.1%}), from the rest alone: "
+          + ", ".join(f"{name} {n}" for name, n in fired.most_common()))
+    by_model = Counter(cid.rsplit(":", 1)[1] for cid, *_ in nonzero)
+    print(f"  of those, by model: {dict(by_model)}; max score {max((r[1] for r in rows), default=0):.2f}")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="oasst,arena,sample")
+    parser.add_argument("--sample-n", type=int, default=3000)
+    args = parser.parse_args()
     from curation.ingest import ingest
-    from curation.signals import default_detectors, score_failures
+    from curation.sample import write_jsonl
+    from curation.signals import score_failures
     from curation.store import Store
 
-    with tempfile.TemporaryDirectory() as home:
-        store = Store.open(home)
-        ingest(store, [DATA], progress=False)
-        variants = {"all detectors": default_detectors(),
-                    "explicit feedback only": [d for d in default_detectors() if d.name in ("thumbs_down", "flag", "thumbs_up")]}
-        for name, detectors in variants.items():
+    print(f"load average {os.getloadavg()[0]:.1f} at start")
+    for name in args.sets.split(","):
+        with tempfile.TemporaryDirectory() as home:
+            store = Store.open(home)
+            if name == "oasst":
+                source = DATA
+            elif name == "arena":
+                source = write_arena(Path(home) / "arena.jsonl")
+            else:
+                source = write_jsonl(Path(home) / "sample.jsonl", args.sample_n, seed=0)
+            ingest(store, [source], progress=False)
             started = time.perf_counter()
-            summary = score_failures(store, detectors=detectors, progress=False)
+            score_failures(store, progress=False)
             seconds = time.perf_counter() - started
-            rows = sorted(judged(store), key=lambda t: -t[0])
-            base = sum(low for _, low in rows) / len(rows)
-            print(f"{name}: {summary['scored']} conversations scored in {seconds:.1f}s; {len(rows)} with a review label; "
-                  f"low-quality base rate {base:.1%}; flagged (score ≥ 0.5): {summary['failures']}")
-            for top in (25, 50, 100, len(rows) // 10):
-                hit = sum(low for _, low in rows[:top]) / top
-                print(f"  top {top:>3}: {hit:.1%} low quality, lift {hit / base:.2f}×")
-            flagged = [low for score, low in rows if score >= 0.5]
-            if flagged:
-                rate = sum(flagged) / len(flagged)
-                print(f"  score ≥ 0.5 ({len(flagged)}): {rate:.1%} low quality, lift {rate / base:.2f}×")
+            if name == "arena":
+                arena_report(store, seconds)
+            else:
+                report(name, store, oasst_truth if name == "oasst" else sample_truth, seconds)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at end")
 
 
 if __name__ == "__main__":

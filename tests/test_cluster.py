@@ -241,7 +241,7 @@ def test_export_conversations_gains_cluster_and_failure_columns(store, cli, tmp_
     cli.json("export", "conversations", "--out", out, "--home", cli.home)
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     failing = rows[ids[-1]]
-    assert failing["cluster_id"] is not None and failing["cluster_label"] and failing["failure_score"] >= 0.9
+    assert failing["cluster_id"] is not None and failing["cluster_label"] and failing["failure_score"] >= 0.5
     assert failing["signals"][0]["name"] == "thumbs_down" and failing["reward"] is None
     lonely = rows["lonely"]
     assert lonely["cluster_id"] is None and lonely["cluster_label"] is None and lonely["failure_score"] == 0
@@ -270,5 +270,5 @@ def test_clusters_show_says_how_signals_combine_and_marks_novel_members(store, c
     assert "failure = 1 − Π(1 − weight·value) over the failure signals that fired" in shown
     line = next(row for row in shown.splitlines() if row.startswith(f"- {ids2[1]} "))
     assert "(novel: unlike this cluster, it waits here for a refit)" in line
-    assert "! thumbs_down (weight +0.9, value 1):" in shown
+    assert "! thumbs_down (weight +0.9, value 0.6667): 1 thumbs down, 0 up" in shown  # (downs + 1) / (downs + ups + 2)
     assert "q-value" in cli("clusters").stdout.splitlines()[0].split()  # one name, as in the README

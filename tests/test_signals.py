@@ -39,7 +39,7 @@ def test_a_clean_conversation_fires_nothing():
     "conv, name",
     [
         (chat("Hi", "Hello!", feedback=[("thumbs_down",)]), "thumbs_down"),
-        (chat("Hi", "Hello!", feedback=[("flag",)]), "flag"),
+        (chat("Hi", "Hello!", feedback=[("flag",)]), "thumbs_down"),  # a flag counts as a thumbs down
         (chat("Hi", "Hello!", feedback=[("rating", 1)]), "low_rating"),
         (chat("Hi", "Hello!", feedback=[("comment", "this is just wrong")]), "negative_comment"),
         (chat("Hi", "Hello!", feedback=[("regenerated",)]), "regenerated"),
@@ -70,8 +70,11 @@ def test_refusing_a_dangerous_request_is_not_a_failure():
 
 
 def test_thumbs_use_counts_and_a_thumbs_up_lowers_the_score():
+    # the value is the posterior mean share of users who disliked the reply, (downs + 1) / (downs + ups + 2)
     mostly_up = chat("Hi", "Hello!", feedback=[("thumbs_down", 1), ("thumbs_up", 9)])
-    assert fired(mostly_up)["thumbs_down"]["value"] == pytest.approx(0.1)
+    assert fired(mostly_up)["thumbs_down"]["value"] == pytest.approx(2 / 12, abs=1e-4)
+    many_down = chat("Hi", "Hello!", feedback=[("thumbs_down", 2), ("flag", 1)])
+    assert fired(many_down)["thumbs_down"]["value"] == pytest.approx(0.8)
     only_up = fired(chat("Hi", "Hello!", feedback=[("thumbs_up", 2)]))
     assert only_up["thumbs_up"]["weight"] < 0
     detectors = default_detectors()
@@ -79,7 +82,18 @@ def test_thumbs_use_counts_and_a_thumbs_up_lowers_the_score():
     down, _ = score_conversation(chat("Hi", "Hello!", feedback=[("thumbs_down",)]), detectors, weights)
     down_and_apology, _ = score_conversation(
         chat("Hi", "I apologize, hello!", feedback=[("thumbs_down",)]), detectors, weights)
-    assert down == pytest.approx(0.9) and down_and_apology > down
+    assert down == pytest.approx(0.6) and down_and_apology > down
+
+
+def test_explicit_feedback_outranks_any_single_weak_signal():
+    """One thumbs down alone is stronger evidence than any one implicit or reply signal, and no weak signal alone
+    reaches the failure threshold (docs/concepts-failures.md, "Combination")."""
+    explicit = {"thumbs_down", "flag", "low_rating", "negative_comment", "thumbs_up", "low_reward"}
+    weak = [d for d in default_detectors() if d.name not in explicit]
+    assert weak and all(0 < d.weight < 0.5 for d in weak)
+    down, _ = score_conversation(chat("Hi", "Hello!", feedback=[("thumbs_down",)]), default_detectors(),
+                                 {d.name: d.weight for d in default_detectors()})
+    assert down > max(d.weight for d in weak)
 
 
 def test_combine_is_noisy_or_scaled_by_success_evidence():
@@ -114,7 +128,8 @@ def test_score_failures_writes_one_explained_row_per_conversation(store):
     summary = score_failures(store, progress=False)
     assert summary["scored"] == 3 and summary["failures"] == 1
     scores = load_scores(store)
-    assert scores["bad"][0] >= 0.9 and scores["good"][0] == 0 and scores["meh"][0] == 0
+    # bad: 1 − (1 − 0.6)(1 − 0.6)(1 − 0.3) from thumbs_down, negative_comment and refusal
+    assert scores["bad"][0] > 0.85 and scores["good"][0] == 0 and scores["meh"][0] == 0
     names = {s["name"] for s in scores["bad"][1]}
     assert {"thumbs_down", "negative_comment", "refusal"} <= names
     assert all({"name", "value", "weight", "why"} <= set(s) for s in scores["bad"][1])

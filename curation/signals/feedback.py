@@ -27,10 +27,12 @@ def _count(event: dict) -> float:
 
 
 class Thumbs:
-    """Thumbs on the rated reply (turn = the last assistant message, or unset).
+    """Thumbs on the rated reply (turn = the last assistant message, or unset); a flag counts as a thumbs down.
 
-    `thumbs_down` fires with the share of downs among all thumbs there; thumbs on earlier replies count at half
-    strength. `thumbs_up` (negative weight) fires only when the rated reply got ups and no downs.
+    `thumbs_down` fires with the posterior mean share of users who disliked the reply under a uniform prior,
+    (downs + 1) / (downs + ups + 2): one down alone gives 0.67, three give 0.8, one down against three ups 0.33, so
+    more people saying so is stronger evidence and ups dilute it. Downs only on earlier replies are about another
+    reply and give a weak 0.2. `thumbs_up` (negative weight) fires only when the rated reply got ups and no downs.
     """
 
     def __init__(self, name: str):
@@ -39,16 +41,18 @@ class Thumbs:
 
     def __call__(self, conv: ConversationView) -> Signal | None:
         last = conv.reply_index
-        votes = {"thumbs_down": [0.0, 0.0], "thumbs_up": [0.0, 0.0]}  # [on the rated reply, on earlier ones]
-        for event in conv.events("thumbs_down", "thumbs_up"):
+        votes = {kind: [0.0, 0.0] for kind in ("thumbs_down", "flag", "thumbs_up")}  # [on the rated reply, earlier]
+        for event in conv.events(*votes):
             votes[event["type"]][0 if event["turn"] in (None, last) else 1] += _count(event)
-        (down, down_early), (up, _) = votes["thumbs_down"], votes["thumbs_up"]
+        (thumbs, down_early), (flags, _), (up, _) = votes["thumbs_down"], votes["flag"], votes["thumbs_up"]
+        down = thumbs + flags
         if self.name == "thumbs_up":
             return Signal(self.name, 1.0, f"{up:g} thumbs up, none down") if up and not down else None
         if down:
-            return Signal(self.name, down / (down + up), f"{down:g} thumbs down, {up:g} up on the reply")
+            said = f"{thumbs:g} thumbs down" + (f", {flags:g} flag{'s' * (flags != 1)}" if flags else "")
+            return Signal(self.name, (down + 1) / (down + up + 2), f"{said}, {up:g} up on the reply")
         if down_early:
-            return Signal(self.name, 0.5, f"{down_early:g} thumbs down on an earlier reply")
+            return Signal(self.name, 0.2, f"{down_early:g} thumbs down on an earlier reply")
         return None
 
 
@@ -98,7 +102,7 @@ CORRECTION = re.compile(
 class Correction:
     """A user turn after an assistant reply that corrects it ("that's wrong", "doesn't work", "you didn't …")."""
 
-    name, weight = "correction", 0.6
+    name, weight = "correction", 0.3
 
     def __call__(self, conv: ConversationView) -> Signal | None:
         seen_reply = False
@@ -125,7 +129,7 @@ class RepeatedQuestion:
     Similarity is the Jaccard overlap of word bigrams; `threshold` (default 0.5) is where it fires.
     """
 
-    name, weight = "repeated_question", 0.5
+    name, weight = "repeated_question", 0.25
 
     def __init__(self, threshold: float = 0.5):
         self.threshold = threshold
@@ -145,12 +149,13 @@ class RepeatedQuestion:
 def feedback_detectors() -> list:
     return [
         Thumbs("thumbs_down"),
-        EventDetector("flag", "flag", 0.9, "user flagged the reply"),
+        # a flag already counts as a thumbs down; a weight above 0 adds it again on top
+        EventDetector("flag", "flag", 0.0, "user flagged the reply"),
         LowRating(),
         NegativeComment(),
-        EventDetector("regenerated", "regenerated", 0.5, "user regenerated the reply"),
-        EventDetector("edited", "edited", 0.4, "user edited the reply"),
-        EventDetector("abandoned", "abandoned", 0.3, "user left right after the reply"),
+        EventDetector("regenerated", "regenerated", 0.25, "user regenerated the reply"),
+        EventDetector("edited", "edited", 0.2, "user edited the reply"),
+        EventDetector("abandoned", "abandoned", 0.15, "user left right after the reply"),
         RepeatedQuestion(),
         Correction(),
         Thumbs("thumbs_up"),

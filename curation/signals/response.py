@@ -27,7 +27,7 @@ SENSITIVE = re.compile(
 class Refusal:
     """The reply refuses, and the prompt has none of the sensitive words that would justify a refusal."""
 
-    name, weight = "refusal", 0.6
+    name, weight = "refusal", 0.3
 
     def __call__(self, conv: ConversationView) -> Signal | None:
         hit = REFUSAL.search(conv.reply)
@@ -39,7 +39,7 @@ class Refusal:
 class EmptyOrTruncated:
     """An empty reply (1.0), or one cut off: an unclosed code fence, or a long reply ending mid-word (0.7)."""
 
-    name, weight = "empty_or_truncated", 0.7
+    name, weight = "empty_or_truncated", 0.35
 
     def __call__(self, conv: ConversationView) -> Signal | None:
         reply = conv.reply.strip()
@@ -64,7 +64,7 @@ APOLOGY = re.compile(
 class Apology:
     """The reply apologises: the model admits an earlier reply was wrong, or hedges."""
 
-    name, weight = "apology", 0.3
+    name, weight = "apology", 0.15
 
     def __call__(self, conv: ConversationView) -> Signal | None:
         hit = APOLOGY.search(conv.reply)
@@ -82,7 +82,7 @@ ERROR_TEXT = re.compile(
 class ErrorText:
     """The reply contains error or template text that a model should never send (tracebacks, API errors, tokens)."""
 
-    name, weight = "error_text", 0.6
+    name, weight = "error_text", 0.3
 
     def __call__(self, conv: ConversationView) -> Signal | None:
         if "```" in conv.reply and "Traceback" in conv.reply:
@@ -139,7 +139,7 @@ def guess_language(text: str) -> str | None:
 class LanguageMismatch:
     """The reply's language differs from the prompt's (only when both are guessed with confidence)."""
 
-    name, weight = "language_mismatch", 0.5
+    name, weight = "language_mismatch", 0.25
 
     def __call__(self, conv: ConversationView) -> Signal | None:
         asked, answered = guess_language(conv.prompt), guess_language(conv.reply)
@@ -151,7 +151,7 @@ class LanguageMismatch:
 class ExtremeLength:
     """A one-line answer to a long question, or a reply far beyond what anyone reads (over `max_words`)."""
 
-    name, weight = "extreme_length", 0.3
+    name, weight = "extreme_length", 0.15
 
     def __init__(self, min_words: int = 4, long_prompt_words: int = 25, max_words: int = 2000):
         self.min_words, self.long_prompt_words, self.max_words = min_words, long_prompt_words, max_words
