@@ -25,6 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 from sklearn.base import clone
 from sklearn.metrics import average_precision_score, brier_score_loss
+from threadpoolctl import threadpool_limits
 
 from annotations.push import context_key
 from annotations.tables import ratings
@@ -102,9 +103,12 @@ def digest(seen: list[tuple[str, str]]) -> str:
     return hashlib.sha256(dumps(seen).encode()).hexdigest()
 
 
-def build_features(store: Store, ids: list[str] | None = None, signal_names: list[str] | None = None) -> Features:
+def build_features(store: Store, ids: list[str] | None = None, signal_names: list[str] | None = None,
+                   shared: dict | None = None) -> Features:
     """Features of the given conversations (all scored ones when None). Signal columns: `signal_names`, or every
-    signal seen in `failure_scores` (a fit fixes them; scoring reuses the fit's)."""
+    signal seen in `failure_scores` (a fit fixes them; scoring reuses the fit's). `shared` (from `shared_inputs`)
+    saves reading the rewards and the embedding spaces again for each chunk."""
+    shared = shared if shared is not None else shared_inputs(store)
     scores = load_scores(store, ids)
     ids = sorted(scores) if ids is None else [i for i in ids if i in scores]
     if signal_names is None:
@@ -119,13 +123,13 @@ def build_features(store: Store, ids: list[str] | None = None, signal_names: lis
             if s["name"] in col:
                 tab[i, 1 + col[s["name"]]] = s["value"]
     tab[:, 1 + len(signal_names) : 1 + len(signal_names) + len(FEEDBACK)] = _feedback_counts(store, ids)
-    reward = _reward_percentiles(store)
+    reward = shared["reward"]
     if reward:
         for i, cid in enumerate(ids):
             if cid in reward:
                 tab[i, -2:] = (1.0, reward[cid])
     cluster = _clusters_of(store, ids)
-    emb = _embeddings(store, ids)
+    emb = _embeddings(store, ids, shared["space"])
     X = np.column_stack([tab, cluster.astype(np.float32), emb])
     return Features(ids, X, names, tab[:, 0].astype(float))
 
@@ -144,6 +148,14 @@ def _feedback_counts(store: Store, ids: list[str]) -> np.ndarray:
                 if kind in col:
                     out[where[cid], col[kind]] = np.log1p(n)
     return out
+
+
+def shared_inputs(store: Store) -> dict:
+    """What every chunk's features share: the champion's reward percentiles and the newest embedding space."""
+    from curation.embed import spaces
+
+    known = spaces(store)
+    return {"reward": _reward_percentiles(store), "space": known[0]["name"] if known else None}
 
 
 def _reward_percentiles(store: Store) -> dict[str, float]:
@@ -169,14 +181,13 @@ def _clusters_of(store: Store, ids: list[str]) -> np.ndarray:
     return np.array([out.get(i, -1) for i in ids], dtype=np.int64)
 
 
-def _embeddings(store: Store, ids: list[str]) -> np.ndarray:
-    """The newest space's vectors in `ids` order (zeros for conversations without one); (n, 0) with no embeddings."""
-    from curation.embed import load_vectors, spaces
+def _embeddings(store: Store, ids: list[str], space: str | None) -> np.ndarray:
+    """The space's vectors in `ids` order (zeros for conversations without one); (n, 0) with no space."""
+    from curation.embed import load_vectors
 
-    known = spaces(store)
-    if not known or not ids:
+    if space is None or not ids:
         return np.zeros((len(ids), 0), dtype=np.float32)
-    found, V = load_vectors(store, known[0]["name"], ids)
+    found, V = load_vectors(store, space, ids)
     out = np.zeros((len(ids), V.shape[1]), dtype=np.float32)
     where = {c: i for i, c in enumerate(ids)}
     out[[where[c] for c in found]] = V
@@ -246,6 +257,17 @@ def fit_failure_model(store: Store, rule: str = DEFAULT_RULE, model: FailureMode
                                 f"push`, then pull, or `curate annotate import`)")
     run_id = store.start_run("failure_model", {"rule": rule, "ratings": len(seen)})
     try:
+        return _fit(store, rule, model, random_state, feats, y, seen, n_fail, run_id)
+    except BaseException:
+        store.finish_run(run_id, "failed")
+        raise
+
+
+def _fit(store: Store, rule: str, model: FailureModel | None, random_state: int, feats: Features, y: np.ndarray,
+         seen: list, n_fail: int, run_id: str) -> dict:
+    # one BLAS thread: the matrices are small (ratings × a few dozen), and several threads only spin and, on a
+    # loaded machine, oversubscribe it (a 2,000-rating fit took 15 s with the default threads, 5 s with one)
+    with threadpool_limits(limits=1):
         model = model if model is not None else FailureModel(n_tabular=len(feats.names), random_state=random_state)
         groups = contexts(store, feats.ids)
         cv = cross_validate(model, feats.X, y, groups, feats.prior)
@@ -264,11 +286,8 @@ def fit_failure_model(store: Store, rule: str = DEFAULT_RULE, model: FailureMode
                       "reason": reason, "model": buffer.getvalue()}
             conn.execute(failure_models.insert(), [record])
         scored = score_with(store, version, fitted, feats.names)  # routing's uncertain share reads them either way
-        summary = {**{k: v for k, v in record.items() if k not in ("model", "ratings_seen")},
-                   "features": loads(record["features"]), "cv": cv, "promoted": promoted, "scored": scored}
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
+    summary = {**{k: v for k, v in record.items() if k not in ("model", "ratings_seen")},
+               "features": loads(record["features"]), "cv": cv, "promoted": promoted, "scored": scored}
     store.finish_run(run_id, "done", {k: v for k, v in summary.items() if k != "features"})
     return summary
 
@@ -285,10 +304,11 @@ def score_with(store: Store, version: int, model: FailureModel, names: list[str]
     with store.connect() as conn:
         ids = sorted(conn.execute(sa.select(failure_scores.c.conversation_id)).scalars())
     _clear_scores(store)
-    now, done = utcnow(), 0
+    now, done, shared = utcnow(), 0, shared_inputs(store)
     for start in range(0, len(ids), chunk):
-        feats = build_features(store, ids[start : start + chunk], signal_names)
-        p = model.predict_proba(feats.X)[:, 1]
+        feats = build_features(store, ids[start : start + chunk], signal_names, shared)
+        with threadpool_limits(limits=1):
+            p = model.predict_proba(feats.X)[:, 1]
         rows = [{"conversation_id": c, "model_version": version, "probability": round(float(q), 6),
                  "uncertainty": round(float(4 * q * (1 - q)), 6), "scored_at": now} for c, q in zip(feats.ids, p)]
         with store.begin() as conn:
@@ -358,7 +378,7 @@ def explain(store: Store, conversation_id: str, top: int = 3) -> dict:
 def _nearest_failures(store: Store, conversation_id: str, rule: str, top: int) -> list[dict]:
     labels, _ = load_labels(store, rule)
     failed = sorted(c for c, y in labels.items() if y and c != conversation_id)
-    E = _embeddings(store, [conversation_id, *failed])
+    E = _embeddings(store, [conversation_id, *failed], shared_inputs(store)["space"])
     if E.shape[1] == 0 or not failed:
         return []
     sim = E[1:] @ E[0]

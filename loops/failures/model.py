@@ -2,12 +2,13 @@
 
     FailureModel(n_tabular=…).fit(X, y, groups=…).predict_proba(X)[:, 1]
 
-X's columns are, in order: `n_tabular` tabular features (the prior failure score, each signal's value, the reward),
-one column with the conversation's cluster id (−1 = none), then the embedding. From the cluster column the model
+X's columns are, in order: `n_tabular` tabular features (the prior failure score, each signal's value, feedback
+counts, the reward), one column with the conversation's cluster id (−1 = none), then the embedding. From the cluster column the model
 derives the cluster's observed failure rate among rated conversations, smoothed towards the overall rate. On the
 training rows that rate is computed out of fold (grouped like the outer cross-validation), so a row's own label never
 feeds its own feature; at prediction it comes from all training rows. The classifier is a logistic regression on the
-standardised tabular features and a few principal components of the embedding, calibrated by Platt scaling
+standardised tabular features and a few principal components of the embedding (fitted once per fit, without
+labels), calibrated by Platt scaling
 (`CalibratedClassifierCV`, sigmoid) on grouped folds. It follows scikit-learn's rules, so `clone` and CV just work.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
@@ -55,7 +55,7 @@ class FailureModel(ClassifierMixin, BaseEstimator):
     C: inverse strength of the logistic regression's L2 penalty (strong by default: a few hundred ratings, collinear signals).
     rate_strength: pseudo-count pulling a cluster's observed failure rate towards the overall rate.
     n_splits: grouped folds for the out-of-fold cluster rate and for calibration.
-    random_state: seed of the PCA's solver.
+    random_state: kept for scikit-learn's conventions (every step here is deterministic).
     """
 
     def __init__(self, n_tabular: int = 1, n_components: int = 8, C: float = 0.05, rate_strength: float = 5.0,
@@ -80,8 +80,13 @@ class FailureModel(ClassifierMixin, BaseEstimator):
             rate[te] = [rates.get(c, self.base_rate_) for c in cluster[te]]
         self.oof_rate_ = rate  # the training rows' cluster rate, each from the other folds only
         self.cluster_rates_ = smoothed_rates(cluster, y, self.rate_strength, self.base_rate_)
+        # the embedding's components are fitted once, without labels (so no fold needs its own): covariance_eigh
+        # costs one dim × dim eigendecomposition, whatever the number of ratings
+        emb = X[:, self.n_tabular + 1 :]
+        k = min(self.n_components, emb.shape[1], max(len(y) - 1, 0) // 2)
+        self.pca_ = PCA(n_components=k, svd_solver="covariance_eigh").fit(emb) if k > 0 else None
         Z = self._design(X, rate)
-        base = self._pipeline(X.shape[1] - self.n_tabular - 1, len(y))
+        base = Pipeline([("scale", StandardScaler()), ("classifier", LogisticRegression(C=self.C, max_iter=1000))])
         calibration = [(tr, te) for tr, te in folds if len(np.unique(y[te])) == 2]
         if len(calibration) >= 2:
             self.estimator_ = CalibratedClassifierCV(base, method="sigmoid", cv=calibration).fit(Z, y)
@@ -110,20 +115,13 @@ class FailureModel(ClassifierMixin, BaseEstimator):
                  if isinstance(self.estimator_, CalibratedClassifierCV) else [self.estimator_])
         out = np.zeros((len(X), self.n_tabular + 2))
         for pipe in pipes:
-            terms = pipe[:-1].transform(Z) * pipe[-1].coef_[0]
+            terms = pipe[0].transform(Z) * pipe[-1].coef_[0]
             out[:, : self.n_tabular + 1] += terms[:, : self.n_tabular + 1]
             out[:, -1] += terms[:, self.n_tabular + 1 :].sum(axis=1)
         return out / len(pipes)
 
     def _design(self, X: np.ndarray, rate: np.ndarray) -> np.ndarray:
-        return np.column_stack([X[:, : self.n_tabular], rate, X[:, self.n_tabular + 1 :]])
-
-    def _pipeline(self, dim: int, n: int) -> Pipeline:
-        k = min(self.n_components, dim, max(n - 1, 0) // 2)
-        blocks = [("tabular", StandardScaler(), list(range(self.n_tabular + 1)))]
-        if k > 0:
-            blocks.append(("embedding", Pipeline([("pca", PCA(n_components=k, random_state=self.random_state)),
-                                                  ("scale", StandardScaler())]),
-                           list(range(self.n_tabular + 1, self.n_tabular + 1 + dim))))
-        return Pipeline([("features", ColumnTransformer(blocks)),
-                         ("classifier", LogisticRegression(C=self.C, max_iter=1000))])
+        parts = [X[:, : self.n_tabular], rate[:, None]]
+        if self.pca_ is not None:
+            parts.append(self.pca_.transform(X[:, self.n_tabular + 1 :]))
+        return np.hstack(parts)
