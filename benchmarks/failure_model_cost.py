@@ -102,14 +102,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--ratings", type=int, default=10_000)
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--setup", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(Path(args.measure))))
         return
+    if args.setup:
+        setup(args.n, args.ratings, Path(args.setup))
+        return
     with tempfile.TemporaryDirectory() as folder:
         home = Path(folder) / "home"
         started = time.perf_counter()
-        setup(args.n, args.ratings, home)
+        # setup in a process of its own too: Linux carries a parent's peak RSS into a forked child's ru_maxrss, so
+        # a measuring child forked from a parent that held the generated vectors (1.5 GB) would report them as its own
+        subprocess.run([sys.executable, __file__, "--setup", str(home), "--n", str(args.n), "--ratings",
+                        str(args.ratings)], check=True, capture_output=True)
         print(f"setup: {args.n:,} conversations, {args.ratings:,} ratings in {time.perf_counter() - started:.0f}s "
               f"(not timed); {os.cpu_count()} CPUs")
         out = subprocess.run([sys.executable, __file__, "--measure", str(home)], check=True, capture_output=True,

@@ -148,3 +148,29 @@ def test_learned_scorer_ranks_clusters_and_explains(oasst_store, cli):
     why = explain(store, ids[0])
     assert 0 <= why["probability"] <= 1 and why["nearest_rated_failures"] == []  # no embeddings stored here
     assert all(p["log_odds"] > 0 for p in why["pushed_up"])
+
+
+@pytest.mark.slow
+@pytest.mark.embeds
+def test_fresh_home_import_a_third_then_cluster_refits(cli, oasst_file, tmp_path, store):
+    """The issue's done-when: ingest oasst1, embed, cluster, import ratings for a third, `curate cluster` refits and
+    `curate clusters --json` names the scorer with its CV figures."""
+    from benchmarks.oasst_ratings import write_ratings
+
+    cli.json("ingest", oasst_file, "--home", cli.home)
+    cli.json("embed", "--home", cli.home)
+    first = cli.json("cluster", "--home", cli.home)
+    assert first["failure_model"]["refit"] is False and "too few" in first["failure_model"]["reason"]
+    assert cli.json("clusters", "--home", cli.home)["scorer"]["name"] == "prior"
+    path = tmp_path / "ratings.jsonl"
+    n = write_ratings(store, path, limit=314, seed=0)
+    assert cli.json("annotate", "import", path, "--dataset", "failures", "--home", cli.home)["imported"] == n
+    fit = cli.json("cluster", "--home", cli.home)["failure_model"]
+    assert fit["refit"] and fit["version"] == 1 and fit["n_ratings"] == n
+    scorer = cli.json("clusters", "--home", cli.home)["scorer"]
+    assert scorer["version"] == 1 and scorer["name"] == ("learned" if fit["promoted"] else "prior")
+    assert {"ap", "prior_ap", "lift", "brier", "calibration", "folds"} <= set(scorer["cv"])
+    assert not cli.json("cluster", "--home", cli.home)["failure_model"]["refit"]  # nothing new: no refit
+    report = tmp_path / "report.html"
+    cli("report", "--out", report, "--home", cli.home)
+    assert "Learning curve of the failure model" in report.read_text() and "Which scorer ranked" in report.read_text()
