@@ -145,6 +145,9 @@ def test_learned_scorer_ranks_clusters_and_explains(oasst_store, cli):
         expected = conn.execute(sa.select(sa.func.sum(failure_model_scores.c.probability))).scalar()
     assert abs(sum(r["failures"] for r in rank_clusters(store)) - expected) <= 4  # rounded per cluster
     assert "ranked by: learned failure model v1" in cli("clusters", "--home", cli.home).stdout
+    shown = cli.json("clusters", "show", str(out["clusters"][0]["id"]), "--min-users", "1", "--home", cli.home)
+    assert shown["worst"] and all(0 <= e["learned"]["probability"] <= 1 for e in shown["worst"])
+    assert "P(failure)" in cli("clusters", "show", str(out["clusters"][0]["id"]), "--home", cli.home).stdout
     why = explain(store, ids[0])
     assert 0 <= why["probability"] <= 1 and why["nearest_rated_failures"] == []  # no embeddings stored here
     assert all(p["log_odds"] > 0 for p in why["pushed_up"])

@@ -145,7 +145,15 @@ def show(cluster_id, n, min_users, home, as_json):
     from curation.cluster import show_cluster
     from curation.store import Store
 
-    result = show_cluster(Store.open(home), cluster_id, n=n, min_users=min_users)
+    from curation.cluster.scorer import uses_learned
+
+    store = Store.open(home)
+    result = show_cluster(store, cluster_id, n=n, min_users=min_users)
+    if uses_learned(store):  # why the learned failure model scores each of the worst as it does
+        from loops.failures import explain
+
+        for e in result["worst"]:
+            e["learned"] = explain(store, e["id"])
     return result, format_cluster(result)
 
 
@@ -165,4 +173,10 @@ def format_cluster(c: dict) -> str:
             parts.append(f"- {e['id']}  failure {e['failure_score'] if e['failure_score'] is not None else '-'}{novel}\n"
                          f"    user: {e['prompt']}\n    reply: {e['reply']}")
             parts += [f"    ! {s['name']} (weight {s['weight']:+g}, value {s['value']:g}): {s['why']}" for s in e["signals"]]
+            if e.get("learned"):
+                why = e["learned"]
+                pushed = ", ".join(f"{p['feature']} {p['log_odds']:+.2f}" for p in why["pushed_up"]) or "nothing"
+                near = ", ".join(f"{f['conversation_id']} ({f['similarity']:.2f})" for f in why["nearest_rated_failures"])
+                parts.append(f"    learned v{why['model_version']}: P(failure) {why['probability']:.2f}; pushed up by "
+                             f"{pushed} (log-odds)" + (f"; nearest rated failures: {near}" if near else ""))
     return "\n".join(parts)
