@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from curation.embed import Embedder, NoVectorsError, embed, load_vectors, spaces
-from curation.embed.views import last_turn, thread
+from curation.embed.views import last_turn, request, thread
 from curation.store import Store, dumps, utcnow
 from curation.store.embedding_tables import embeddings
 from curation.store.tables import conversations
@@ -67,13 +67,16 @@ def test_views_pick_last_turn_and_clip(threads):
              {"role": "assistant", "content": "hi there"}]
     assert last_turn(parts) == "hello\nhi there"
     assert last_turn([{"role": "system", "content": "only a system prompt"}]) == "only a system prompt"
+    assert request(messages) == " ".join(messages[-2]["content"].split())[: len(request(messages))]
+    assert messages[-1]["content"][:50] not in request(messages) and len(request(messages)) <= 1_200
+    assert request(parts) == "hello"
 
 
 def test_embed_is_incremental_and_vectors_load_alone(store, threads, embedder):
     insert(store, threads[:30])
     first = embed(store, embedder=embedder, progress=False)
     assert first["embedded"] == 30 and first["skipped"] == 0
-    assert first["model"] == "all-MiniLM-L6-v2" and first["space"] == "all-MiniLM-L6-v2|last_turn|torch"
+    assert first["model"] == "all-MiniLM-L6-v2" and first["space"] == "all-MiniLM-L6-v2|thread|torch"  # the default view
 
     again = embed(store, embedder=embedder, progress=False)
     assert again["embedded"] == 0 and again["skipped"] == 30
@@ -89,7 +92,7 @@ def test_embed_is_incremental_and_vectors_load_alone(store, threads, embedder):
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
     # the stored vector is the model's embedding of the view text
     cid, messages = threads[3]
-    expected = embedder.encode([last_turn(messages)])[0]
+    expected = embedder.encode([thread(messages)])[0]
     assert float(X[ids.index(cid)] @ expected) > 0.9999
 
     wanted = [threads[5][0], "no-such-id", threads[1][0]]
@@ -99,6 +102,22 @@ def test_embed_is_incremental_and_vectors_load_alone(store, threads, embedder):
     with store.connect() as conn:
         runs = {r for (r,) in conn.execute(sa.select(embeddings.c.run_id).distinct())}
     assert first["run_id"] in runs and third["run_id"] in runs
+
+
+def test_a_store_embedded_before_the_default_view_changed_keeps_working(store, threads, embedder):
+    """Stores embedded with the old default (last_turn) still cluster; the next embed adds the thread space and
+    cluster moves to it (the newest space) with a refit, while --space still reads the old one."""
+    from curation.cluster import cluster
+
+    insert(store, threads)
+    embed(store, embedder=embedder, view="last_turn", progress=False)
+    old = cluster(store, k=3, progress=False)
+    assert old["space"] == "all-MiniLM-L6-v2|last_turn|torch" and old["assigned"] == N_THREADS
+    assert embed(store, embedder=embedder, progress=False)["space"] == "all-MiniLM-L6-v2|thread|torch"
+    new = cluster(store, k=3, progress=False)
+    assert new["space"] == "all-MiniLM-L6-v2|thread|torch" and new["refit"] and new["assigned"] == N_THREADS
+    back = cluster(store, k=3, space="all-MiniLM-L6-v2|last_turn|torch", progress=False)
+    assert back["space"] == "all-MiniLM-L6-v2|last_turn|torch" and back["assigned"] == N_THREADS
 
 
 def test_identical_texts_are_embedded_once(store, threads, embedder):
@@ -114,14 +133,14 @@ def test_identical_texts_are_embedded_once(store, threads, embedder):
 
 def test_each_view_is_its_own_space(store, threads, embedder):
     insert(store, threads[:10])
-    embed(store, embedder=embedder, progress=False)
-    result = embed(store, embedder=embedder, view="thread", progress=False)
-    assert result["embedded"] == 10 and result["space"].endswith("|thread|torch")
+    embed(store, embedder=embedder, progress=False)  # the default view, thread
+    result = embed(store, embedder=embedder, view="last_turn", progress=False)
+    assert result["embedded"] == 10 and result["space"].endswith("|last_turn|torch")
     names = [s["name"] for s in spaces(store)]
     assert set(names) == {"all-MiniLM-L6-v2|last_turn|torch", "all-MiniLM-L6-v2|thread|torch"}
     assert all(s["vectors"] == 10 for s in spaces(store))
-    ids_last, X_last = load_vectors(store, space="all-MiniLM-L6-v2|last_turn|torch")
-    ids_thread, X_thread = load_vectors(store)  # newest space
+    ids_thread, X_thread = load_vectors(store, space="all-MiniLM-L6-v2|thread|torch")
+    ids_last, X_last = load_vectors(store)  # newest space
     assert ids_last == ids_thread
     assert not np.allclose(X_last, X_thread)
     with pytest.raises(NoVectorsError, match="no embedding space 'nope'"):
@@ -200,7 +219,7 @@ def test_interrupted_run_keeps_its_chunks_and_resumes(store, threads, embedder):
     ids, X = load_vectors(store)
     assert ids == sorted(cid for cid, _ in threads[:20])
     by_id = dict(threads)
-    fresh = embedder.encode([last_turn(by_id[cid]) for cid in ids])
+    fresh = embedder.encode([thread(by_id[cid]) for cid in ids])
     np.testing.assert_allclose((X * fresh).sum(axis=1), 1.0, atol=1e-4)  # chunking does not change the vectors
 
 

@@ -75,7 +75,7 @@ def test_human_output_keeps_stdout_for_results(ingested: Path):
 
 def test_progress_bar_on_a_terminal_only_and_on_stderr(ingested: Path, tmp_path: Path):
     # no terminal (a pipe, as under cron or CI): no bar at all
-    piped = curate(ingested, "embed", "--backend", "torch", "--view", "thread")
+    piped = curate(ingested, "embed", "--backend", "torch", "--view", "last_turn")  # not the default view
     assert piped.returncode == 0 and "conv/s" not in piped.stderr and "conv/s" not in piped.stdout
 
     # stderr on a terminal: the bar is drawn there, and stdout still holds only the result

@@ -11,8 +11,9 @@ from curation.cli.common import home_option, json_option, reports
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default=None,
               help="auto (default): the fastest int8 backend for this CPU, else torch; onnx/openvino are int8, "
                    "exported once per machine under the user cache ($CURATE_CACHE_DIR, else ~/.cache/curate).")
-@click.option("--view", type=click.Choice(["last_turn", "thread"]), default=None,
-              help="What is embedded: the last user turn and its reply (default), or the whole thread.")
+@click.option("--view", type=click.Choice(["thread", "last_turn", "request"]), default=None,
+              help="What is embedded: the whole thread (default), the last user turn and its reply, or that "
+                   "user turn alone. Each view is its own embedding space.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Texts per forward pass (default 16).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores).")
 @home_option

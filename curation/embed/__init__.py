@@ -7,9 +7,9 @@
 from curation.embed.embedder import DEFAULT_MODEL, EmbedError, Embedder
 from curation.embed.run import EmbedSettings, embed
 from curation.embed.vectors import NoVectorsError, load_vectors, spaces
-from curation.embed.views import VIEWS, get_view, last_turn, thread
+from curation.embed.views import VIEWS, get_view, last_turn, request, thread
 
 __all__ = [
     "DEFAULT_MODEL", "EmbedError", "EmbedSettings", "Embedder", "NoVectorsError", "VIEWS",
-    "embed", "get_view", "last_turn", "load_vectors", "spaces", "thread",
+    "embed", "get_view", "last_turn", "load_vectors", "request", "spaces", "thread",
 ]

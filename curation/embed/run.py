@@ -17,7 +17,7 @@ from tqdm import tqdm
 from curation.config import layered, load_config_file
 from curation.embed.embedder import Embedder
 from curation.embed.vectors import ensure_space, find_space, space_name, vectors_by_hash, write_vectors
-from curation.embed.views import View, get_view
+from curation.embed.views import DEFAULT_VIEW, View, get_view
 from curation.store import Store, loads
 from curation.store.embedding_tables import embeddings
 from curation.store.tables import conversations, is_traffic
@@ -29,7 +29,7 @@ class EmbedSettings:
 
     model: str | None = field(default=None, metadata={"help": "model name or path (default: bundled all-MiniLM-L6-v2)"})
     backend: str = field(default="auto", metadata={"help": "auto, torch, onnx or openvino (int8 for the last two)"})
-    view: str = field(default="last_turn", metadata={"help": "what text is embedded: last_turn or thread"})
+    view: str = field(default=DEFAULT_VIEW, metadata={"help": "what text is embedded: thread, last_turn or request"})
     batch_size: int = field(default=16, metadata={"help": "texts per forward pass (small batches pad less)"})
     chunk_size: int = field(default=2_048, metadata={"help": "conversations read, embedded and written per transaction"})
     threads: int | None = field(default=None, metadata={"help": "CPU threads for the backend (default: all cores)"})

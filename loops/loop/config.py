@@ -39,7 +39,7 @@ class Sources:
 class Embed:
     model: str = _f("", "embedding model name or path; empty = the bundled all-MiniLM-L6-v2")
     backend: str = _f("auto", "embedding backend", ("auto", "torch", "onnx", "openvino"))
-    view: str = _f("last_turn", "what text is embedded", ("last_turn", "thread"))
+    view: str = _f("thread", "what text is embedded", ("thread", "last_turn", "request"))
 
 
 @dataclass
