@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from annotations.order import swapped_records
 from annotations.tables import annotation_records, rating_responses, ratings
 from annotations.template import ATTRIBUTES
+from curation.console import quiet
 from curation.errors import CurateError, InputError
 from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import cluster_assignments
@@ -290,11 +291,12 @@ def _write(rows: dict[str, list[dict]], out: Path, fmt: str, kind: str) -> None:
     # readers take an absent split as empty
     parts = DatasetDict({name: Dataset.from_dict({k: [r[k] for r in part] for k in features}, features=features)
                          for name, part in rows.items() if part or name == "train" or fmt != "hf"})
-    if fmt == "hf":
-        parts.save_to_disk(str(out))
-    else:
-        for name, part in parts.items():
-            part.to_parquet(str(out / f"{name}.parquet"))
+    with quiet():  # datasets draws its own "Saving the dataset" bars, on a terminal or not
+        if fmt == "hf":
+            parts.save_to_disk(str(out))
+        else:
+            for name, part in parts.items():
+                part.to_parquet(str(out / f"{name}.parquet"))
 
 
 def check_out(store: Store, out: Path, overwrite: bool = False) -> None:

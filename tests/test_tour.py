@@ -56,6 +56,10 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     assert run.returncode == 0, f"exit {run.returncode}\n--- stdout\n{run.stdout[-4000:]}\n--- stderr\n{run.stderr[-6000:]}"
 
     assert "log in as argilla / 12345678" in run.stderr  # what `serve` printed
+    # the libraries underneath stay quiet: no progress bars, warnings or advice that are not ours
+    for noise in ("Saving the dataset", "SAWarning", "default credentials", "Statistics collection",
+                  "Could not infer", "loss_type=None", "Traceback"):
+        assert noise not in run.stdout and noise not in run.stderr, noise
     assert (work / "report.html").stat().st_size > 10_000
     manifest = json.loads((work / "prefs" / "manifest.json").read_text())
     assert manifest["counts"]["pairs"] > 0 and manifest["counts"]["simulated"] == manifest["counts"]["pairs"]

@@ -216,6 +216,7 @@ def _serve_locked(settings: ServerSettings, policy: AccessPolicy, log_level: str
     from argilla_server._app import app
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    quiet_server_noise()
     config = uvicorn.Config(guard(honour_prefer_minimal(app), policy), host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if announce is not None:
@@ -227,6 +228,18 @@ def _serve_locked(settings: ServerSettings, policy: AccessPolicy, log_level: str
     server.run()
     if not server.started:
         raise CurateError(f"the Argilla server could not start on {settings.host}:{settings.port}; see the log above")
+
+
+def quiet_server_noise() -> None:
+    """Silence what argilla-server says at every start or push that is nothing for our users to act on: its warning
+    about the default login (`announcement` says it once, with how to change it), and SQLAlchemy's note that a bulk
+    upsert's Record is not in the ORM session (the records are written by the bulk statement, not the session)."""
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
+    logging.getLogger("argilla").addFilter(lambda record: "default credentials" not in record.getMessage())
+    warnings.filterwarnings("ignore", message=r"Object of type <Record> not in session", category=SAWarning)
 
 
 def announcement(settings: ServerSettings) -> str:
