@@ -32,6 +32,7 @@ from annotations.pii import Redactor
 from annotations.routing import Pick, Strategy, cluster_labels, get_strategy, load_candidates
 from annotations.tables import annotation_records
 from annotations.template import ATTRIBUTES, VECTOR, build_settings, differences, template
+from curation.config import load_config_file
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.store import Store, existing_ids, insert_rows, loads, utcnow
@@ -88,7 +89,7 @@ def push(
         raise CurateError("say what to push: --budget N (routing chooses) or --ids ID... (exactly these)")
     if budget is not None and budget < 0:
         raise CurateError("--budget must be 0 or more")
-    strategy = get_strategy(strategy) if ids is None else None
+    strategy = get_strategy(strategy, load_config_file(store.home).get("routing")) if ids is None else None
     command = {"budget": budget, "strategy": getattr(strategy, "name", "ids"), "pairs": pairs}
     owed = _owed(store, dataset, command) if budget is not None and resume else budget
     run_id = store.start_run("push", {"dataset": dataset, "ids": len(ids or []), **command, "owed": owed,

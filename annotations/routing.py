@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from annotations.tables import annotation_records
 from curation.cluster.scorer import active_scorer
+from curation.errors import ConfigError
 from curation.store import Store
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
 from curation.store.model_tables import failure_model_scores
@@ -144,15 +145,31 @@ class RandomSample:
 STRATEGIES = {"failure": FailureFirst, "random": RandomSample}
 
 
-def get_strategy(strategy: str | Strategy | None) -> Strategy:
-    if strategy is None:
-        return FailureFirst()
+MIX_KEYS = ("uncertain", "explore", "novel_share", "max_cluster_share")
+
+
+def get_strategy(strategy: str | Strategy | None, mix: dict | None = None) -> Strategy:
+    """A strategy by name (default `failure`); `mix` (curate.toml [routing]: uncertain, explore, novel_share,
+    max_cluster_share, each 0–1) sets the shares of `failure`."""
+    if strategy is None or strategy == "failure":
+        return FailureFirst(**_checked_mix(mix or {}))
     if isinstance(strategy, str):
         try:
             return STRATEGIES[strategy]()
         except KeyError:
             raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}") from None
     return strategy
+
+
+def _checked_mix(mix: dict) -> dict:
+    for key, value in mix.items():
+        if key not in MIX_KEYS:
+            raise ConfigError(f"curate.toml [routing]: no setting {key!r}; known: {', '.join(MIX_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"curate.toml [routing] {key}: a share from 0 to 1, not {value!r}")
+    if mix.get("uncertain", 0.3) + mix.get("explore", 0.2) > 1:
+        raise ConfigError("curate.toml [routing]: uncertain + explore must leave a share (≥ 0) for failure")
+    return {k: float(v) for k, v in mix.items()}
 
 
 def load_candidates(store: Store, dataset: str, generated: bool = False) -> Candidates:

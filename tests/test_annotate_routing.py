@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from annotations.routing import Candidates, FailureFirst, RandomSample, get_strategy, load_candidates
 
@@ -78,3 +79,20 @@ def test_uncertain_share_takes_the_least_sure_spread_over_clusters():
     assert np.mean(cands.uncertainty[unsure]) > 0.9 > np.mean(cands.uncertainty)
     assert len({p.conversation_id for p in picks}) == 200
     assert len(FailureFirst().select(cands.without({cands.ids[i] for i in unsure}), 10)) == 10
+
+
+def test_the_mix_comes_from_curate_toml(store):
+    from annotations.push import push
+    from curation.errors import ConfigError
+    from curation.ingest import ingest_records
+
+    strategy = get_strategy(None, {"uncertain": 0.0, "explore": 0.5})
+    assert (strategy.uncertain, strategy.explore) == (0.0, 0.5)
+    for bad in ({"uncertain": 2}, {"uncertian": 0.1}, {"uncertain": 0.6, "explore": 0.5}):
+        with pytest.raises(ConfigError, match=r"\[routing\]"):
+            get_strategy("failure", bad)
+    (store.home / "curate.toml").write_text("[routing]\nexplore = 7\n")
+    ingest_records(store, [{"id": "a", "messages": [{"role": "user", "content": "hi"},
+                                                    {"role": "assistant", "content": "hello"}]}])
+    with pytest.raises(ConfigError, match="explore"):
+        push(store, "d", budget=1)
