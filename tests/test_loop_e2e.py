@@ -28,6 +28,7 @@ def test_nightly_twice_second_run_ingests_nothing_and_says_so(cli, home, argilla
     assert steps["cluster"]["figures"]["assigned"] == 150
     assert steps["push"]["figures"]["pushed"] == 100  # the nightly budget
     assert steps["export"]["status"] == "skipped" and steps["export"]["message"] == "no ratings yet"
+    assert steps["pull"]["figures"]["failure_model"]["refit"] is False  # refits after each pull; no ratings yet
     assert Path(steps["report"]["figures"]["out"]).is_file()
 
     second = cli("loop", "run", "--config", NIGHTLY)
