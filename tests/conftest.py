@@ -35,7 +35,8 @@ pytest_plugins: list[str] = ["tests.fixtures_argilla"]
 
 
 def pytest_report_header(config):
-    return f"curate store backend: {'postgresql' if PG_URL else 'sqlite'}"
+    return (f"curate store backend: {'postgresql' if PG_URL else 'sqlite'}; "
+            f"embedding backend: {os.environ.get('CURATE_EMBED_BACKEND') or 'auto (depends on this CPU)'}")
 
 
 def pytest_collection_modifyitems(config, items):
