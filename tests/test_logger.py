@@ -88,8 +88,14 @@ def test_the_spool_warning_names_the_reason_not_the_conversations(home, store, t
     # the store accepts connections but refuses the insert (as a full disk or a dropped table would): SQLAlchemy's
     # error then carries the statement and its parameters, which are the users' conversations
     with store.begin() as conn:
-        conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON conversations "
-                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        if store.dialect == "sqlite":
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON conversations "
+                                 "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                                 "RAISE EXCEPTION 'database or disk is full'; END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON conversations "
+                                 "FOR EACH ROW EXECUTE FUNCTION refuse()")
     secret = "my card number is 4111 1111 1111 1111"
     logger = ConversationLogger(home, batch_size=5, flush_interval=0.05, spool=tmp_path / "spool.jsonl")
     with caplog.at_level("WARNING", logger="curate.logger"):
