@@ -127,6 +127,17 @@ def push(
     return result
 
 
+def known_ids(store: Store, ids: Sequence[str]) -> list[str]:
+    """`ids` in order without repeats; a CurateError naming the first one the store does not hold."""
+    wanted = list(dict.fromkeys(ids))
+    with store.connect() as conn:
+        known = existing_ids(conn, conversations.c.id, wanted)
+    missing = [i for i in wanted if i not in known]
+    if missing:
+        raise CurateError(f"{len(missing)} of the --ids are not in the store (first: {missing[0]!r}); ingest them first")
+    return wanted
+
+
 def _choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] | None,
             strategy: Strategy | None) -> tuple[list[Pick], int]:
     """The picks still to send, and how many chosen ones were skipped."""
@@ -139,12 +150,7 @@ def _choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] |
             sa.select(annotation_records.c.conversation_id_b).where(annotation_records.c.conversation_id_b.is_not(None))
         ).scalars())
     if ids is not None:
-        wanted = list(dict.fromkeys(ids))
-        with store.connect() as conn:
-            known = existing_ids(conn, conversations.c.id, wanted)
-        missing = [i for i in wanted if i not in known]
-        if missing:
-            raise CurateError(f"{len(missing)} of the --ids are not in the store (first: {missing[0]!r}); ingest them first")
+        wanted = known_ids(store, ids)
         routable = set(load_candidates(store, dataset).ids)
         picks = [Pick(i, 0.0, "ids") for i in wanted if i in routable and i not in taken]
         return picks, len(wanted) - len(picks)

@@ -282,7 +282,7 @@ def generate(store: Store, ids: Sequence[str] | None = None, budget: int | None 
     route next (without a dataset: among conversations not routed anywhere). Conversations that already have a
     production sibling are left out, as push pairs them with it. Returns `Generator.generate`'s summary plus
     "with_sibling"."""
-    from annotations.push import _choose, pair_siblings  # the same choice and pairing a push would make
+    from annotations.push import _choose, known_ids, pair_siblings  # the same choice and pairing a push would make
     from annotations.routing import Pick, get_strategy
 
     if (budget is None) == (ids is None):
@@ -294,13 +294,7 @@ def generate(store: Store, ids: Sequence[str] | None = None, budget: int | None 
     if ids is None:
         picks, _ = _choose(store, target, budget, None, get_strategy(strategy))
     else:  # exactly these, routed or not
-        wanted = list(dict.fromkeys(ids))
-        with store.connect() as conn:
-            known = existing_ids(conn, conversations.c.id, wanted)
-        missing = [i for i in wanted if i not in known]
-        if missing:
-            raise CurateError(f"{len(missing)} of the --ids are not in the store (first: {missing[0]!r}); ingest them first")
-        picks = [Pick(i, 0.0, "ids") for i in wanted]
+        picks = [Pick(i, 0.0, "ids") for i in known_ids(store, ids)]
     paired = pair_siblings(store, target, picks, generated=False)
     lonely = [p.conversation_id for p in paired if p.conversation_id_b is None]
     result = generator.generate(store, lonely, progress=progress)
