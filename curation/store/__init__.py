@@ -11,6 +11,7 @@ import fcntl
 import itertools
 import os
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,6 +33,9 @@ BULK_CACHE_KIB = 64 << 10  # SQLite page cache of a bulk connection; SQLite's de
 # Large on purpose: after each statement the writing thread waits for the GIL (up to the 5 ms switch interval), so
 # 500-row statements spent ~35% longer in inserts than ~3,000-row ones on 200k conversations (docs/performance.md).
 ROWS_PER_INSERT = 3_000
+# From this many rows, insert_tuples on PostgreSQL COPYs through a staging table (copy_tuples); fewer rows go as one
+# multi-row INSERT, which costs one round trip instead of four.
+COPY_MIN_ROWS = 100
 
 
 def utcnow() -> str:
@@ -240,6 +244,8 @@ def insert_tuples(
     """
     if not rows:
         return 0
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        return copy_tuples(conn, table, columns, rows, ignore_existing)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     head = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
     group = f"({', '.join([mark] * len(columns))})"
@@ -252,6 +258,54 @@ def insert_tuples(
         sql = head + ", ".join([group] * size) + tail
         added += conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(chunk))).rowcount
     return added
+
+
+def copy_tuples(
+    conn: sa.Connection, table: sa.Table, columns: tuple[str, ...] | list[str], rows: list[tuple], ignore_existing: bool = True
+) -> int:
+    """PostgreSQL's bulk path of `insert_tuples` (same arguments, same result): COPY the rows into a temporary staging
+    table, then one `INSERT … SELECT` (with `ON CONFLICT DO NOTHING` when `ignore_existing`) moves them into `table`.
+
+    Both run in the caller's transaction, so a batch is stored whole or not at all. With `ignore_existing`, a key
+    repeated inside `rows` keeps its first row, as the multi-row INSERTs do. psycopg writes COPY rows in C and sends
+    no statement text to parse per row: the multi-row INSERT spent most of its client time converting placeholders
+    (docs/performance.md, Ingest).
+    """
+    if ignore_existing:
+        rows = _first_per_key(table, columns, rows)
+    names = ", ".join(columns)
+    stage = f"curate_stage_{table.name}_{zlib.crc32(names.encode()):08x}"  # one per table and column list
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        # session-local and emptied after each use; created (again) after a rollback dropped it
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {names} FROM {table.name} WITH NO DATA")
+        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
+        tail = " ON CONFLICT DO NOTHING" if ignore_existing else ""
+        cursor.execute(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage}{tail}")
+        added = cursor.rowcount
+        cursor.execute(f"TRUNCATE {stage}")
+    finally:
+        cursor.close()
+    return added
+
+
+def _first_per_key(table: sa.Table, columns: tuple[str, ...] | list[str], rows: list[tuple]) -> list[tuple]:
+    """`rows` without the ones whose primary key repeats an earlier row's (all of them when the key is not in
+    `columns`)."""
+    keys = [list(columns).index(c.name) for c in table.primary_key.columns if c.name in columns]
+    if len(keys) != len(table.primary_key.columns):
+        return rows
+    seen: set = set()
+    add = seen.add
+    if len(keys) == 1:
+        k = keys[0]
+        first = [row for row in rows if not (row[k] in seen or add(row[k]))]
+    else:
+        first = [row for row in rows if not ((key := tuple(row[k] for k in keys)) in seen or add(key))]
+    return rows if len(first) == len(rows) else first
 
 
 def _statement_sizes(n: int, per: int) -> list[int]:
