@@ -25,7 +25,7 @@ from curation.ingest import oasst, otel
 from curation.ingest.readers import Item, Source, expand, jsonl_lines, parse_line, read
 from curation.ingest.parse import parse_chunk, parse_item
 from curation.ingest.records import CONVERSATION_COLUMNS, FEEDBACK_COLUMNS, Conversation, Limits, classify, content_hash
-from curation.store import Store, existing_ids, insert_tuples, loads, utcnow
+from curation.store import Store, among, existing_ids, insert_tuples, loads, utcnow
 from curation.store.tables import conversations, feedback
 
 __all__ = ["ingest", "ingest_records"]
@@ -389,7 +389,7 @@ def _conflicts(conn, rows: list[tuple]) -> list[tuple[int, str, str]]:
     for start in range(0, len(ids), 5_000):
         chunk = ids[start : start + 5_000]
         stored.update((r[0], tuple(r[1:])) for r in conn.execute(
-            sa.select(conversations.c.id, *columns).where(conversations.c.id.in_(chunk))))
+            sa.select(conversations.c.id, *columns).where(among(conversations.c.id, chunk, conn))))
     found = []
     for i, row in enumerate(rows):
         twin = stored.get(row[0])
