@@ -34,3 +34,22 @@ class TrainConfig:
     freeze_layers: int | None = field(default=None, metadata={
         "help": "Freeze the embeddings and this many bottom layers; None = all but the top layer on a CPU, 0 on a GPU. "
                 "On a CPU the frozen part of a BERT-style encoder runs once per distinct input (see `trunk`)."})
+    lora: bool = field(default=False, metadata={
+        "help": "Train LoRA adapters (peft) instead of the base's weights; the classification head trains in full."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)."})
+    lora_target_modules: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Module names that get adapters; None = q_proj, k_proj, v_proj, o_proj on Llama/Qwen/Mistral-style "
+                "bases, else peft's default for the architecture (query, value on BERT)."})
+    lora_keep: bool = field(default=False, metadata={
+        "help": "Save the adapter (and the head) instead of merging it into the base; `RewardModel` loads it on the "
+                "base recorded in curate_reward.json."})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "Train in bfloat16 mixed precision; None = on where the GPU supports it. Needs a CUDA GPU."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={
+        "help": "Recompute activations in the backward pass (less memory, about 30% more time); None = on a GPU."})
+    num_processes: int = field(default=1, metadata={
+        "help": "Data-parallel processes (DDP through `accelerate launch`: gloo on CPUs, nccl on GPUs); batch_size "
+                "stays the pairs per optimiser step over all of them."})
+    accelerate_config: str | None = field(default=None, metadata={
+        "help": "An `accelerate config` YAML file (DeepSpeed ZeRO-3, FSDP, several machines) for the launch."})

@@ -38,20 +38,49 @@ def reward() -> None:
 @click.option("--no-length-debias", is_flag=True, help="Plain objective, without the length term and penalty.")
 @click.option("--seed", type=SEED, default=_TRAIN.seed, show_default=True,
               help="Seeds the head's initialisation, the batch order and dropout: same data and seed, same model.")
+@click.option("--lora", is_flag=True, help="Train LoRA adapters (peft) on the base instead of its weights; the head "
+                                           "trains in full. Saved merged into the base unless --lora-keep.")
+@click.option("--lora-r", type=click.IntRange(1, 1024), default=_TRAIN.lora_r, show_default=True, help="LoRA rank.")
+@click.option("--lora-alpha", type=click.IntRange(1, 4096), default=_TRAIN.lora_alpha, show_default=True,
+              help="LoRA scaling numerator: updates are scaled by alpha / r.")
+@click.option("--lora-target", multiple=True,
+              help="Module name that gets an adapter (repeat it); default q_proj, k_proj, v_proj, o_proj on "
+                   "Llama/Qwen/Mistral-style bases, else peft's default for the architecture.")
+@click.option("--lora-keep", is_flag=True, help="Save the adapter instead of merging it; scoring loads it on the "
+                                                "base recorded in curate_reward.json.")
+@click.option("--bf16", is_flag=True, default=None,
+              help="bfloat16 mixed precision (CUDA GPUs with bf16 only; an error on a CPU). Default: on where the "
+                   "GPU supports it.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute activations in the backward pass: less memory, about 30% more time. Default: on a GPU.")
+@click.option("--num-processes", type=click.IntRange(1, 1024), default=_TRAIN.num_processes, show_default=True,
+              help="Data-parallel processes through `accelerate launch` (DDP; gloo on CPUs, one per GPU with "
+                   "nccl). --batch-size stays the pairs per step over all of them.")
+@click.option("--accelerate-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="`accelerate config` YAML (DeepSpeed ZeRO-3, FSDP, several machines) to launch with; see "
+                   "docs/reward-models.md.")
 @home_option
 @json_option
 @reports
 def train(data, out, base, loss, ratings, epochs, batch_size, learning_rate, max_length, max_steps, no_length_debias,
-          seed, home, as_json):
+          seed, lora, lora_r, lora_alpha, lora_target, lora_keep, bf16, gradient_checkpointing, num_processes,
+          accelerate_config, home, as_json):
     """Fine-tune a reward model and register it as a candidate."""
     from curation.store import Store
     from loops.reward import TrainConfig
     from loops.reward import train as run_train
 
+    if (lora_keep or lora_target) and not lora:
+        raise click.UsageError("--lora-keep and --lora-target need --lora")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
                       max_steps=max_steps, seed=seed, length_term=not no_length_debias,
-                      length_penalty=0.0 if no_length_debias else TrainConfig.length_penalty)
+                      length_penalty=0.0 if no_length_debias else TrainConfig.length_penalty, lora=lora,
+                      lora_r=lora_r, lora_alpha=lora_alpha, lora_target_modules=tuple(lora_target) or None,
+                      lora_keep=lora_keep, bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+                      num_processes=num_processes, accelerate_config=accelerate_config)
     result = run_train(data, out, base=base, loss=loss, config=cfg, ratings=ratings, store=Store.open(home))
+    if "model" not in result:  # a rank other than 0 under a user's own `accelerate launch`: rank 0 reports
+        return None
     acc = result["eval_accuracy"]
     return result, (f"trained {result['version']} ({loss}) on {result['train_pairs']:,} pairs in {result['seconds']} s; "
                     f"held-out accuracy {'n/a' if acc is None else f'{acc:.3f}'}; saved to {result['model']}")

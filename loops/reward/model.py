@@ -21,21 +21,41 @@ from loops.reward.render import Renderer
 BACKENDS = ("auto", "torch", "onnx", "openvino")
 
 
-def resolve_backend(backend: str | None) -> str:
+def resolve_backend(backend: str | None, path: str | Path | None = None) -> str:
     """`auto`: torch on a GPU; on a CPU, ONNX Runtime with int8 weights when it is installed (about 1.6x torch's
-    throughput at a Spearman correlation of 0.99 with its rewards, docs/performance.md), else torch."""
+    throughput at a Spearman correlation of 0.99 with its rewards, docs/performance.md), else torch.
+
+    With `path`, the exported backends are for the BERT-style encoders their recipe was measured on: `auto` picks
+    torch for a decoder (Llama, Qwen, Mistral, …) or a kept LoRA adapter, and asking for onnx/openvino is an error."""
     from curation.embed.embedder import _has
 
     backend = backend or "auto"
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    exportable = path is None or _exportable(Path(path))
     if backend != "auto":
+        if backend != "torch" and not exportable:
+            raise InputError(f"{path} is a decoder model or a LoRA adapter, which the {backend} export does not "
+                             "cover; score it with --backend torch (or auto)")
         return backend
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or not exportable:
         return "torch"
     return "onnx" if _has("onnxruntime") and _has("optimum.onnxruntime") else "torch"
+
+
+def _exportable(path: Path) -> bool:
+    """A merged checkpoint of an encoder (a model type with a masked-LM head in transformers: BERT, MiniLM, …)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if (path / ADAPTER_FILE).exists():
+        return False
+    return AutoConfig.from_pretrained(path).model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+ADAPTER_FILE = "adapter_config.json"
 
 
 class RewardModel:
@@ -61,13 +81,16 @@ class RewardModel:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.backend = backend = resolve_backend(backend)
+        self.backend = backend = resolve_backend(backend, self.path)
         if backend == "openvino":
             self.model, self.device = _openvino(self.path), "cpu"
         elif backend == "onnx":
             self.model, self.device = _OnnxInt8(self.path, threads), "cpu"
         elif backend == "torch":
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
+            if (self.path / ADAPTER_FILE).exists():
+                self.model = _with_adapter(self.path, self.meta).eval()
+            else:
+                self.model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
             self.model.to(self.device)
         self.renderer = Renderer(self.tokenizer, max_length or self.meta.get("max_length", 256), self.meta.get("rendering"))
@@ -100,6 +123,27 @@ class RewardModel:
                 logits[idx] = out.float().cpu().numpy()
         logits = logits[index]
         return logits[:, self.head], (logits if self.attributes else None)
+
+
+def _with_adapter(path: Path, meta: dict) -> Any:
+    """A kept LoRA adapter (`curate reward train --lora --lora-keep`) on its base, merged for scoring. The base is the
+    one curate_reward.json records (else the adapter's own `base_model_name_or_path`); the folder's config.json
+    gives the head's size and the pad token."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise InputError(f"{path} holds a LoRA adapter, which needs peft: pip install 'curate[train]'") from None
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    base = meta.get("base") or json.loads((path / ADAPTER_FILE).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise InputError(f"{path} holds a LoRA adapter but names no base model; add \"base\" to its curate_reward.json")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(base, config=AutoConfig.from_pretrained(path))
+    except OSError as exc:
+        raise InputError(f"the base {base} of the LoRA adapter in {path} cannot be loaded ({exc}); make it "
+                         "reachable, or retrain without --lora-keep to save a merged model") from None
+    return PeftModel.from_pretrained(model, path).merge_and_unload()
 
 
 def _export_once(path: Path, name: str, export: Callable[[Path], None]) -> Path:

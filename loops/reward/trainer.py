@@ -2,7 +2,10 @@
 
 The model is a plain `AutoModelForSequenceClassification` checkpoint: one logit for the pairwise losses, five
 (HelpSteer2's attributes, helpfulness first) for the regression recipes. Beside it we write `curate_reward.json`
-(how to render inputs and which logit is the reward) and a model card.
+(how to render inputs and which logit is the reward) and a model card. Decoder bases (Llama, Qwen, Mistral, …) read
+their chat template's rendering and score at their last token; LoRA adapters (peft) are merged at save time, or kept
+(`lora_keep`). With `num_processes` > 1 the training runs data-parallel under `accelerate launch` (`distributed`);
+inside such a launch every rank trains and only rank 0 saves, evaluates and returns the full result.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import sys
 import tempfile
@@ -52,17 +56,31 @@ def train(
     model is registered as a candidate. `trunk_memo` (a dict the caller keeps) carries the frozen layers' outputs
     from one call to the next, for callers that train many models on the same texts (benchmarks, cross-validation). Returns {"model", "loss", "train_pairs", "eval_accuracy", "seconds", …}.
     """
+    cfg = dataclasses.replace(config or TrainConfig(), loss=loss, **({"base": base} if base else {}))
+    if cfg.loss not in LOSSES:
+        raise InputError(f"unknown loss {cfg.loss!r}; use one of {', '.join(LOSSES)}")
+    base_name = cfg.base or default_base()
+    out = Path(out)
+    rank, world = process_rank()
+    if cfg.batch_size % (n := world if world > 1 else cfg.num_processes):
+        raise InputError(f"--batch-size {cfg.batch_size} is the pairs per step over all {n} processes; "
+                         f"use a multiple of {n}")
+    from loops.reward.distributed import LAUNCHED, launch
+
+    if world == 1 and not os.environ.get(LAUNCHED) and (cfg.num_processes > 1 or cfg.accelerate_config):
+        result = launch(data, out, cfg, ratings=ratings, progress=progress)
+        return _register(store, result, out, base_name, cfg.loss)
+
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from loops.reward.trunk import FrozenTrunk, TopModel, supports
 
-    cfg = dataclasses.replace(config or TrainConfig(), loss=loss, **({"base": base} if base else {}))
-    if cfg.loss not in LOSSES:
-        raise InputError(f"unknown loss {cfg.loss!r}; use one of {', '.join(LOSSES)}")
-    base_name = cfg.base or default_base()
-    out = Path(out)
+    cuda = torch.cuda.is_available()
+    if cfg.bf16 and not (cuda and torch.cuda.is_bf16_supported()):
+        raise InputError("--bf16 needs a CUDA GPU with bfloat16 support; on a CPU training runs in float32, "
+                         "leave --bf16 off")
     started = time.perf_counter()
     if cfg.loss == "regression":
         rating_rows, pairs = load_ratings(data), []
@@ -79,7 +97,7 @@ def train(
     transformers.set_seed(cfg.seed)
     transformers.logging.set_verbosity_error()  # "newly initialised head" warnings are expected here
     tokenizer = AutoTokenizer.from_pretrained(base_name)
-    if tokenizer.pad_token is None:  # decoder-only bases
+    if tokenizer.pad_token is None:  # decoder-only bases; see `loops.reward.padding` for where they pool
         tokenizer.pad_token = tokenizer.eos_token
     n_labels = len(ATTRIBUTES) if cfg.loss in ("regression", "regression-then-bt") else 1
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -89,12 +107,16 @@ def train(
     if n_labels > 1:
         model.config.id2label = dict(enumerate(ATTRIBUTES))
         model.config.label2id = {a: i for i, a in enumerate(ATTRIBUTES)}
-    cuda = torch.cuda.is_available()
     n_layers = model.config.num_hidden_layers
-    n_frozen = min(n_layers, cfg.freeze_layers if cfg.freeze_layers is not None else (0 if cuda else n_layers - 1))
+    n_frozen = 0 if cfg.lora else min(
+        n_layers, cfg.freeze_layers if cfg.freeze_layers is not None else (0 if cuda else n_layers - 1))
     frozen = freeze_bottom(model, n_frozen)
+    if cfg.lora:
+        model = add_lora(model, cfg)
+    checkpointing = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else cuda
     # The frozen bottom's output never changes: on a CPU compute it once per distinct input and train the top on it
-    trunk = FrozenTrunk(model, n_frozen, trunk_memo) if n_frozen and cfg.reuse_frozen and not cuda and supports(model) else None
+    trunk = (FrozenTrunk(model, n_frozen, trunk_memo)
+             if n_frozen and cfg.reuse_frozen and not cuda and not checkpointing and supports(model) else None)
     trained = TopModel(model, n_frozen) if trunk else model
     renderer = Renderer(tokenizer, cfg.max_length)
     show = progress if progress is not None else sys.stderr.isatty()
@@ -103,19 +125,25 @@ def train(
     if rating_rows:
         rows = _rating_features(renderer, rating_rows)
         cached = _run_trunk(trunk, rows, ("input",), tokenizer.pad_token_id) if trunk else {}
-        history["regression"] = {**_fit(trained, tokenizer, rows, RegressionLoss(), cfg, cfg.regression_epochs, show),
-                                 **cached}
+        fitted, trainer = _fit(trained, tokenizer, rows, RegressionLoss(), cfg, cfg.regression_epochs, show, world)
+        history["regression"] = {**fitted, **cached}
     objective = None
     if pairs:
         objective = PairwiseLoss("scaled-bt" if cfg.loss == "regression-then-bt" else cfg.loss, head=0,
                                  length_term=cfg.length_term, length_penalty=cfg.length_penalty)
         rows = _pair_features(renderer, pairs)
         cached = _run_trunk(trunk, rows, ("chosen", "rejected"), tokenizer.pad_token_id) if trunk else {}
-        history["pairwise"] = {**_fit(trained, tokenizer, rows, objective, cfg, cfg.epochs, show), **cached}
+        fitted, trainer = _fit(trained, tokenizer, rows, objective, cfg, cfg.epochs, show, world)
+        history["pairwise"] = {**fitted, **cached}
     train_seconds = time.perf_counter() - started
 
+    # DeepSpeed ZeRO-3 and FSDP shard the weights: gathering them is collective, so every rank takes part
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if sharded else None
+    if rank != 0:
+        return {"rank": rank}
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    adapter = save_model(model, out, cfg, state_dict)
     tokenizer.save_pretrained(out)
     meta = {
         "loss": cfg.loss,
@@ -127,6 +155,8 @@ def train(
         "context_share": renderer.context_share,
         "frozen_parameters": frozen,
         "frozen_layers": n_frozen,
+        "adapter": adapter,
+        "processes": world,
         "length_coef": float(objective.length_coef.detach()) if objective is not None and objective.length_coef is not None else None,
         "data": str(data),
         "data_version": data_version(data),
@@ -158,12 +188,60 @@ def train(
         "seconds": round(time.perf_counter() - started, 1),
         "metrics": metrics,
     }
+    return _register(store, result, out, base_name, cfg.loss)
+
+
+def _register(store: Any, result: dict, out: Path, base_name: str, loss: str) -> dict:
+    """With a store, record the saved model as a candidate (once, by the process that launched the training)."""
     if store is not None:
         from loops.registry import register
 
-        result["version"] = register(store, out, base=base_name, loss=cfg.loss, data_version=meta["data_version"],
-                                     metrics=metrics)
+        meta = json.loads((out / META_FILE).read_text())
+        result["version"] = register(store, out, base=base_name, loss=loss, data_version=meta["data_version"],
+                                     metrics=result["metrics"])
     return result
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in a `torchrun` / `accelerate launch`; (0, 1) outside one."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+LLAMA_STYLE = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def add_lora(model: Any, cfg: TrainConfig) -> Any:
+    """`model` with LoRA adapters on its attention projections (see `TrainConfig.lora_target_modules`); the base's
+    weights are frozen, the classification head (`score` / `classifier`) trains in full and is saved with them."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise InputError("--lora needs peft: pip install 'curate[train]'") from None
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = cfg.lora_target_modules or ([m for m in LLAMA_STYLE if m in names] if "q_proj" in names else None)
+    lora = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules=list(targets) if targets else None)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:  # peft knows no default modules for this architecture, or a name matched nothing
+        raise InputError(f"LoRA: {exc}; pass --lora-target with module names of {model.config.model_type}") from None
+
+
+def save_model(model: Any, out: Path, cfg: TrainConfig, state_dict: dict | None = None) -> dict | None:
+    """Save the standard checkpoint; a LoRA model is merged into its base first unless `cfg.lora_keep`, which saves
+    the adapter (and the head) with the base's config beside it. Returns the adapter's description, None without."""
+    if not cfg.lora:
+        model.save_pretrained(out, state_dict=state_dict)
+        return None
+    lora = model.peft_config["default"]
+    adapter = {"r": lora.r, "alpha": lora.lora_alpha, "target_modules": sorted(lora.target_modules),
+               "merged": not cfg.lora_keep and state_dict is None}
+    if adapter["merged"]:
+        model.merge_and_unload().save_pretrained(out)
+    else:  # sharded weights are saved as the adapter: merging would need the whole base in one process's memory
+        model.save_pretrained(out, state_dict=state_dict)
+        model.get_base_model().config.save_pretrained(out)  # num_labels, pad token and labels for `RewardModel`
+    return adapter
 
 
 def data_version(path: str | Path) -> str:
@@ -220,11 +298,26 @@ def _run_trunk(trunk: Any, rows: list[dict], keys: tuple[str, ...], pad_id: int)
                 index[signature] = len(inputs)
                 inputs.append(enc)
             row[key] = index[signature]
-    states = trunk.features(inputs, pad_id)
+    states = _shared_features(trunk, inputs, pad_id)
     for row in rows:
         for key in keys:
             row[key] = states[row[key]]
     return {"distinct_inputs": len(inputs), "trunk_seconds": round(time.perf_counter() - started, 1)}
+
+
+def _shared_features(trunk: Any, inputs: list[dict], pad_id: int) -> list:
+    """The frozen trunk's states of `inputs`. Under DDP every rank needs them all: each computes every world-th
+    input and the ranks exchange their shares (gloo), so the trunk pass is split like the steps are."""
+    rank, world = process_rank()
+    if world == 1:
+        return trunk.features(inputs, pad_id)
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    PartialState(cpu=True)  # starts the process group that the Trainer then uses
+    shares: list = [None] * world
+    dist.all_gather_object(shares, trunk.features(inputs[rank::world], pad_id))
+    return [shares[i % world][i // world] for i in range(len(inputs))]
 
 
 def _batch(seqs: list, pad_id: int) -> dict:
@@ -252,8 +345,10 @@ def collate(rows: list[dict], pad_id: int) -> dict:
     return batch
 
 
-def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: TrainConfig, epochs: float, show: bool) -> dict:
-    """One Trainer run; returns its loss curve summary and time."""
+def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: TrainConfig, epochs: float, show: bool,
+         world: int = 1) -> tuple[dict, Any]:
+    """One Trainer run; returns its loss curve summary and time, and the trainer. With `world` processes each takes
+    `batch_size / world` pairs of every step (DDP averages their gradients), so a step sees the same pairs."""
     import torch
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -278,14 +373,25 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
             loss = objective(model, inputs)
             return (loss, None) if return_outputs else loss
 
+        def training_step(self, *args: Any, **kwargs: Any):
+            loss = super().training_step(*args, **kwargs)
+            if world > 1:  # DDP averages the model's gradients; the objective's own (length coefficient) here
+                for p in objective.parameters():
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= world
+            return loss
+
     steps_per_epoch = max(1, -(-len(rows) // cfg.batch_size))
+    bf16 = cfg.bf16 if cfg.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
+    checkpointing = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else cuda
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp,
-            per_device_train_batch_size=cfg.batch_size,
+            per_device_train_batch_size=cfg.batch_size // world,
             num_train_epochs=epochs,
             max_steps=cfg.max_steps,
-            learning_rate=cfg.learning_rate or (5e-5 if trainable_layers(model) > 1 else 3e-4),
+            learning_rate=cfg.learning_rate or (2e-4 if cfg.lora else 5e-5 if trainable_layers(model) > 1 else 3e-4),
             warmup_ratio=0.1,
             weight_decay=0.0,
             lr_scheduler_type="linear",
@@ -298,8 +404,11 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
             dataloader_pin_memory=False,
             disable_tqdm=not show,
             use_cpu=not cuda,
-            bf16=cuda and torch.cuda.is_bf16_supported(),
-            gradient_checkpointing=cuda,
+            bf16=bf16,
+            gradient_checkpointing=checkpointing,
+            # non-reentrant: gradients reach the trained layers although the frozen embeddings' outputs need none
+            gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+            ddp_find_unused_parameters=False if world > 1 and not cfg.lora else None,
         )
         objective.to(args.device)
         trainer = _Trainer(model=model, args=args, train_dataset=rows,
@@ -316,7 +425,8 @@ def _fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Trai
     return {"steps": output.global_step, "train_loss": round(output.training_loss, 4),
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "seconds": round(seconds, 1), "pairs_seen": output.global_step * cfg.batch_size,
-            "device": str(args.device), "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
+            "device": str(args.device), "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing,
+            "processes": world}, trainer
 
 
 def trainable_layers(model: Any) -> int:
