@@ -54,7 +54,8 @@ def choose_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> int:
     return _auto_k(X, random_state, sample)[0]
 
 
-def _auto_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> tuple[int, np.ndarray]:
+def _auto_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000,
+            n: int | None = None) -> tuple[int, np.ndarray]:
     """(k, its centroids on the sample): over-cluster once, merge, and score every level of the merge tree.
 
     1. A seeded sample of up to `sample` rows (and at most 20 per cluster) is over-clustered by k-means into
@@ -68,9 +69,10 @@ def _auto_k(X: np.ndarray, random_state: int = 0, sample: int = 10_000) -> tuple
        excess peaks where the data has more structure than noise would.
     Where topics overlap (usual for text embeddings) the excess keeps growing with k, and k ends near k_hi:
     clusters of about √(n/2) conversations. Clear groups (a silhouette far above chance) end it sooner.
+    `n` is the number of conversations X stands for when X is itself a sample of them (default: len(X)).
     """
     rng = np.random.default_rng(random_state)
-    k_hi = k_ceiling(len(X))
+    k_hi = k_ceiling(n or len(X))
     sample = min(sample, ROWS_PER_CLUSTER * k_hi)  # enough rows to place k_hi centres, no more: cost ∝ rows · k_hi
     rows = np.sort(rng.choice(len(X), size=sample, replace=False)) if len(X) > sample else np.arange(len(X))
     S = np.asarray(X[rows], dtype=np.float32)
@@ -215,14 +217,17 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
     most `fit_sample` rows, then every row gets its nearest centroid. With `"auto"`, the centroids of the chosen
     cut (see `_auto_k`) start three Lloyd steps on the fit rows, so no second k-means from scratch is needed.
     Time and memory stay flat from thousands to millions of rows. `n_components=None` clusters in the full space.
+    `n_population`: when X is a sample of a larger set (`curation.cluster.stream`), that set's size, so that
+    `"auto"` considers the granularity the whole set allows.
     """
 
     def __init__(self, n_clusters: int | str = "auto", n_components: int | None = 64, fit_sample: int = 100_000,
-                 random_state: int = 0):
+                 random_state: int = 0, n_population: int | None = None):
         self.n_clusters = n_clusters
         self.n_components = n_components
         self.fit_sample = fit_sample
         self.random_state = random_state
+        self.n_population = n_population
 
     def fit(self, X: np.ndarray, y=None) -> "AutoKMeans":
         X = normalise(np.asarray(X, dtype=np.float32))
@@ -236,7 +241,7 @@ class AutoKMeans(ClusterMixin, BaseEstimator):
             self.pca_ = PCA(n_components=self.n_components, svd_solver="covariance_eigh").fit(X[fit_rows])
         Z = self._project(X)
         if self.n_clusters == "auto":
-            centres = _refine(Z[rows], _auto_k(Z, self.random_state)[1])
+            centres = _refine(Z[rows], _auto_k(Z, self.random_state, n=self.n_population)[1])
         else:
             k = max(1, min(int(self.n_clusters), len(X)))
             centres = _kmeans(k, self.random_state, len(rows)).fit(Z[rows]).cluster_centers_
@@ -282,9 +287,9 @@ class SampledHDBSCAN(ClusterMixin, BaseEstimator):
         return self
 
 
-def make_clusterer(algorithm: str, k: int | str, random_state: int) -> BaseEstimator:
+def make_clusterer(algorithm: str, k: int | str, random_state: int, n_population: int | None = None) -> BaseEstimator:
     if algorithm == "kmeans":
-        return AutoKMeans(n_clusters=k, random_state=random_state)
+        return AutoKMeans(n_clusters=k, random_state=random_state, n_population=n_population)
     if algorithm == "hdbscan":
         return SampledHDBSCAN(random_state=random_state)
     raise ValueError(algorithm)

@@ -1,7 +1,7 @@
 """Reading and writing vectors in the store, without loading anything else about the conversations."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import sqlalchemy as sa
@@ -128,6 +128,48 @@ def _stream_all(conn: sa.Connection, query: sa.Select, space_id: int, dim: int) 
         matrix[len(found)] = np.frombuffer(vector, dtype="<f4")
         found.append(cid)
     return found, matrix[: len(found)]
+
+
+def count_vectors(store: Store, space: str | None = None) -> int:
+    """How many vectors one embedding space holds (None: the newest space)."""
+    chosen = _choose_space(store, space)
+    with store.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).where(embeddings.c.space_id == chosen["id"])).scalar_one()
+
+
+def iter_vectors(store: Store, space: str | None = None, chunk: int = 32_768,
+                 where: sa.ColumnElement | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, float32 matrix) of one embedding space, `chunk` rows at a time in id order, never the whole space at
+    once (10M vectors are 15 GB). Each page is its own query on the primary key (keyset paging: `id > last`), so no
+    cursor or transaction stays open between pages. `where` filters rows (a condition on `embeddings`)."""
+    chosen = _choose_space(store, space)
+    dim = chosen["dim"]
+    query = sa.select(embeddings.c.conversation_id, embeddings.c.vector).where(embeddings.c.space_id == chosen["id"])
+    if where is not None:
+        query = query.where(where)
+    for rows in _pages(store, query, chunk):
+        yield [r[0] for r in rows], np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+
+
+def iter_ids(store: Store, space: str | None = None, chunk: int = 100_000) -> Iterator[list[str]]:
+    """The conversation ids of one embedding space, `chunk` at a time, in the order `iter_vectors` yields them."""
+    chosen = _choose_space(store, space)
+    query = sa.select(embeddings.c.conversation_id).where(embeddings.c.space_id == chosen["id"])
+    for rows in _pages(store, query, chunk):
+        yield [r[0] for r in rows]
+
+
+def _pages(store: Store, query: sa.Select, chunk: int) -> Iterator[list[sa.Row]]:
+    last = None
+    while True:
+        page = query if last is None else query.where(embeddings.c.conversation_id > last)
+        with store.connect() as conn:
+            rows = conn.execute(page.order_by(embeddings.c.conversation_id).limit(chunk)).all()
+        if rows:
+            yield rows
+        if len(rows) < chunk:
+            return
+        last = rows[-1][0]
 
 
 def _choose_space(store: Store, space: str | None) -> dict:
