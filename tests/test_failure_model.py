@@ -109,6 +109,16 @@ def test_fit_gate_record_and_refit(oasst_store):
     rate(store, [c for c in ids if c not in set(chosen)][:20], labels)
     assert refresh(store)["version"] == 2
 
+    # the report and the loop report both say which scorer ranked and show the curve: one row per fit
+    from curation.cluster.scorer import fit_history
+    from curation.report.html import scorer_section
+    from loops.loop.report import _scorer
+
+    assert [f["n_ratings"] for f in fit_history(store)] == [len(chosen), len(chosen) + 20]
+    for page in (scorer_section(active_scorer(store), fit_history(store)), _scorer(store)):
+        assert "Which scorer ranked this list" in page and "Learning curve of the failure model" in page
+        assert f"<tr><td>v1</td><td>{len(chosen)}</td>" in page and f"<tr><td>v2</td><td>{len(chosen) + 20}</td>" in page
+
 
 def test_gate_keeps_the_prior_when_the_model_loses(oasst_store):
     """Labels that are pure noise: the model cannot beat the prior's ranking by much; whatever it does, the
@@ -176,4 +186,6 @@ def test_fresh_home_import_a_third_then_cluster_refits(cli, oasst_file, tmp_path
     assert not cli.json("cluster", "--home", cli.home)["failure_model"]["refit"]  # nothing new: no refit
     report = tmp_path / "report.html"
     cli("report", "--out", report, "--home", cli.home)
-    assert "Learning curve of the failure model" in report.read_text() and "Which scorer ranked" in report.read_text()
+    page = report.read_text()
+    assert "Learning curve of the failure model" in page and "Which scorer ranked" in page
+    assert f"<tr><td>v1</td><td>{n}</td>" in page  # the curve's row of this fit, with the ratings it saw

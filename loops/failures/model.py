@@ -14,7 +14,7 @@ labels), calibrated by Platt scaling
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -47,6 +47,23 @@ def smoothed_rates(cluster_train: np.ndarray, y_train: np.ndarray, strength: flo
     return rates
 
 
+class Emphasis(TransformerMixin, BaseEstimator):
+    """Multiply the first column (the standardised prior) by `factor`: its L2 penalty becomes factor² weaker, so the
+    fit starts from the prior's ranking and the other features only correct it as far as the ratings support."""
+
+    def __init__(self, factor: float = 1.0):
+        self.factor = factor
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def transform(self, X):
+        X = np.array(X, dtype=np.float64)
+        X[:, 0] *= self.factor
+        return X
+
+
 class FailureModel(ClassifierMixin, BaseEstimator):
     """Calibrated P(failure) from tabular features, the cluster's out-of-fold failure rate and the embedding.
 
@@ -55,11 +72,13 @@ class FailureModel(ClassifierMixin, BaseEstimator):
     C: inverse strength of the logistic regression's L2 penalty (strong by default: a few hundred ratings, collinear signals).
     rate_strength: pseudo-count pulling a cluster's observed failure rate towards the overall rate.
     n_splits: grouped folds for the out-of-fold cluster rate and for calibration.
+    prior_emphasis: scale of the prior failure score's (first) column after standardising; > 1 weakens its penalty.
     random_state: kept for scikit-learn's conventions (every step here is deterministic).
     """
 
     def __init__(self, n_tabular: int = 1, n_components: int = 8, C: float = 0.05, rate_strength: float = 5.0,
-                 n_splits: int = 3, random_state: int = 0):
+                 n_splits: int = 3, prior_emphasis: float = 10.0, random_state: int = 0):
+        self.prior_emphasis = prior_emphasis
         self.n_tabular = n_tabular
         self.n_components = n_components
         self.C = C
@@ -86,7 +105,7 @@ class FailureModel(ClassifierMixin, BaseEstimator):
         k = min(self.n_components, emb.shape[1], max(len(y) - 1, 0) // 2)
         self.pca_ = PCA(n_components=k, svd_solver="covariance_eigh").fit(emb) if k > 0 else None
         Z = self._design(X, rate)
-        base = Pipeline([("scale", StandardScaler()), ("classifier", LogisticRegression(C=self.C, max_iter=1000))])
+        base = Pipeline([("scale", StandardScaler()), ("prior", Emphasis(self.prior_emphasis)), ("classifier", LogisticRegression(C=self.C, max_iter=1000))])
         calibration = [(tr, te) for tr, te in folds if len(np.unique(y[te])) == 2]
         if len(calibration) >= 2:
             self.estimator_ = CalibratedClassifierCV(base, method="sigmoid", cv=calibration).fit(Z, y)
@@ -115,7 +134,7 @@ class FailureModel(ClassifierMixin, BaseEstimator):
                  if isinstance(self.estimator_, CalibratedClassifierCV) else [self.estimator_])
         out = np.zeros((len(X), self.n_tabular + 2))
         for pipe in pipes:
-            terms = pipe[0].transform(Z) * pipe[-1].coef_[0]
+            terms = pipe[:-1].transform(Z) * pipe[-1].coef_[0]
             out[:, : self.n_tabular + 1] += terms[:, : self.n_tabular + 1]
             out[:, -1] += terms[:, self.n_tabular + 1 :].sum(axis=1)
         return out / len(pipes)
