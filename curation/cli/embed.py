@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from curation.cli.common import home_option, json_option, reports
+from curation.cli.engine import engine_options, engine_usage
 
 
 @click.command()
@@ -15,17 +16,22 @@ from curation.cli.common import home_option, json_option, reports
               help="What is embedded: the whole thread (default), the last user turn and its reply, or that "
                    "user turn alone. Each view is its own embedding space.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Texts per forward pass (default 16).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads (default: all cores; with --engine ray, per worker, default 1).")
+@engine_options
 @home_option
 @json_option
 @reports
-def embed(model, backend, view, batch_size, threads, home, as_json):
+def embed(model, backend, view, batch_size, threads, engine, ray_address, home, as_json):
     """Embed new conversations; a rerun on unchanged data does nothing."""
     from curation.embed import embed as run_embed
     from curation.store import Store
 
-    result = run_embed(Store.open(home), model=model, backend=backend, view=view, batch_size=batch_size,
-                       threads=threads)
+    with engine_usage():
+        result = run_embed(Store.open(home), model=model, backend=backend, view=view, batch_size=batch_size,
+                           threads=threads, engine=engine, address=ray_address)
     human = (f"embedded {result['embedded']} conversations ({result['reused']} reused identical texts), "
              f"skipped {result['skipped']} already embedded, in {result['seconds']}s [{result['space']}]")
+    if "workers" in result:
+        human += f" on {result['workers']} Ray workers"
     return result, human

@@ -7,13 +7,16 @@ several weak ones add up. A conversation counts as a failure when its score is a
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import sqlalchemy as sa
 from tqdm import tqdm
 
 from curation.config import load_config_file
+from curation.engine import resolve_engine
+from curation.engine.ray_pool import id_pages
 from curation.errors import ConfigError
 from curation.signals.base import ConversationView, Detector, Signal
 from curation.signals.feedback import feedback_detectors
@@ -64,38 +67,37 @@ def score_conversation(conv: ConversationView, detectors: list[Detector], weight
 
 def score_failures(store: Store, detectors: list[Detector] | None = None, weights: dict[str, float] | None = None,
                    reward_model: str | None = None, threshold: float = DEFAULT_THRESHOLD,
-                   progress: bool | None = None) -> dict:
+                   progress: bool | None = None, engine: str | None = None, address: str | None = None) -> dict:
     """Score every conversation in the store and replace its row in `failure_scores`.
 
     `reward_model` picks whose rewards the low_reward detector reads (default: the newest model_version in `rewards`).
+    `engine="ray"` scores on the Ray cluster at `address` (curation.engine), BATCH conversations per chunk; this
+    process then reads only ids, so its memory does not grow with the store. The scores are the same either way.
     """
+    chosen = resolve_engine(store, engine, address)
     detectors = list(detectors) if detectors is not None else default_detectors()
     weights = resolve_weights(store, detectors, weights)
     run_id = store.start_run("score", {"detectors": [d.name for d in detectors], "weights": weights,
-                                       "threshold": threshold, "reward_model": reward_model})
+                                       "threshold": threshold, "reward_model": reward_model, "engine": chosen.kind})
     try:
-        version, reward_of = _load_rewards(store, reward_model)
+        job = _FailureJob(detectors, weights, _reward_version(store, reward_model), threshold, run_id)
         total = store.count(conversations)
-        scored, failures, counts = 0, 0, {}
-        with tqdm(total=total, desc="scoring", unit="conv", disable=None if progress is None else not progress) as bar:
-            for batch in _batches(store, reward_of):
-                rows = []
-                for conv in batch:
-                    score, fired = score_conversation(conv, detectors, weights)
-                    failures += score >= threshold
-                    for s in fired:
-                        counts[s["name"]] = counts.get(s["name"], 0) + 1
-                    rows.append({"conversation_id": conv.id, "failure_score": score, "signals": dumps(fired),
-                                 "run_id": run_id, "scored_at": utcnow()})
-                ids = [r["conversation_id"] for r in rows]
-                with store.begin() as conn:
-                    conn.execute(failure_scores.delete().where(failure_scores.c.conversation_id.in_(ids)))
-                    conn.execute(failure_scores.insert(), rows)
-                scored += len(rows)
-                bar.update(len(rows))
+        if chosen.kind == "ray":
+            from curation.engine import ray_pool
+
+            counts = ray_pool.run(store, job, None, total, BATCH, chosen.address, "scoring", progress)
+        else:
+            counts = {}
+            with tqdm(total=total, desc="scoring", unit="conv", disable=None if progress is None else not progress) as bar:
+                for ids in id_pages(store, None, BATCH):
+                    _add(counts, job(store, ids))
+                    bar.update(len(ids))
+        scored, failures = counts.get("scored", 0), counts.get("failures", 0)
         summary = {"scored": scored, "failures": int(failures), "failure_rate": failures / scored if scored else 0.0,
-                   "threshold": threshold, "signals": dict(sorted(counts.items())), "reward_model": version,
-                   "run_id": run_id}
+                   "threshold": threshold, "signals": dict(sorted(counts.get("signals", {}).items())),
+                   "reward_model": job.version, "run_id": run_id}
+        if chosen.kind == "ray":
+            summary.update(engine="ray", workers=counts["workers"])
     except BaseException:
         store.finish_run(run_id, "failed")
         raise
@@ -103,49 +105,92 @@ def score_failures(store: Store, detectors: list[Detector] | None = None, weight
     return summary
 
 
-def _load_rewards(store: Store, version: str | None) -> tuple[str | None, dict[str, tuple[float, float]]]:
-    """(model_version, {conversation_id: (reward, percentile)}); the newest version unless one is named."""
+@dataclass
+class _FailureJob:
+    """Scores chunks of conversation ids and replaces their rows, one transaction per chunk: the local loop's body,
+    and what each Ray worker runs. The reward percentiles come from the sorted rewards of `version`, loaded once per
+    process (8 bytes a conversation), never from a table of every conversation's reward."""
+
+    detectors: list[Detector]
+    weights: dict[str, float]
+    version: str | None
+    threshold: float
+    run_id: str
+
+    def __call__(self, store: Store, ids: list[str]) -> dict:
+        if getattr(self, "sorted_", None) is None:
+            self.sorted_ = _sorted_rewards(store, self.version)
+        rows, failures, counts = [], 0, {}
+        for conv in _views(store, ids, self.version, self.sorted_):
+            score, fired = score_conversation(conv, self.detectors, self.weights)
+            failures += score >= self.threshold
+            for s in fired:
+                counts[s["name"]] = counts.get(s["name"], 0) + 1
+            rows.append({"conversation_id": conv.id, "failure_score": score, "signals": dumps(fired),
+                         "run_id": self.run_id, "scored_at": utcnow()})
+        if rows:
+            with store.begin() as conn:
+                done = [r["conversation_id"] for r in rows]
+                conn.execute(failure_scores.delete().where(failure_scores.c.conversation_id.in_(done)))
+                conn.execute(failure_scores.insert(), rows)
+        return {"scored": len(rows), "failures": int(failures), "signals": counts}
+
+
+def _add(totals: dict, counts: dict) -> None:
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            _add(totals.setdefault(key, {}), value)
+        else:
+            totals[key] = totals.get(key, 0) + value
+
+
+def _reward_version(store: Store, version: str | None) -> str | None:
+    """The reward model whose rewards are read: `version`, else the newest; None when nothing was scored."""
     with store.connect() as conn:
         if version is None:
             version = conn.execute(
                 sa.select(rewards.c.model_version).order_by(rewards.c.scored_at.desc()).limit(1)
             ).scalar_one_or_none()
-        if version is None:
-            return None, {}
-        rows = conn.execute(
-            sa.select(rewards.c.conversation_id, rewards.c.reward).where(rewards.c.model_version == version)
-        ).all()
-    if not rows:
+            if version is None:
+                return None
+        stored = conn.execute(sa.select(rewards.c.conversation_id).where(rewards.c.model_version == version).limit(1)).first()
+    if stored is None:
         raise ConfigError(f"no rewards stored for reward model {version!r}; run `curate reward score` first")
-    values = np.array([r[1] for r in rows], dtype=float)
-    pct = values.argsort().argsort() / max(1, len(values) - 1)
-    return version, {r[0]: (float(r[1]), float(p)) for r, p in zip(rows, pct)}
+    return version
 
 
-def _batches(store: Store, reward_of: dict[str, tuple[float, float]]) -> Iterator[list[ConversationView]]:
-    """Conversations with their feedback, BATCH at a time, by keyset pagination so memory stays bounded."""
-    last = None
-    while True:
-        query = sa.select(conversations.c.id, conversations.c.messages).order_by(conversations.c.id).limit(BATCH)
-        if last is not None:
-            query = query.where(conversations.c.id > last)
-        with store.connect() as conn:
-            rows = conn.execute(query).all()
-            if not rows:
-                return
-            ids = [r[0] for r in rows]
-            events: dict[str, list[dict]] = {}
-            for cid, kind, value, turn, at in conn.execute(
-                sa.select(feedback.c.conversation_id, feedback.c.type, feedback.c.value, feedback.c.turn, feedback.c.at)
-                .where(feedback.c.conversation_id.in_(ids))
-            ):
-                events.setdefault(cid, []).append({"type": kind, "value": loads(value), "turn": turn, "at": at})
-        batch = []
-        for cid, messages in rows:
-            reward, pct = reward_of.get(cid, (None, None))
-            batch.append(ConversationView(cid, loads(messages), events.get(cid, []), reward, pct))
-        yield batch
-        last = ids[-1]
+def _sorted_rewards(store: Store, version: str | None) -> np.ndarray:
+    if version is None:
+        return np.empty(0)
+    with store.connect() as conn:
+        values = conn.execute(sa.select(rewards.c.reward).where(rewards.c.model_version == version)).scalars().all()
+    return np.sort(np.asarray(values, dtype=float))
+
+
+def reward_percentile(sorted_rewards: np.ndarray, reward: float) -> float:
+    """The share of the other rewards below `reward` (0 = the lowest, 1 = the highest); equal rewards share one."""
+    return float(np.searchsorted(sorted_rewards, reward, side="left")) / max(1, len(sorted_rewards) - 1)
+
+
+def _views(store: Store, ids: list[str], version: str | None, sorted_rewards: np.ndarray) -> list[ConversationView]:
+    """The conversations `ids` with their feedback and reward, in id order."""
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(conversations.c.id, conversations.c.messages)
+                            .where(conversations.c.id.in_(ids)).order_by(conversations.c.id)).all()
+        events: dict[str, list[dict]] = {}
+        for cid, kind, value, turn, at in conn.execute(
+            sa.select(feedback.c.conversation_id, feedback.c.type, feedback.c.value, feedback.c.turn, feedback.c.at)
+            .where(feedback.c.conversation_id.in_(ids))
+        ):
+            events.setdefault(cid, []).append({"type": kind, "value": loads(value), "turn": turn, "at": at})
+        reward_of = dict(conn.execute(sa.select(rewards.c.conversation_id, rewards.c.reward).where(
+            rewards.c.model_version == version, rewards.c.conversation_id.in_(ids)))) if version is not None else {}
+    views = []
+    for cid, messages in rows:
+        reward = reward_of.get(cid)
+        pct = None if reward is None else reward_percentile(sorted_rewards, reward)
+        views.append(ConversationView(cid, loads(messages), events.get(cid, []), reward, pct))
+    return views
 
 
 def load_scores(store: Store, ids: list[str] | None = None) -> dict[str, tuple[float, list[dict]]]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from tqdm.auto import tqdm
@@ -26,64 +28,110 @@ def split_last_reply(messages: list[dict]) -> tuple[list[dict], dict] | None:
 
 
 def score(store: Store, model: str | Path | None = None, batch_size: int | None = None, page: int = 2048,
-          backend: str = "auto", progress: bool | None = None) -> dict:
+          backend: str = "auto", progress: bool | None = None, engine: str | None = None,
+          address: str | None = None) -> dict:
     """Score unscored conversations with `model` (a checkpoint folder; None = the registry's champion).
 
     `backend="onnx"` (ONNX Runtime, int8 weights) or `"openvino"` exports the model once (beside it) and scores
     faster on a CPU; `"auto"` (the default) is torch on a GPU and ONNX Runtime on a CPU when it is installed.
-    Returns {"scored", "skipped" (no assistant reply), "model_version", "seconds", "per_second"}.
+    `engine="ray"` scores on the Ray cluster at `address` (curation.engine): one worker per CPU or GPU, each loading
+    the model once from its folder, which every worker must be able to read (a shared filesystem or the same path).
+    Returns {"scored", "skipped" (no assistant reply), "model_version", "seconds", "per_second"} (+ "engine", "workers").
     """
+    from curation.engine import resolve_engine
     from loops.registry import resolve_model
-    from loops.reward.model import RewardModel
 
+    chosen = resolve_engine(store, engine, address)
     version, path = resolve_model(store, model)
-    rm = RewardModel(path, batch_size=batch_size, backend=backend)
-    run_id = store.start_run("score", {"model_version": version, "path": str(path)})
+    job = _ScoreJob(str(path), version, batch_size, backend, "")
+    if chosen.kind == "local":
+        job.model()  # loaded before the run row, so that a model that does not load leaves no failed run behind
+    run_id = job.run_id = store.start_run("score", {"model_version": version, "path": str(path), "engine": chosen.kind})
     started = time.perf_counter()
-    done = skipped = 0
     with store.connect() as conn:
         todo = conn.execute(
             sa.select(sa.func.count()).select_from(conversations).where(~_scored(version))
         ).scalar_one()
-    show = progress if progress is not None else sys.stderr.isatty()
-    bar = tqdm(total=todo, disable=not show, desc="reward", unit="conv")
-    last_id = ""
+    counts = {"scored": 0, "skipped": 0}
     try:
-        while True:
-            with store.connect() as conn:
-                rows = conn.execute(
-                    sa.select(conversations.c.id, conversations.c.messages)
-                    .where(conversations.c.id > last_id, ~_scored(version))
-                    .order_by(conversations.c.id).limit(page)
-                ).all()
-            if not rows:
-                break
-            last_id = rows[-1].id
-            units = [(r.id, split_last_reply(loads(r.messages))) for r in rows]
-            ready = [(cid, u) for cid, u in units if u is not None]
-            skipped += len(units) - len(ready)
-            if ready:
-                values, attrs = rm.score([u[0] for _, u in ready], [u[1] for _, u in ready], progress=False)
-                now = utcnow()
-                out = [{
-                    "conversation_id": cid, "model_version": version, "reward": float(values[i]),
-                    "attributes": dumps(dict(zip(rm.attributes, map(float, attrs[i])))) if attrs is not None else None,
-                    "scored_at": now, "run_id": run_id,
-                } for i, (cid, _) in enumerate(ready)]
-                with store.begin() as conn:  # one transaction per page: progress survives an interruption
-                    insert_rows(conn, rewards, out)
-                done += len(out)
-            bar.update(len(units))
+        if chosen.kind == "ray":
+            from curation.engine import ray_pool
+
+            counts = ray_pool.run(store, job, ~_scored(version), todo, page, chosen.address, "reward", progress)
+        else:
+            show = progress if progress is not None else sys.stderr.isatty()
+            with tqdm(total=todo, disable=not show, desc="reward", unit="conv") as bar:
+                last_id = ""
+                while True:
+                    with store.connect() as conn:
+                        rows = conn.execute(
+                            sa.select(conversations.c.id, conversations.c.messages)
+                            .where(conversations.c.id > last_id, ~_scored(version))
+                            .order_by(conversations.c.id).limit(page)
+                        ).all()
+                    if not rows:
+                        break
+                    last_id = rows[-1].id
+                    _add(counts, job.score_rows(store, rows))
+                    bar.update(len(rows))
     except BaseException:
-        store.finish_run(run_id, "failed", {"scored": done})
+        store.finish_run(run_id, "failed", {"scored": counts.get("scored", 0)})
         raise
-    finally:
-        bar.close()
     seconds = time.perf_counter() - started
-    summary = {"scored": done, "skipped": skipped, "model_version": version, "seconds": round(seconds, 2),
-               "per_second": round(done / seconds, 1) if seconds > 0 else None}
+    done = counts.get("scored", 0)
+    summary = {"scored": done, "skipped": counts.get("skipped", 0), "model_version": version,
+               "seconds": round(seconds, 2), "per_second": round(done / seconds, 1) if seconds > 0 else None}
+    if chosen.kind == "ray":
+        summary.update(engine="ray", workers=counts["workers"])
     store.finish_run(run_id, "done", summary)
     return summary
+
+
+@dataclass
+class _ScoreJob:
+    """Scores pages of conversations and writes their rewards, one transaction per page: the local loop's body, and
+    what each Ray worker runs on the chunks of ids it is given (the model loads once per process)."""
+
+    path: str
+    version: str
+    batch_size: int | None
+    backend: str
+    run_id: str
+
+    def model(self) -> Any:
+        if getattr(self, "model_", None) is None:
+            from loops.reward.model import RewardModel
+
+            self.model_ = RewardModel(self.path, batch_size=self.batch_size, backend=self.backend)
+        return self.model_
+
+    def __call__(self, store: Store, ids: list[str]) -> dict:
+        with store.connect() as conn:  # the ids still unscored: another run may have scored some meanwhile
+            rows = conn.execute(sa.select(conversations.c.id, conversations.c.messages)
+                                .where(conversations.c.id.in_(ids), ~_scored(self.version))
+                                .order_by(conversations.c.id)).all()
+        return self.score_rows(store, rows)
+
+    def score_rows(self, store: Store, rows: list) -> dict:
+        rm = self.model()
+        units = [(r.id, split_last_reply(loads(r.messages))) for r in rows]
+        ready = [(cid, u) for cid, u in units if u is not None]
+        if ready:
+            values, attrs = rm.score([u[0] for _, u in ready], [u[1] for _, u in ready], progress=False)
+            now = utcnow()
+            out = [{
+                "conversation_id": cid, "model_version": self.version, "reward": float(values[i]),
+                "attributes": dumps(dict(zip(rm.attributes, map(float, attrs[i])))) if attrs is not None else None,
+                "scored_at": now, "run_id": self.run_id,
+            } for i, (cid, _) in enumerate(ready)]
+            with store.begin() as conn:  # one transaction per page: progress survives an interruption
+                insert_rows(conn, rewards, out)
+        return {"scored": len(ready), "skipped": len(units) - len(ready)}
+
+
+def _add(totals: dict, counts: dict) -> None:
+    for key, value in counts.items():
+        totals[key] = totals.get(key, 0) + value
 
 
 def _scored(version: str) -> sa.ColumnElement:

@@ -1,0 +1,262 @@
+"""`--engine ray` on a real multi-node Ray cluster on this machine (a head with no CPU, two worker nodes with one CPU
+and a small object store each) against a real PostgreSQL, compared with the local path on the same data.
+
+These tests bring their own PostgreSQL (CURATE_TEST_DATABASE_URL, else scripts/test-postgres.sh) and do not use the
+`database_url` fixture, so `make test` runs them once, in its first pass, not again in the PostgreSQL pass.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import sqlalchemy as sa
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'curate[ray]'")
+REPO = Path(__file__).resolve().parent.parent
+THREADS = 160  # real conversations; chunks of CHUNK give both workers several, and a node can be lost half-way
+CHUNK = 16
+
+
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("CURATE_TEST_DATABASE_URL")
+    if not url:
+        out = subprocess.run([str(REPO / "scripts" / "test-postgres.sh")], capture_output=True, text=True, check=False)
+        url = out.stdout.strip()
+    if not url:
+        pytest.skip("no PostgreSQL: set CURATE_TEST_DATABASE_URL, or apt-get install -y postgresql for "
+                    "scripts/test-postgres.sh")
+    return url
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 << 20})
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=80 << 20) for _ in range(2)]
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _schema_url(base: str) -> tuple[str, str]:
+    schema = "ray_" + uuid.uuid4().hex[:12]
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine.dispose()
+    return schema, f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_homes(postgres_url, tmp_path, monkeypatch):
+    """Two homes on two fresh schemas of the same server (one for each engine), with the same conversations."""
+    made = []
+
+    def make(name: str):
+        schema, url = _schema_url(postgres_url)
+        made.append(schema)
+        return tmp_path / name, url
+
+    yield make
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        for schema in made:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()
+
+
+def _curate(monkeypatch, home, url, *args, code=0):
+    from click.testing import CliRunner
+
+    from curation.cli.main import cli
+
+    monkeypatch.setenv("CURATE_HOME", str(home))
+    monkeypatch.setenv("CURATE_DATABASE_URL", url)
+    monkeypatch.setenv("CURATE_EMBED_CHUNK_SIZE", str(CHUNK))  # the same for both engines, as a user would set it
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert code is None or result.exit_code == code, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result
+
+
+def _json(monkeypatch, home, url, *args):
+    out = _curate(monkeypatch, home, url, *args, "--json").stdout
+    return orjson.loads(out)  # one document, nothing else on stdout
+
+
+def _ingest(monkeypatch, home, url, oasst_file, tmp_path):
+    """The first THREADS real oasst1 threads, through `curate ingest` as OpenAI-format JSONL."""
+    from test_embed import oasst_threads
+
+    subset = tmp_path / f"{home.name}.jsonl"
+    subset.write_bytes(b"".join(orjson.dumps({"id": cid, "messages": messages}) + b"\n"
+                                for cid, messages in oasst_threads(oasst_file, THREADS)))
+    assert _json(monkeypatch, home, url, "ingest", subset, "--format", "openai")["ingested"] == THREADS
+
+
+def _store(url):
+    from curation.store import Store
+
+    return Store.open(url=url, home=None, migrate=False)
+
+
+def _vectors(url):
+    from curation.store.embedding_tables import embeddings
+
+    store = _store(url)
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(embeddings.c.conversation_id, embeddings.c.vector)).all()
+    store.dispose()
+    return rows
+
+
+@pytest.fixture
+def pair(pg_homes, monkeypatch, oasst_file, tmp_path, ray_cluster):
+    """(local home, url), (ray home, url), both holding the same real conversations."""
+    homes = [pg_homes("local"), pg_homes("ray")]
+    for home, url in homes:
+        _ingest(monkeypatch, home, url, oasst_file, tmp_path)
+    return homes
+
+
+def test_embed_on_ray_matches_local_and_reruns_do_nothing(pair, monkeypatch):
+    (local_home, local_url), (ray_home, ray_url) = pair
+    local = _json(monkeypatch, local_home, local_url, "embed")
+    on_ray = _json(monkeypatch, ray_home, ray_url, "embed", "--engine", "ray")
+    assert on_ray["engine"] == "ray" and on_ray["workers"] == 2 and "engine" not in local
+    assert on_ray["embedded"] == local["embedded"] > 0 and on_ray["space"] == local["space"]
+    a, b = dict(_vectors(local_url)), dict(_vectors(ray_url))
+    assert a.keys() == b.keys() and len(a) == local["embedded"]
+    cosine = [float(np.dot(np.frombuffer(a[k], "<f4"), np.frombuffer(b[k], "<f4"))) for k in a]
+    assert min(cosine) >= 0.9999, min(cosine)
+    again = _json(monkeypatch, ray_home, ray_url, "embed", "--engine", "ray")
+    assert again["embedded"] == 0 and again["skipped"] == local["embedded"]
+
+
+def test_reward_and_failure_scores_on_ray_match_local(pair, monkeypatch, tmp_path, oasst_file):
+    (local_home, local_url), (ray_home, ray_url) = pair
+    model = _tiny_reward_model(tmp_path, oasst_file)
+    local = _json(monkeypatch, local_home, local_url, "reward", "score", "--model", model)
+    on_ray = _json(monkeypatch, ray_home, ray_url, "reward", "score", "--model", model, "--engine", "ray")
+    assert on_ray["scored"] == local["scored"] > 0 and on_ray["skipped"] == local["skipped"]
+    assert _rewards(local_url).keys() == _rewards(ray_url).keys()
+    a, b = _rewards(local_url), _rewards(ray_url)
+    assert max(abs(a[k] - b[k]) for k in a) <= 1e-5
+    assert _json(monkeypatch, ray_home, ray_url, "reward", "score", "--model", model, "--engine", "ray")["scored"] == 0
+
+    from curation.signals import score_failures
+
+    scored = [score_failures(_store(url), engine=engine) for url, engine in ((local_url, "local"), (ray_url, "ray"))]
+    assert scored[1]["engine"] == "ray" and scored[0]["scored"] == scored[1]["scored"] > 0
+    assert {k: scored[0][k] for k in ("failures", "signals")} == {k: scored[1][k] for k in ("failures", "signals")}
+    assert _failure_scores(local_url) == _failure_scores(ray_url)
+    assert scored[0]["signals"].get("low_reward", 0) > 0  # the rewards and their percentiles were read
+
+
+def test_sqlite_with_ray_is_a_usage_error(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from curation.cli.main import cli
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CURATE_DATABASE_URL", raising=False)
+    for args in (["embed"], ["reward", "score"], ["cluster"]):
+        result = CliRunner().invoke(cli, [*args, "--engine", "ray", "--json"])
+        assert result.exit_code == 2, result.output
+        assert result.stdout == "" and result.stderr.count("\n") == 1 and "CURATE_DATABASE_URL" in result.stderr
+    (tmp_path / "home" / "curate.toml").write_text('[engine]\nkind = "ray"\n')
+    assert CliRunner().invoke(cli, ["embed"]).exit_code == 2  # curate.toml [engine] counts too
+    monkeypatch.setenv("CURATE_ENGINE_KIND", "local")  # and the environment beats it
+    assert CliRunner().invoke(cli, ["embed", "--json"]).exit_code == 0
+
+
+def test_a_worker_node_lost_mid_embed_leaves_one_vector_per_conversation(pg_homes, monkeypatch, oasst_file, tmp_path,
+                                                                          ray_cluster):
+    cluster, workers = ray_cluster
+    home, url = pg_homes("killed")
+    _ingest(monkeypatch, home, url, oasst_file, tmp_path)
+    victim = workers[-1]
+
+    def kill_when_vectors_exist():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _count_vectors(url):
+            time.sleep(0.2)
+        cluster.remove_node(victim)
+
+    killer = threading.Thread(target=kill_when_vectors_exist)
+    killer.start()
+    try:
+        first = _curate(monkeypatch, home, url, "embed", "--engine", "ray", "--json", code=None)
+    finally:
+        killer.join()
+        workers[-1] = cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
+        cluster.wait_for_nodes()
+    assert first.exit_code in (0, 1), first.output
+    _json(monkeypatch, home, url, "embed", "--engine", "ray")
+    ids = [cid for cid, _ in _vectors(url)]
+    traffic = _traffic_ids(url)
+    assert len(ids) == len(set(ids)) and set(ids) == traffic and len(traffic) > 0
+
+
+def _tiny_reward_model(tmp_path, oasst_file) -> str:
+    """A MiniLM reward model trained for two steps on real oasst1 pairs: real weights to score with, in seconds."""
+    from loops.reward import TrainConfig, train
+    from loops.reward.devset import oasst_pairs
+    from reward_support import TINY
+
+    data = tmp_path / "pairs" / "train.jsonl"
+    data.parent.mkdir()
+    data.write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in oasst_pairs(oasst_file)[:32]))
+    train(data.parent, tmp_path / "model", config=TrainConfig(**TINY), progress=False)
+    return str(tmp_path / "model")
+
+
+def _count_vectors(url) -> int:
+    try:
+        return len(_vectors(url))
+    except sa.exc.ProgrammingError:  # the table does not exist yet
+        return 0
+
+
+def _traffic_ids(url) -> set[str]:
+    from curation.store.tables import conversations, is_traffic
+
+    store = _store(url)
+    with store.connect() as conn:
+        ids = set(conn.execute(sa.select(conversations.c.id).where(is_traffic())).scalars())
+    store.dispose()
+    return ids
+
+
+def _rewards(url) -> dict[str, float]:
+    from curation.store.failure_tables import rewards
+
+    store = _store(url)
+    with store.connect() as conn:
+        out = dict(conn.execute(sa.select(rewards.c.conversation_id, rewards.c.reward)).all())
+    store.dispose()
+    return out
+
+
+def _failure_scores(url) -> dict[str, tuple[float, str]]:
+    from curation.store.failure_tables import failure_scores
+
+    store = _store(url)
+    with store.connect() as conn:
+        out = {cid: (score, signals) for cid, score, signals in conn.execute(
+            sa.select(failure_scores.c.conversation_id, failure_scores.c.failure_score, failure_scores.c.signals))}
+    store.dispose()
+    return out
