@@ -139,12 +139,33 @@ def test_decoder_base_uses_its_chat_template(dev, tmp_path):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
-def test_gpu_path_bf16_gradient_checkpointing(dev, tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gpu_path_bf16_gradient_checkpointing(dev, tmp_path, lora):
+    """A decoder base on the GPU: bf16 and gradient checkpointing by default and when asked for, with and without
+    LoRA; the saved model scores on the GPU like the float32 CPU copy of the same weights."""
+    import torch
+
     base = tiny_decoder(tmp_path / "decoder")
-    train(dev / "pairs", tmp_path / "gpu", base=str(base), config=TrainConfig(**TINY), progress=False)
-    history = json.loads((tmp_path / "gpu" / "curate_reward.json").read_text())["history"]["pairwise"]
+    cfg = TrainConfig(**TINY, lora=lora)
+    train(dev / "pairs", tmp_path / "auto", base=str(base), config=cfg, progress=False)
+    history = json.loads((tmp_path / "auto" / "curate_reward.json").read_text())["history"]["pairwise"]
     assert history["device"].startswith("cuda") and history["gradient_checkpointing"]
-    assert history["bf16"] == __import__("torch").cuda.is_bf16_supported()
+    assert history["bf16"] == torch.cuda.is_bf16_supported()
+    if not torch.cuda.is_bf16_supported():
+        return
+    asked = TrainConfig(**{**vars(cfg), "bf16": True, "gradient_checkpointing": True})
+    train(dev / "pairs", tmp_path / "asked", base=str(base), config=asked, progress=False)
+    meta = json.loads((tmp_path / "asked" / "curate_reward.json").read_text())
+    assert meta["history"]["pairwise"]["bf16"] and meta["history"]["pairwise"]["gradient_checkpointing"]
+    assert (meta["adapter"] or {}).get("merged", True)  # LoRA merged at save time
+    pairs = [orjson.loads(line) for line in (dev / "pairs" / "test.jsonl").read_bytes().splitlines()[:6]]
+    rm = RewardModel(tmp_path / "asked")
+    assert rm.device == "cuda" and rm.backend == "torch"
+    on_gpu, _ = rm.score([p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs])
+    rm.model.to("cpu")
+    rm.device = "cpu"
+    on_cpu, _ = rm.score([p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs])
+    np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-3)
 
 
 def _negated_copy(src, dst):
