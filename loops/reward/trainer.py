@@ -55,11 +55,17 @@ def train(
     `ratings` is the `curate export ratings` folder the regression-then-bt recipe starts from. With `store`, the
     model is registered as a candidate. `trunk_memo` (a dict the caller keeps) carries the frozen layers' outputs
     from one call to the next, for callers that train many models on the same texts (benchmarks, cross-validation). Returns {"model", "loss", "train_pairs", "eval_accuracy", "seconds", …}.
+
+    `config.num_processes` > 1 (or `config.accelerate_config`) launches the training on several processes
+    (`distributed`) and returns rank 0's result. Inside a launch every rank trains; rank 0 saves, evaluates and
+    returns the result, the other ranks return {"rank": r}.
     """
     cfg = dataclasses.replace(config or TrainConfig(), loss=loss, **({"base": base} if base else {}))
     if cfg.loss not in LOSSES:
         raise InputError(f"unknown loss {cfg.loss!r}; use one of {', '.join(LOSSES)}")
     base_name = cfg.base or default_base()
+    if Path(base_name).is_dir():  # recorded in curate_reward.json: a kept adapter is loaded on it from anywhere
+        base_name = str(Path(base_name).absolute())
     out = Path(out)
     rank, world = process_rank()
     if cfg.batch_size % (n := world if world > 1 else cfg.num_processes):
