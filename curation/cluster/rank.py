@@ -28,6 +28,11 @@ from curation.store.tables import conversations
 MIN_USERS = 5
 ALPHA = 0.05
 
+# Aggregates over every assignment group by `cluster_id + 0`, so that SQLite reads the table in order and groups in
+# a temporary tree: grouping by the bare column, it walks the cluster_id index instead, a random row access per
+# assignment (5–7× slower at 300,000 rows; at 10M it would not fit the time). PostgreSQL plans both alike.
+_CLUSTER = (cluster_assignments.c.cluster_id + 0).label("cluster_id")
+
 
 def wilson(failures: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
     """The Wilson score interval of a binomial proportion (good at small n and at rates near 0 or 1), elementwise;
@@ -50,14 +55,14 @@ def cluster_stats(store: Store, threshold: float = DEFAULT_THRESHOLD) -> dict[in
     else:
         scores, failed = failure_scores, sa.case((failure_scores.c.failure_score >= threshold, 1), else_=0)
     query = (
-        sa.select(cluster_assignments.c.cluster_id, sa.func.count(), sa.func.sum(failed),
-                  sa.func.sum(cluster_assignments.c.novel))
+        sa.select(_CLUSTER, sa.func.count(), sa.func.sum(failed), sa.func.sum(cluster_assignments.c.novel))
         .select_from(cluster_assignments.outerjoin(
             scores, scores.c.conversation_id == cluster_assignments.c.conversation_id))
-        .group_by(cluster_assignments.c.cluster_id)
+        .group_by(_CLUSTER)
     )
     with store.connect() as conn:
         return {cid: (int(n), int(round(f or 0)), int(nv or 0)) for cid, n, f, nv in conn.execute(query)}
+
 
 
 def has_user_ids(store: Store) -> bool:
@@ -69,9 +74,9 @@ def has_user_ids(store: Store) -> bool:
 
 def distinct_users(store: Store) -> dict[int, int]:
     """Distinct user ids per cluster, over the current assignments (the privacy threshold's count)."""
-    query = (sa.select(cluster_assignments.c.cluster_id, sa.func.count(sa.distinct(conversations.c.user_hash)))
+    query = (sa.select(_CLUSTER, sa.func.count(sa.distinct(conversations.c.user_hash)))
              .select_from(cluster_assignments.join(conversations, conversations.c.id == cluster_assignments.c.conversation_id))
-             .group_by(cluster_assignments.c.cluster_id))
+             .group_by(_CLUSTER))
     with store.connect() as conn:
         return dict(conn.execute(query).all())
 

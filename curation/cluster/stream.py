@@ -104,15 +104,29 @@ class Picks:
         self.sim = np.empty(0, dtype=np.float32)
         self.key = np.empty(0, dtype=np.uint32)
         self.ids = np.empty(0, dtype=object)
+        self.least_sim = np.full(k, -np.inf, dtype=np.float32)  # while a cluster has fewer picks, anything enters
+        self.most_key = np.full(k, np.iinfo(np.uint32).max, dtype=np.uint64) + 1
 
     def add(self, ids: list[str], index: np.ndarray, sim: np.ndarray) -> None:
         key = np.fromiter((zlib.crc32(i.encode(), self.seed) for i in ids), dtype=np.uint32, count=len(ids))
-        cluster = np.concatenate([self.cluster, index])
-        sims = np.concatenate([self.sim, sim])
-        keys = np.concatenate([self.key, key])
+        # only rows that beat a cluster's current last pick can enter it: a cheap filter before the sort
+        rows = np.flatnonzero((sim > self.least_sim[index]) | (key < self.most_key[index]))
+        cluster = np.concatenate([self.cluster, index[rows]])
+        sims = np.concatenate([self.sim, sim[rows]])
+        keys = np.concatenate([self.key, key[rows]])
         keep = _first(cluster, -sims, self.central) | _first(cluster, keys, 2 * self.central)
         self.cluster, self.sim, self.key = cluster[keep], sims[keep], keys[keep]
-        self.ids = np.concatenate([self.ids, np.array(ids, dtype=object)])[keep]
+        self.ids = np.concatenate([self.ids, np.array(ids, dtype=object)[rows]])[keep]
+        full = np.bincount(self.cluster, minlength=self.k) >= 2 * self.central
+        self.least_sim = np.full(self.k, -np.inf, dtype=np.float32)
+        self.most_key = np.full(self.k, np.iinfo(np.uint32).max, dtype=np.uint64) + 1
+        top = _first(self.cluster, -self.sim, self.central)
+        np.minimum.at(self.least_sim, self.cluster[top], self.sim[top])
+        sample = _first(self.cluster, self.key, 2 * self.central)
+        most = np.zeros(self.k, dtype=np.uint64)
+        np.maximum.at(most, self.cluster[sample], self.key[sample].astype(np.uint64))
+        self.least_sim[~full] = -np.inf
+        self.most_key[full] = most[full]
 
     def chosen(self, n_examples: int) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
         """({cluster: ids for keywords, most central first}, {cluster: its `n_examples` most central ids})."""
