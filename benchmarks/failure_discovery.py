@@ -1,6 +1,6 @@
 """Failure discovery: do the highest failure scores point at bad replies, better than counting thumbs-down?
 
-    python benchmarks/failure_discovery.py [--sets oasst,arena,sample] [--sample-n 3000]
+    python benchmarks/failure_discovery.py [--sets oasst,arena,sample] [--sample-n 3000] [--seeds 0 1 2 3 4] [--quick]
 
 Every ranking is printed beside the naive one in the same run: the count of explicit negative feedback on the rated
 reply (thumbs-down + red flags, with their counts), what a team without Curate would sort by. Each set is ingested into
@@ -13,6 +13,13 @@ a fresh store and scored with the default detectors and weights, which see messa
   labels: naive ranks every conversation equal, so this shows only what the rest (the reply heuristics) picks out.
 Lift@k = the failure share among the top k over the base rate; ties are broken at random in expectation (a tied group
 straddling k contributes its average), for both rankings alike, so no ranking gains from the order of ids.
+
+Then the learning curve (benchmarks/failure_learning.py, unless --no-curve): on oasst1 (and on sample traffic with
+its generated truth when `sample` is in --sets), 3 rounds of 100 ratings routed by the default mix and by
+failure-first only, imported and refitted; per round the scorer's lift@100 among the conversations not yet rated
+beside the naive ranking's on the same conversations, and, on a fixed held-out part (30% of the conversations, whole
+oasst1 trees, never routed), lift@30 and average precision beside naive's. Mean and median over --seeds.
+--quick: seeds 0 1 2 and a 1,000-conversation sample (a few minutes).
 """
 from __future__ import annotations
 
@@ -130,6 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="oasst,arena,sample")
     parser.add_argument("--sample-n", type=int, default=3000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the learning curve")
+    parser.add_argument("--quick", action="store_true", help="learning curve over seeds 0 1 2 only")
+    parser.add_argument("--no-curve", action="store_true", help="skip the learning curve")
     args = parser.parse_args()
     from curation.ingest import ingest
     from curation.sample import write_jsonl
@@ -154,7 +164,28 @@ def main() -> None:
                 arena_report(store, seconds)
             else:
                 report(name, store, oasst_truth if name == "oasst" else sample_truth, seconds)
+    if not args.no_curve:
+        learning_curves(["oasst", *(["sample"] if "sample" in args.sets.split(",") else [])],
+                        [0, 1, 2] if args.quick else args.seeds, 1000 if args.quick else min(args.sample_n, 2000))
     print(f"\nload average {os.getloadavg()[0]:.1f} at end")
+
+
+def learning_curves(datasets: list[str], seeds: list[int], sample_n: int) -> None:
+    """The learning curve of the failure model, for the default routing mix and failure-first only, each beside the
+    naive ranking on the same conversations (benchmarks/failure_learning.py does the simulation)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from failure_learning import MIX_NAMES, mixes, prepare, print_curve, run_mix
+
+    known = mixes()
+    for dataset in datasets:
+        with tempfile.TemporaryDirectory() as base:
+            low, tree, rates, line = prepare(base, dataset, sample_n)
+            print(f"\nlearning curve, {line}; 3 rounds of 100 routed ratings; seeds {' '.join(map(str, seeds))}")
+            for name in ("default", "failure-first"):
+                print_curve(f"{dataset}, {MIX_NAMES[name]}", run_mix(base, known[name], seeds, 3, 100, 100, low, tree, 0.3, 30, rates),
+                            100)
 
 
 if __name__ == "__main__":
