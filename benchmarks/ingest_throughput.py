@@ -1,19 +1,23 @@
 """Ingest throughput and peak memory: generated JSONL (3 user turns each) → the store, beside the raw floor.
 
     .venv/bin/python benchmarks/ingest_throughput.py --n 1000000
-    .venv/bin/python benchmarks/ingest_throughput.py --n 200000 --database-url postgresql+psycopg://postgres@127.0.0.1:55432/bench
+    .venv/bin/python benchmarks/ingest_throughput.py --n 1000000 --database-url postgresql+psycopg://postgres@127.0.0.1:55432/postgres
 
-Each configuration runs in a fresh home as a subprocess; peak RSS is the largest sum of RSS over the process and its
-workers, sampled every 50 ms, and CPU time is theirs (user + system; the database server's, for PostgreSQL, is not
-in it). Configurations, all on the same file in the same run:
+Each configuration runs in a fresh home as a subprocess; on PostgreSQL also in a fresh database that it creates on
+the server of `--database-url` and drops afterwards (the URL's own database only serves to create it). Peak RSS is
+the largest sum of RSS over the process and its workers, sampled every 50 ms, and CPU time is theirs (user +
+system). The PostgreSQL server's CPU time is printed apart: that of all its processes during the run, so it includes
+whatever else the server did meanwhile. Configurations, all on the same file in the same run:
 - floor: orjson-parse every line and insert the same conversation and feedback rows in the same batches, with no
-  validation, ids, timestamps, hashing or accounting: what the parser and the database cost by themselves;
+  validation, ids, timestamps, hashing or accounting: what the parser and the database cost by themselves (on
+  PostgreSQL through COPY, as ingest does; with `--inserts`, also through multi-row INSERTs, the path before COPY);
 - curate: `curate ingest FILE --json`, the default settings;
 - with `--workers 2`, also `CURATE_INGEST_WORKERS=2` (validation in worker processes).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 import psutil
@@ -49,11 +54,16 @@ def run(cmd: list[str], env: dict) -> tuple[dict, float, float, float]:
     return orjson.loads(out.splitlines()[-1]), seconds, peak / 2**20, sum(cpu.values())
 
 
-def floor(path: str) -> None:
-    """The raw floor (run in its own process): parse, then insert the rows as they are, one transaction per batch."""
+def floor(path: str, copy: bool = True) -> None:
+    """The raw floor (run in its own process): parse, then insert the rows as they are, one transaction per batch;
+    without `copy`, PostgreSQL gets multi-row INSERTs as before COPY (`insert_tuples` below COPY_MIN_ROWS)."""
+    import curation.store
     from curation.ingest import COLUMNS, FB_COLUMNS
     from curation.store import Store, insert_tuples, utcnow
     from curation.store.tables import conversations, feedback
+
+    if not copy:
+        curation.store.COPY_MIN_ROWS = 1 << 62
 
     store = Store.open()
     dumps, loads = orjson.dumps, orjson.loads
@@ -81,17 +91,52 @@ def floor(path: str) -> None:
     print(orjson.dumps({"ingested": n}).decode())
 
 
+@contextlib.contextmanager
+def fresh_database(url: str | None, name: str) -> Iterator[str | None]:
+    """A new, empty database on the server of `url` (dropped afterwards), and its URL; None for SQLite."""
+    if not url:
+        yield None
+        return
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+
+def server_cpu() -> float:
+    """User + system CPU seconds of the PostgreSQL server processes on this machine (0 where there are none), with
+    those of its backends that ended already (the postmaster waited for them, so they count as its children's)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if proc.info["name"] in ("postgres", "postmaster") and times is not None:
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--database-url", default=None, help="benchmark PostgreSQL instead of SQLite")
+    parser.add_argument("--database-url", default=None,
+                        help="benchmark PostgreSQL instead of SQLite: a fresh database per configuration on this server")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--workers", type=int, default=1, help="also run with this many validating worker processes")
     parser.add_argument("--only", choices=("floor", "curate"), default=None, help="run one configuration")
     parser.add_argument("--floor", metavar="FILE", help=argparse.SUPPRESS)  # the floor's own process
+    parser.add_argument("--floor-inserts", action="store_true", help=argparse.SUPPRESS)  # … without COPY
+    parser.add_argument("--inserts", action="store_true",
+                        help="PostgreSQL: also run the floor with multi-row INSERTs instead of COPY (the path before COPY)")
     args = parser.parse_args()
     if args.floor:
-        floor(args.floor)
+        floor(args.floor, copy=not args.floor_inserts)
         return
     from curation.sample import write_jsonl
 
@@ -104,31 +149,33 @@ def main() -> None:
         print(f"generated {args.n:,} conversations ({data.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f}s")
     backend = "postgresql" if args.database_url else "sqlite"
     configs = [("floor: parse + insert, no validation", "floor", 1), ("curate ingest (default)", "curate", 1)]
+    if args.inserts and args.database_url:
+        configs.insert(0, ("floor: parse + multi-row INSERTs (no COPY)", "floor-inserts", 1))
     if args.workers > 1:
         configs.append((f"curate ingest, {args.workers} worker processes", "curate", args.workers))
     print(f"cores: {os.cpu_count()}  backend: {backend}  load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for label, kind, workers in configs:
-        if args.only and kind != args.only:
+        if args.only and kind.split("-")[0] != args.only:
             continue
         home = work / f"home-{kind}-{workers}"
         shutil.rmtree(home, ignore_errors=True)
         env = {**os.environ, "CURATE_HOME": str(home), "CURATE_INGEST_WORKERS": str(workers), "HF_HUB_OFFLINE": "1"}
-        if args.database_url:
-            import sqlalchemy as sa
-
-            engine = sa.create_engine(args.database_url)
-            with engine.begin() as conn:
-                conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-            engine.dispose()
-            env["CURATE_DATABASE_URL"] = args.database_url
-        if kind == "floor":
-            cmd = [sys.executable, __file__, "--floor", str(data)]
+        if kind.startswith("floor"):
+            cmd = [sys.executable, __file__, "--floor", str(data), *(["--floor-inserts"] if kind == "floor-inserts" else [])]
         else:
             cmd = [sys.executable, "-m", "curation.cli.main", "ingest", str(data), "--json"]
-        summary, seconds, peak_mb, cpu = run(cmd, env)
+        load = os.getloadavg()[0]
+        with fresh_database(args.database_url, f"curate_bench_{os.getpid()}_{kind.replace('-', '_')}_{workers}") as url:
+            if url:
+                env["CURATE_DATABASE_URL"] = url
+            server = server_cpu()
+            summary, seconds, peak_mb, cpu = run(cmd, env)
+            server = server_cpu() - server
         assert summary["ingested"] == args.n, summary
+        extra = f", server CPU {server / args.n * 1e6:.0f} µs/conversation" if url else ""
         print(f"{label}: {args.n / seconds:,.0f} conversations/s wall ({seconds:.1f}s), "
-              f"CPU {cpu / args.n * 1e6:.0f} µs/conversation, peak RSS {peak_mb:.0f} MiB [{backend}]", flush=True)
+              f"CPU {cpu / args.n * 1e6:.0f} µs/conversation{extra}, peak RSS {peak_mb:.0f} MiB [{backend}] "
+              f"(load average {load:.2f} → {os.getloadavg()[0]:.2f})", flush=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
