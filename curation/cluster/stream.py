@@ -12,7 +12,8 @@ Assignment is a pure function of numpy arrays, so any executor can run it:
         -> iterator of (ids, (index, similarity, novel)), in chunk order
 
 `executor` is anything with concurrent.futures' `submit(fn, *args) -> Future`. At most `window` chunks (default
-2 × workers) are in flight, so memory stays bounded by window × chunk whatever the store holds. The default is a
+2 × workers) are in flight and `READ_AHEAD` more read, so memory stays bounded by chunks × chunk size whatever the
+store holds. The default is a
 thread pool with one thread per core and BLAS held to one thread each (numpy's matmul releases the GIL). Ray plugs
 in with an object whose submit runs the same function as a task (`ObjectRef.future()` is a concurrent.futures
 Future):
@@ -37,6 +38,7 @@ from curation.cluster.model import k_ceiling, nearest, normalise
 ROWS_PER_CLUSTER = 200
 SAMPLE_MIN = 100_000
 SAMPLE_MAX = 500_000
+READ_AHEAD = 2  # chunks read from the store while the caller handles the current one
 
 
 def sample_size(n: int, k: int | str = "auto") -> int:
@@ -80,7 +82,7 @@ def assign_chunks(chunks: Iterable[tuple[Any, np.ndarray]], centroids: np.ndarra
     try:
         # one BLAS thread per worker: the workers already fill the cores
         with threadpool_limits(1 if own else None, user_api="blas"):
-            for payload, X in chunks:
+            for payload, X in read_ahead(chunks, READ_AHEAD):
                 pending.append((payload, executor.submit(assign_chunk, centroids, radius, X)))
                 if len(pending) >= window:
                     payload, future = pending.popleft()
@@ -91,6 +93,20 @@ def assign_chunks(chunks: Iterable[tuple[Any, np.ndarray]], centroids: np.ndarra
     finally:
         if own:
             executor.shutdown(cancel_futures=True)
+
+
+def read_ahead(items: Iterable, depth: int) -> Iterator:
+    """`items`, produced by one thread up to `depth` ahead: reading the next chunk from the store (the driver releases
+    the GIL while it steps) overlaps with what the caller does with this one (writing its assignments)."""
+    source, done = iter(items), object()
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curate-read-ahead")
+    try:
+        ahead = deque(reader.submit(next, source, done) for _ in range(depth))
+        while (item := ahead.popleft().result()) is not done:
+            ahead.append(reader.submit(next, source, done))
+            yield item
+    finally:
+        reader.shutdown(cancel_futures=True)
 
 
 class Picks:
