@@ -93,8 +93,8 @@ def ranking(store) -> tuple[str, dict[str, float]]:
 
 
 def trees(store) -> dict[str, str]:
-    """{conversation_id: its oasst1 tree (the first message's text)}: a held-out split by tree keeps every reply to
-    the same prompt, and every follow-up in the same thread, on one side."""
+    """{conversation_id: its tree (the first message's text; on oasst1, the conversation tree)}: a held-out split by
+    tree keeps every reply to the same prompt, and every follow-up in the same thread, on one side."""
     with store.connect() as conn:
         return {cid: orjson.loads(messages)[0].get("content", "") if orjson.loads(messages) else cid
                 for cid, messages in conn.execute(sa.text("SELECT id, messages FROM conversations"))}
@@ -109,7 +109,8 @@ def held_out_split(low: dict[str, bool], tree: dict[str, str], share: float, see
 
 
 def average_precision(scores: np.ndarray, y: np.ndarray) -> float:
-    """Average precision with ties at their expected value (a tied group counts as one step, as in scikit-learn)."""
+    """scikit-learn's average precision: a tied group counts as one step (close to, not exactly, its expected value
+    under a random order within the tie), the same for every ranking compared."""
     from sklearn.metrics import average_precision_score
 
     return float(average_precision_score(y, scores))
