@@ -81,6 +81,20 @@ def test_cluster_rate_is_out_of_fold_and_the_model_clones():
         assert not set(groups[tr]) & set(groups[te])
 
 
+def test_the_fit_starts_from_the_prior():
+    """Few ratings, six noise features: the prior's weaker penalty keeps the fit's ranking close to the prior's."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    n = 80
+    prior = rng.random(n)
+    y = (rng.random(n) < 0.1 + 0.5 * prior).astype(int)
+    X = np.column_stack([prior, rng.normal(size=(n, 6)), np.full(n, -1), rng.normal(size=(n, 4))])
+    follows = {e: spearmanr(FailureModel(n_tabular=7, prior_emphasis=e).fit(X, y).predict_proba(X)[:, 1], prior).statistic
+               for e in (1.0, 10.0)}
+    assert FailureModel().prior_emphasis == 10.0 and follows[10.0] > 0.8 > follows[1.0] + 0.2
+
+
 def test_fit_gate_record_and_refit(oasst_store):
     store = oasst_store
     labels = oasst_ratings(store)
