@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from curation.cli.common import SEED, home_option, json_option, reports
+from curation.cli.engine import engine_options, engine_usage
 
 min_users_option = click.option(
     "--min-users", type=click.IntRange(1), default=5, show_default=True,
@@ -40,21 +41,28 @@ def _k(value: str) -> int | str:
 @click.option("--failure-rule", default=None,
               help="Which ratings count as failures for the learned failure model, e.g. 'helpfulness <= 1 or "
                    "correctness <= 1' (the default; env CURATE_FAILURE_RULE, curate.toml [failure_model] rule).")
+@engine_options
 @home_option
 @json_option
 @reports
-def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, failure_rule, home, as_json):
+def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, failure_rule, engine, ray_address, home,
+            as_json):
     """Score failure signals and cluster the embedded conversations; cluster ids survive later runs."""
     from curation.cluster import LLMLabeller, make_labeller
     from curation.cluster import cluster as run_cluster
+    from curation.signals import score_failures
     from curation.store import Store
 
     store = Store.open(home)
     namer = make_labeller(store, kind=labeller, url=llm_url, model=llm_model)
     if (llm_url or llm_model) and not isinstance(namer, LLMLabeller):
         raise click.UsageError("--llm-url and --llm-model apply to the llm labeller only; add --labeller llm")
+    with engine_usage():  # failure scoring is the per-conversation part: it runs on the engine, clustering here
+        scoring = score_failures(store, engine=engine, address=ray_address)
     result = run_cluster(store, k=k, algorithm=algorithm, seed=seed, space=space,
-                         refit="auto" if refit is None else refit, labeller=namer)
+                         refit="auto" if refit is None else refit, labeller=namer, score=False)
+    if "workers" in scoring:
+        result["engine"] = {"kind": "ray", "workers": scoring["workers"]}
     verb = "re-clustered into" if result["refit"] else "extended"
     human = (f"{verb} {result['clusters']} clusters: {result['assigned']} assignments written, "
              f"{result['novel']} novel, in {result['seconds']}s (run {result['run_id']})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from curation.cli.common import SEED, home_option, json_option, reports
+from curation.cli.engine import engine_options
 from loops.reward_config import LOSSES, TrainConfig
 
 _TRAIN = TrainConfig()
@@ -160,13 +161,18 @@ def promote(version, gate, tolerance, force, home, as_json):
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default="auto", show_default=True,
               help="onnx (int8 weights) or openvino: export the model once (kept beside it), score faster on a CPU. "
                    "auto: torch on a GPU, else onnx when installed.")
+@engine_options
 @home_option
 @json_option
 @reports
-def score(model, batch_size, backend, home, as_json):
+def score(model, batch_size, backend, engine, ray_address, home, as_json):
     """Score conversations not yet scored by this model; stores the reward (and attributes) in `rewards`."""
+    from curation.cli.engine import engine_usage
     from curation.store import Store
     from loops.reward import score as run_score
 
-    r = run_score(Store.open(home), model=model, batch_size=batch_size, backend=backend)
-    return r, f"scored {r['scored']:,} conversations with {r['model_version']} ({r['per_second']} conv/s)"
+    with engine_usage():
+        r = run_score(Store.open(home), model=model, batch_size=batch_size, backend=backend, engine=engine,
+                      address=ray_address)
+    workers = f" on {r['workers']} Ray workers" if "workers" in r else ""
+    return r, f"scored {r['scored']:,} conversations with {r['model_version']} ({r['per_second']} conv/s){workers}"

@@ -184,7 +184,7 @@ def _views(store: Store, ids: list[str], version: str | None, sorted_rewards: np
         ):
             events.setdefault(cid, []).append({"type": kind, "value": loads(value), "turn": turn, "at": at})
         reward_of = dict(conn.execute(sa.select(rewards.c.conversation_id, rewards.c.reward).where(
-            rewards.c.model_version == version, rewards.c.conversation_id.in_(ids)))) if version is not None else {}
+            rewards.c.model_version == version, rewards.c.conversation_id.in_(ids))).all()) if version is not None else {}
     views = []
     for cid, messages in rows:
         reward = reward_of.get(cid)

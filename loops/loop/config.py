@@ -43,6 +43,14 @@ class Embed:
 
 
 @dataclass
+class Engine:
+    kind: str = _f("", "where embed, score and the failure scoring run: local or ray; empty = curate.toml [engine], "
+                       "else local (env CURATE_ENGINE_KIND beats this file)", ("", "local", "ray"))
+    address: str = _f("", "Ray cluster for kind = \"ray\": \"auto\" or \"ray://HOST:10001\"; empty = curate.toml "
+                          "[engine], else $RAY_ADDRESS (env CURATE_ENGINE_ADDRESS beats this file)")
+
+
+@dataclass
 class Cluster:
     k: str = _f("auto", "number of clusters, or auto")
     algorithm: str = _f("kmeans", "clustering algorithm", ("kmeans", "hdbscan"))
@@ -95,6 +103,7 @@ class LoopConfig:
     name: str = _f("nightly", "loop name: runs and locks are per name")
     sources: Sources = field(default_factory=Sources)
     embed: Embed = field(default_factory=Embed)
+    engine: Engine = field(default_factory=Engine)
     cluster: Cluster = field(default_factory=Cluster)
     annotate: Annotate = field(default_factory=Annotate)
     # candidates for pairs (annotations.generate): when this names endpoints the push step generates; without a
@@ -124,6 +133,10 @@ def _environment(config: LoopConfig) -> LoopConfig:
         value = os.environ.get(f"CURATE_EMBED_{f.name.upper()}")
         if value:
             setattr(config.embed, f.name, _check(value, str, f, f"CURATE_EMBED_{f.name.upper()}", f"embed.{f.name}"))
+    for f in fields(Engine):
+        value = os.environ.get(f"CURATE_ENGINE_{f.name.upper()}")
+        if value:
+            setattr(config.engine, f.name, _check(value, str, f, f"CURATE_ENGINE_{f.name.upper()}", f"engine.{f.name}"))
     return config
 
 

@@ -74,15 +74,23 @@ def embed(ctx: RunContext) -> dict:
     from curation.embed import embed as run_embed
 
     cfg = ctx.config.embed
-    return run_embed(ctx.store, model=cfg.model or None, backend=cfg.backend, view=cfg.view, progress=ctx.progress)
+    return run_embed(ctx.store, model=cfg.model or None, backend=cfg.backend, view=cfg.view, progress=ctx.progress,
+                     **_engine(ctx))
+
+
+def _engine(ctx: RunContext) -> dict:
+    """The loop file's [engine] as keyword arguments; empty values leave curate.toml and the environment to decide."""
+    return {"engine": ctx.config.engine.kind or None, "address": ctx.config.engine.address or None}
 
 
 def cluster(ctx: RunContext) -> dict:
     from curation.cluster import cluster as run_cluster
+    from curation.signals import score_failures
 
     cfg = ctx.config.cluster
     k = cfg.k if cfg.k == "auto" else int(cfg.k)
-    return run_cluster(ctx.store, k=k, algorithm=cfg.algorithm, seed=cfg.seed, progress=ctx.progress)
+    score_failures(ctx.store, progress=ctx.progress, **_engine(ctx))  # on the engine; clustering runs here
+    return run_cluster(ctx.store, k=k, algorithm=cfg.algorithm, seed=cfg.seed, progress=ctx.progress, score=False)
 
 
 def score(ctx: RunContext) -> dict:
@@ -93,14 +101,15 @@ def score(ctx: RunContext) -> dict:
     champion = registry.champion(ctx.store)
     if champion is None:
         raise StepSkipped("no champion reward model yet")
-    return {**run_score(ctx.store, model=champion["version"], progress=ctx.progress), "model": champion["version"]}
+    return {**run_score(ctx.store, model=champion["version"], progress=ctx.progress, **_engine(ctx)),
+            "model": champion["version"]}
 
 
 def flag(ctx: RunContext) -> dict:
     from curation.cluster import rank_clusters
     from curation.signals import score_failures
 
-    figures = score_failures(ctx.store, progress=ctx.progress)
+    figures = score_failures(ctx.store, progress=ctx.progress, **_engine(ctx))
     ranked = rank_clusters(ctx.store, top=5)
     figures["top_clusters"] = [{k: r.get(k) for k in ("id", "label", "size", "failure_rate", "lift")} for r in ranked]
     return figures
