@@ -194,8 +194,8 @@ def test_a_worker_node_lost_mid_embed_leaves_one_vector_per_conversation(pg_home
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not _count_vectors(url):
             time.sleep(0.05)
-        cluster.remove_node(victim)
         at_kill.append(_count_vectors(url))
+        cluster.remove_node(victim)
 
     killer = threading.Thread(target=kill_when_vectors_exist)
     killer.start()
@@ -206,7 +206,7 @@ def test_a_worker_node_lost_mid_embed_leaves_one_vector_per_conversation(pg_home
         workers[-1] = cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
         cluster.wait_for_nodes()
     assert first.exit_code in (0, 1), first.output  # the other worker finishes the lost chunk, or a rerun does
-    assert 0 < at_kill[0] < THREADS  # the node went away in the middle of the run
+    assert 0 < at_kill[0] < THREADS  # the node was taken away in the middle of the run
     _json(monkeypatch, home, url, "embed", "--engine", "ray")
     ids = [cid for cid, _ in _vectors(url)]
     traffic = _traffic_ids(url)
