@@ -152,3 +152,26 @@ def test_streamed_hdbscan_assigns_every_row(store, algorithm):
     result = cluster(store, algorithm=algorithm, sample=400)
     assert result["streamed"] and result["assigned"] == len(ids)
     assert nmi(y, labels_of(store, ids)) > 0.8
+
+
+def test_ray_tasks_assign_as_the_thread_pool_does():
+    ray = pytest.importorskip("ray")
+    from curation.cluster.stream import RayExecutor
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(3_000, 16)).astype(np.float32)
+    C = normalise_rows(X[:12])
+    radius = np.full(12, 0.2, dtype=np.float32)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        parts = [r for _, r in assign_chunks(((s, X[s : s + 500]) for s in range(0, 3_000, 500)), C, radius,
+                                             executor=RayExecutor())]
+    finally:
+        ray.shutdown()
+    whole = assign_chunk(C, radius, X)
+    for k in range(3):
+        assert np.array_equal(np.concatenate([p[k] for p in parts]), whole[k])
+
+
+def normalise_rows(X):
+    return X / np.linalg.norm(X, axis=1, keepdims=True)

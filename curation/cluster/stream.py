@@ -14,13 +14,11 @@ Assignment is a pure function of numpy arrays, so any executor can run it:
 `executor` is anything with concurrent.futures' `submit(fn, *args) -> Future`. At most `window` chunks (default
 2 × workers) are in flight and `READ_AHEAD` more read, so memory stays bounded by chunks × chunk size whatever the
 store holds. The default is a
-thread pool with one thread per core and BLAS held to one thread each (numpy's matmul releases the GIL). Ray plugs
-in with an object whose submit runs the same function as a task (`ObjectRef.future()` is a concurrent.futures
-Future):
+thread pool with one thread per core and BLAS held to one thread each (numpy's matmul releases the GIL).
+`RayExecutor` below runs the same function as Ray tasks (`ObjectRef.future()` is a concurrent.futures Future):
 
-    class RayExecutor:
-        def submit(self, fn, *args):
-            return ray.remote(fn).remote(*args).future()
+    ray.init(address="auto")
+    cluster(store, executor=RayExecutor())
 """
 from __future__ import annotations
 
@@ -165,3 +163,20 @@ def _first(groups: np.ndarray, order: np.ndarray, m: int) -> np.ndarray:
     mask = np.zeros(len(groups), dtype=bool)
     mask[rows[rank < m]] = True
     return mask
+
+
+class RayExecutor:
+    """`submit` for `assign_chunks` (and `cluster(executor=...)`) that runs each chunk as a Ray task on the cluster
+    this process is connected to (`ray.init(address=...)` first); install with `pip install 'curate[ray]'`."""
+
+    def __init__(self, num_cpus: float = 1):
+        import ray
+
+        self.num_cpus = num_cpus
+        self._ray = ray
+        self._remote: dict = {}
+
+    def submit(self, fn, *args):
+        if fn not in self._remote:
+            self._remote[fn] = self._ray.remote(num_cpus=self.num_cpus)(fn)
+        return self._remote[fn].remote(*args).future()
