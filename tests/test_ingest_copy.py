@@ -162,3 +162,31 @@ def test_a_fault_in_the_middle_of_a_batch_leaves_nothing_of_it(store, tmp_path, 
     again = ingest(store, [path], progress=False)
     assert (again["duplicates"], again["ingested"]) == (200, 800)
     assert store.count(conversations) == 1_000
+
+
+def test_insert_tuples_keeps_bytes_floats_and_integers_exactly(store):
+    """Other stages insert through the same helper: binary (every byte value), floats and integers come back equal."""
+    from curation.store.failure_tables import clusters
+
+    columns = ("id", "label", "centroid", "radius", "size")
+    floats = [0.1, 1 / 3, 1e-300, -0.0, 2.5e15, -7.25]
+    rows = [(i, AWKWARD[i % len(AWKWARD)], bytes(range(256))[i % 256:] + b"\x00\t\n\\", floats[i % len(floats)] * i,
+             2**31 - 1 - i) for i in range(COPY_MIN_ROWS + 20)]
+    with store.begin() as conn:
+        assert insert_tuples(conn, clusters, columns, rows) == len(rows)
+    with store.connect() as conn:
+        stored = [tuple(row) for row in conn.execute(sa.select(*[clusters.c[c] for c in columns]).order_by(clusters.c.id))]
+    assert stored == rows
+
+
+def test_a_value_copy_refuses_raises_the_error_sqlalchemy_would(store):
+    """Callers catch SQLAlchemy's errors: one raised inside COPY comes as one too, without the rows in its text."""
+    from curation.store.failure_tables import clusters
+
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite stores any integer in an INTEGER column")
+    rows = [(i, f"secret {i}", None, None, 2**40 if i == 150 else i) for i in range(COPY_MIN_ROWS + 100)]
+    with pytest.raises(sa.exc.DataError, match="out of range") as caught, store.begin() as conn:
+        insert_tuples(conn, clusters, ("id", "label", "centroid", "radius", "size"), rows)
+    assert "secret" not in str(caught.value)
+    assert store.count(clusters) == 0
