@@ -105,19 +105,22 @@ def _clean(store) -> None:
             conn.execute(table.delete())
 
 
-def ours(folder: Path, sample: int | None = None) -> dict:
-    """`cluster(store)` as the CLI runs it; `sample` (--today) forces the in-memory path of before."""
+def ours(folder: Path, sample: int | None = None, again: bool = False) -> dict:
+    """`cluster(store)` as the CLI runs it; `sample` (--today) forces the in-memory path of before; `again`
+    (--extend) runs on the clusters the last step left, so that it extends them."""
     from curation.cluster import cluster, rank_clusters
     from curation.store import Store
 
     store = Store.open(folder / "home")
-    _clean(store)
+    if not again:
+        _clean(store)
     started = time.perf_counter()
     result = cluster(store, score=False, progress=False, sample=sample)
     clustered = time.perf_counter() - started
     rows = rank_clusters(store, top=20)
     total = time.perf_counter() - started
-    return {"clusters": result["clusters"], "streamed": result.get("streamed", False),
+    return {"clusters": result["clusters"], "refit": result["refit"], "assigned": result["assigned"],
+            "novel": result["novel"], "streamed": result.get("streamed", False),
             "sample": result.get("sample"), "cluster_seconds": round(clustered, 1), "total_seconds": round(total, 1),
             "top_label": rows[0]["label"], "top_lift": rows[0]["lift"], "nmi_vs_generated_topics": _nmi(store, folder)}
 
@@ -165,8 +168,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--today", action="store_true", help="also run the in-memory path of before (all vectors loaded)")
     parser.add_argument("--baseline", action="store_true", help="also run UMAP(5-d)+HDBSCAN on the same vectors")
+    parser.add_argument("--extend", action="store_true", help="then run cluster again on its clusters (an extend)")
     parser.add_argument("--setup-only", action="store_true", help="write the store and stop")
-    parser.add_argument("--step", choices=["setup", "ours", "today", "baseline"])
+    parser.add_argument("--step", choices=["setup", "ours", "today", "extend", "baseline"])
     parser.add_argument("--folder")
     parser.add_argument("--keep", help="set up in this folder and keep it; a later run with the same --keep reuses it")
     args = parser.parse_args()
@@ -178,7 +182,8 @@ def main() -> None:
         elif args.step == "baseline":
             result = baseline(folder)
         else:
-            result = ours(folder, sample=len(np.load(folder / "topic.npy")) if args.step == "today" else None)
+            result = ours(folder, sample=len(np.load(folder / "topic.npy")) if args.step == "today" else None,
+                          again=args.step == "extend")
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print(json.dumps(result))
         return
@@ -198,6 +203,8 @@ def main() -> None:
         print(f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
         mine = measured("ours", folder)
         print(f"curate cluster (k=auto, kmeans) + rank: {json.dumps(mine)}", flush=True)
+        if args.extend:
+            print(f"the same again, extending its clusters: {json.dumps(measured('extend', folder))}", flush=True)
         for flag, step, title in ((args.today, "today", "in-memory path of before"),
                                   (args.baseline, "baseline", "UMAP(5-d)+HDBSCAN (BERTopic defaults)")):
             if flag:

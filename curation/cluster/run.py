@@ -146,7 +146,7 @@ def _streamed(store, space, n, size, *, k, algorithm, seed, clusterer, reducer, 
         except _Drifted:
             pass
         else:
-            index, sim, picks = _stored_assignments(store, space, old["ids"], seed)
+            index, sim, picks = _stored_assignments(store, old["ids"], seed)
             return _streamed_result(store, old["ids"], old["centroids"], index, sim, picks, changed, novel, False)
     S = stream.sample_rows(store, space, n, size, seed)
     model = clusterer if clusterer is not None else make_clusterer(algorithm, k, seed, n_population=n)
@@ -207,8 +207,8 @@ def _extend_streamed(store, space, space_id, old, run_id, executor, limit) -> tu
     return written, int(novel)
 
 
-def _stored_assignments(store, space, ids_of, seed):
-    """Every current assignment of the space's conversations, a page at a time: (cluster index, similarity, picks)."""
+def _stored_assignments(store, ids_of, seed):
+    """Every current assignment to the clusters `ids_of`, a page at a time: (cluster index, similarity, picks)."""
     position = {cid: i for i, cid in enumerate(ids_of)}
     index, sim = [], []
     picks = stream.Picks(len(ids_of), LABEL_DOCS // 2, seed)
