@@ -29,7 +29,7 @@ SPACE = "generated|last_turn|none"
 
 
 def setup(n: int, n_ratings: int, home: Path) -> None:
-    from cluster_scale import generate
+    from cluster_scale import BLOCK, block, topics
 
     from annotations.tables import ratings
     from curation.store import Store, dumps, utcnow
@@ -37,7 +37,10 @@ def setup(n: int, n_ratings: int, home: Path) -> None:
     from curation.store.failure_tables import cluster_assignments, failure_scores
     from curation.store.tables import conversations, feedback
 
-    X, topic, fails = generate(n)
+    topic, centres, failing = topics(n)  # cluster_scale's generated topics, made block by block
+    X, fails = np.empty((n, centres.shape[1]), dtype=np.float32), np.empty(n, dtype=bool)
+    for start in range(0, n, BLOCK):
+        X[start : start + BLOCK], fails[start : start + BLOCK] = block(start, topic, centres, failing)
     rng = np.random.default_rng(1)
     store = Store.open(home)
     now = utcnow()
