@@ -1,6 +1,6 @@
 """DDP on CPUs: the same 5,000 pairs trained by 1 process and by N processes (gloo), same base, seed and epochs.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/reward_ddp.py [--pairs 5000] [--epochs 1] [--processes 2]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/reward_ddp.py [--pairs 5000] [--epochs 1] [--processes 2] [--many-first]
 
 Run it under `flock` with the other timed benchmarks, so that timed runs never overlap.
 
@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--many-first", action="store_true",
+                    help="run the N-process training first (the load of a shared machine drifts: run both orders)")
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="reward-ddp-"))
@@ -89,8 +91,8 @@ def main() -> None:
           f"MiniLM, {args.epochs:g} epoch(s), batch {args.batch_size}, seed {args.seed}; {os.cpu_count()} CPUs",
           flush=True)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-    one = run(work / "data", work / "p1", cfg)
-    many = run(work / "data", work / f"p{args.processes}", TrainConfig(**{**vars(cfg), "num_processes": args.processes}))
+    runs = [(work / "p1", cfg), (work / f"p{args.processes}", TrainConfig(**{**vars(cfg), "num_processes": args.processes}))]
+    one, many = [run(work / "data", out, c) for out, c in (runs[::-1] if args.many_first else runs)][::-1 if args.many_first else 1]
     diff = many["accuracy"] - one["accuracy"]
     print(f"held-out accuracy: 1 process {one['accuracy']:.4f}, {args.processes} processes {many['accuracy']:.4f}, "
           f"difference {diff:+.4f} ({'within' if abs(diff) <= 0.02 else 'OUTSIDE'} ±0.02); wall time "
