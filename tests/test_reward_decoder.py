@@ -7,7 +7,9 @@ launching, saving, loading, scoring, the gate), not accuracy (benchmarks/reward_
 from __future__ import annotations
 
 import json
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -196,3 +198,63 @@ def test_exported_backends_refuse_a_decoder(lora_runs, work):
         RewardModel(work / "lora-merged", backend="onnx")
     with pytest.raises(InputError, match="--backend torch"):
         RewardModel(work / "lora-kept", backend="openvino")
+
+
+@pytest.fixture
+def ray_on_postgres(tmp_path, monkeypatch):
+    """A `cli` whose home is on a fresh schema of the test PostgreSQL, and a Ray cluster of 2 one-CPU nodes (the one
+    tests/test_engine_ray.py started when it ran first in this session). Like that file, it does not use the
+    `database_url` fixture, so the PostgreSQL pass of `make test` does not run it again."""
+    from conftest import Cli
+
+    import subprocess
+    import uuid
+
+    import sqlalchemy as sa
+
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'curate[ray]'")
+    url = os.environ.get("CURATE_TEST_DATABASE_URL") or subprocess.run(
+        [str(Path(__file__).resolve().parent.parent / "scripts" / "test-postgres.sh")], capture_output=True,
+        text=True, check=False).stdout.strip()
+    if not url:
+        pytest.skip("no PostgreSQL for the Ray test (CURATE_TEST_DATABASE_URL or scripts/test-postgres.sh)")
+    schema, admin = "dec_" + uuid.uuid4().hex[:12], sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    monkeypatch.setenv("CURATE_DATABASE_URL", f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}")
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    cluster = None
+    if not ray.is_initialized():
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 << 20})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        cluster.wait_for_nodes()
+    yield Cli(tmp_path / "home")
+    if cluster is not None:
+        ray.shutdown()
+        cluster.shutdown()
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+@pytest.mark.ray
+def test_ray_engine_scores_with_a_kept_adapter_as_the_local_path_does(lora_runs, work, ray_on_postgres, tmp_path):
+    cli = ray_on_postgres
+    pairs = [orjson.loads(line) for line in (work / "pairs" / "test.jsonl").read_bytes().splitlines()]
+    cli.json("ingest", write([{"id": f"c{i}", "messages": p["prompt"] + p["chosen"]} for i, p in enumerate(pairs)],
+                             tmp_path / "traffic.jsonl"))
+    on_ray = cli.json("reward", "score", "--model", work / "lora-kept", "--engine", "ray")
+    assert on_ray["scored"] == len(pairs) and on_ray["engine"] == "ray"
+    import sqlalchemy as sa
+
+    from curation.store import Store
+    from curation.store.failure_tables import rewards
+
+    with Store.open(cli.home).connect() as conn:
+        stored = dict(conn.execute(sa.select(rewards.c.conversation_id, rewards.c.reward)).all())
+    local, _ = RewardModel(work / "lora-kept").score([p["prompt"] for p in pairs], [p["chosen"][0] for p in pairs])
+    np.testing.assert_allclose([stored[f"c{i}"] for i in range(len(pairs))], local, rtol=1e-5, atol=1e-5)
