@@ -263,3 +263,33 @@ def _failure_scores(url) -> dict[str, tuple[float, str]]:
             sa.select(failure_scores.c.conversation_id, failure_scores.c.failure_score, failure_scores.c.signals))}
     store.dispose()
     return out
+
+
+def test_cluster_streams_its_assignment_on_ray_with_the_local_result(pair, monkeypatch):
+    """Past the sample size, `curate cluster --engine ray` assigns the streamed chunks as Ray tasks; the partition
+    equals the local thread pool's on the same vectors."""
+    partitions = []
+    for (home, url), engine in zip(pair, ("local", "ray")):
+        _json(monkeypatch, home, url, "embed")
+        monkeypatch.setattr("curation.cluster.run.STREAM_CHUNK", 32)  # several chunks from 160 conversations
+        out = _json(monkeypatch, home, url, "cluster", "--k", "4", "--sample-size", "60", "--engine", engine)
+        assert out["streamed"] and out["sample"] == 60
+        if engine == "ray":
+            assert out["engine"]["kind"] == "ray" and out["engine"]["assignment_tasks"] >= 2
+        else:
+            assert "engine" not in out
+        partitions.append(_partition(url))
+    assert partitions[0] == partitions[1] and len(partitions[0]) == 4
+
+
+def _partition(url) -> set[frozenset[str]]:
+    from curation.store.failure_tables import cluster_assignments
+
+    store = _store(url)
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(cluster_assignments.c.cluster_id, cluster_assignments.c.conversation_id)).all()
+    store.dispose()
+    groups: dict = {}
+    for cluster_id, cid in rows:
+        groups.setdefault(cluster_id, set()).add(cid)
+    return {frozenset(g) for g in groups.values()}

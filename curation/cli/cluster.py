@@ -41,15 +41,19 @@ def _k(value: str) -> int | str:
 @click.option("--failure-rule", default=None,
               help="Which ratings count as failures for the learned failure model, e.g. 'helpfulness <= 1 or "
                    "correctness <= 1' (the default; env CURATE_FAILURE_RULE, curate.toml [failure_model] rule).")
+@click.option("--sample-size", type=click.IntRange(2), default=None,
+              help="Fit on this many sampled vectors and stream the rest through the assignment, chunk by chunk "
+                   "(default: 200 per cluster at the finest k tried, 100,000 to 500,000; docs/concepts-failures.md).")
 @engine_options
 @home_option
 @json_option
 @reports
-def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, failure_rule, engine, ray_address, home,
-            as_json):
+def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, failure_rule, sample_size, engine, ray_address,
+            home, as_json):
     """Score failure signals and cluster the embedded conversations; cluster ids survive later runs."""
     from curation.cluster import LLMLabeller, make_labeller
     from curation.cluster import cluster as run_cluster
+    from curation.engine import assignment_executor
     from curation.signals import score_failures
     from curation.store import Store
 
@@ -57,12 +61,14 @@ def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, fail
     namer = make_labeller(store, kind=labeller, url=llm_url, model=llm_model)
     if (llm_url or llm_model) and not isinstance(namer, LLMLabeller):
         raise click.UsageError("--llm-url and --llm-model apply to the llm labeller only; add --labeller llm")
-    with engine_usage():  # failure scoring is the per-conversation part: it runs on the engine, clustering here
+    with engine_usage():  # the per-conversation parts run on the engine: failure scoring, and the streamed assignment
         scoring = score_failures(store, engine=engine, address=ray_address)
-    result = run_cluster(store, k=k, algorithm=algorithm, seed=seed, space=space,
-                         refit="auto" if refit is None else refit, labeller=namer, score=False)
-    if "workers" in scoring:
-        result["engine"] = {"kind": "ray", "workers": scoring["workers"]}
+        with assignment_executor(store, engine, ray_address) as executor:
+            result = run_cluster(store, k=k, algorithm=algorithm, seed=seed, space=space,
+                                 refit="auto" if refit is None else refit, labeller=namer, score=False,
+                                 sample=sample_size, executor=executor)
+    if "workers" in scoring:  # Ray: the actors that scored, and the tasks of the streamed assignment (0 unstreamed)
+        result["engine"] = {"kind": "ray", "workers": scoring["workers"], "assignment_tasks": executor.submitted}
     verb = "re-clustered into" if result["refit"] else "extended"
     human = (f"{verb} {result['clusters']} clusters: {result['assigned']} assignments written, "
              f"{result['novel']} novel, in {result['seconds']}s (run {result['run_id']})")

@@ -173,10 +173,12 @@ class RayExecutor:
         import ray
 
         self.num_cpus = num_cpus
+        self.submitted = 0  # tasks sent to the cluster: what `curate cluster --json` reports
         self._ray = ray
         self._remote: dict = {}
 
     def submit(self, fn, *args):
+        self.submitted += 1
         if fn not in self._remote:
             self._remote[fn] = self._ray.remote(num_cpus=self.num_cpus)(fn)
         return self._remote[fn].remote(*args).future()

@@ -6,10 +6,11 @@ command (precedence: option > environment > curate.toml > default). Ray is impor
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from curation.config import layered, load_config_file
 from curation.errors import ConfigError, CurateError
@@ -57,3 +58,24 @@ def resolve_engine(store: Any, engine: str | None = None, address: str | None = 
         if importlib.util.find_spec("ray") is None:
             raise RayMissingError("--engine ray needs Ray: pip install 'curate[ray]'")
     return settings
+
+
+@contextlib.contextmanager
+def assignment_executor(store: Any, engine: str | None = None, address: str | None = None) -> Iterator[Any]:
+    """What runs `curate cluster`'s streamed assignment (`curation.cluster.stream`): None, the local thread pool, or
+    Ray tasks on the engine's cluster (connected here, and disconnected after if this call connected)."""
+    settings = resolve_engine(store, engine, address)
+    if settings.kind != "ray":
+        yield None
+        return
+    import ray
+
+    from curation.cluster.stream import RayExecutor
+    from curation.engine.ray_pool import connect
+
+    started = connect(settings.address)
+    try:
+        yield RayExecutor()
+    finally:
+        if started:
+            ray.shutdown()

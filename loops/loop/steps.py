@@ -85,12 +85,15 @@ def _engine(ctx: RunContext) -> dict:
 
 def cluster(ctx: RunContext) -> dict:
     from curation.cluster import cluster as run_cluster
+    from curation.engine import assignment_executor
     from curation.signals import score_failures
 
     cfg = ctx.config.cluster
     k = cfg.k if cfg.k == "auto" else int(cfg.k)
-    score_failures(ctx.store, progress=ctx.progress, **_engine(ctx))  # on the engine; clustering runs here
-    return run_cluster(ctx.store, k=k, algorithm=cfg.algorithm, seed=cfg.seed, progress=ctx.progress, score=False)
+    score_failures(ctx.store, progress=ctx.progress, **_engine(ctx))  # on the engine, as the streamed assignment
+    with assignment_executor(ctx.store, **_engine(ctx)) as executor:
+        return run_cluster(ctx.store, k=k, algorithm=cfg.algorithm, seed=cfg.seed, progress=ctx.progress, score=False,
+                           executor=executor)
 
 
 def score(ctx: RunContext) -> dict:
