@@ -293,3 +293,31 @@ def _partition(url) -> set[frozenset[str]]:
     for cluster_id, cid in rows:
         groups.setdefault(cluster_id, set()).add(cid)
     return {frozenset(g) for g in groups.values()}
+
+
+def test_a_driver_killed_mid_embed_leaves_one_vector_per_conversation(pg_homes, monkeypatch, oasst_file, tmp_path,
+                                                                      ray_cluster):
+    """`curate embed --engine ray` in its own process, SIGKILLed once some chunks are written: its actors die with it,
+    and the rerun writes exactly the missing vectors."""
+    import signal
+    import sys
+
+    cluster, _ = ray_cluster
+    home, url = pg_homes("driver")
+    _ingest(monkeypatch, home, url, oasst_file, tmp_path)
+    env = {**os.environ, "CURATE_HOME": str(home), "CURATE_DATABASE_URL": url, "CURATE_EMBED_CHUNK_SIZE": str(CHUNK)}
+    driver = subprocess.Popen([sys.executable, "-c", "from curation.cli.main import main; main()", "embed",
+                               "--engine", "ray", "--ray-address", cluster.address, "--json"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, at_kill = time.monotonic() + 180, 0
+    while time.monotonic() < deadline and driver.poll() is None and not (at_kill := _count_vectors(url)):
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    out, err = driver.communicate()
+    assert driver.returncode == -signal.SIGKILL, (driver.returncode, out, err)  # killed, not finished
+    assert 0 < at_kill < THREADS
+    rerun = _json(monkeypatch, home, url, "embed", "--engine", "ray")
+    ids = [cid for cid, _ in _vectors(url)]
+    traffic = _traffic_ids(url)
+    assert len(ids) == len(set(ids)) and set(ids) == traffic and len(traffic) > 0
+    assert rerun["embedded"] == len(traffic) - rerun["skipped"] and rerun["skipped"] >= at_kill
