@@ -3,7 +3,7 @@
 `launch` writes the call (data, out, config, ratings) to a JSON file and runs
 
     python -m accelerate.commands.launch --multi_gpu --num_processes N --num_machines 1 --main_process_port PORT \\
-        --mixed_precision no --dynamo_backend no [--num_cpu_threads_per_process T] -m loops.reward.distributed FILE
+        --mixed_precision no --dynamo_backend no [--num_cpu_threads_per_process T] -m loops.reward.launched FILE
 
 `--multi_gpu` names accelerate's torchrun launcher: without CUDA each process binds to the CPU and the process group
 uses gloo; with GPUs it is one process per GPU and nccl. An `accelerate config` file (`--accelerate-config`: DeepSpeed
@@ -50,7 +50,7 @@ def command(spec: Path, cfg: TrainConfig) -> list[str]:
         elif cfg.num_processes > torch.cuda.device_count():
             raise InputError(f"--num-processes {cfg.num_processes} is more than the {torch.cuda.device_count()} "
                              "GPUs here; use one process per GPU")
-    return cmd + ["-m", "loops.reward.distributed", str(spec)]
+    return cmd + ["-m", "loops.reward.launched", str(spec)]
 
 
 def launch(data: str | Path, out: str | Path, cfg: TrainConfig, ratings: str | Path | None = None,
@@ -88,30 +88,7 @@ def launch(data: str | Path, out: str | Path, cfg: TrainConfig, ratings: str | P
                              "its last lines: " + " | ".join(tail))
 
 
-def main(spec_file: str) -> None:
-    """A launched process: train as `spec_file` says; rank 0 writes the result, a Curate error is written back."""
-    from loops.reward.trainer import process_rank, train
-
-    spec = json.loads(Path(spec_file).read_text())
-    config = spec["config"]
-    if config.get("lora_target_modules"):
-        config["lora_target_modules"] = tuple(config["lora_target_modules"])
-    rank, _ = process_rank()
-    try:
-        result = train(spec["data"], spec["out"], config=TrainConfig(**config), loss=config["loss"],
-                       ratings=spec["ratings"], progress=spec["progress"])
-    except CurateError as exc:
-        Path(spec["errors"], f"error-{rank}.json").write_text(json.dumps({"error": str(exc)}))
-        raise SystemExit(1) from None
-    if rank == 0:
-        Path(spec["result"]).write_text(json.dumps(result, default=str))
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])
