@@ -120,7 +120,7 @@ def run(store: Store, job: Callable[[Store, list[str]], dict], where: sa.ColumnE
                         raise RayRunError("every Ray worker died; finished chunks are kept, run the same command "
                                           "again to resume") from None
                     continue
-                _add(totals, counts)
+                add_counts(totals, counts)
                 bar.update(len(ids))
                 idle.append(actor)
     finally:
@@ -131,9 +131,10 @@ def run(store: Store, job: Callable[[Store, list[str]], dict], where: sa.ColumnE
     return {**totals, "workers": workers}
 
 
-def _add(totals: dict, counts: dict) -> None:
+def add_counts(totals: dict, counts: dict) -> None:
+    """Add a job's counts into `totals`: numbers summed, dicts of numbers summed per key (both engines use it)."""
     for key, value in counts.items():
         if isinstance(value, dict):
-            _add(totals.setdefault(key, {}), value)
+            add_counts(totals.setdefault(key, {}), value)
         else:
             totals[key] = totals.get(key, 0) + value

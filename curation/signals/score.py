@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from curation.config import load_config_file
 from curation.engine import resolve_engine
-from curation.engine.ray_pool import id_pages
+from curation.engine.ray_pool import add_counts, id_pages
 from curation.errors import ConfigError
 from curation.signals.base import ConversationView, Detector, Signal
 from curation.signals.feedback import feedback_detectors
@@ -90,7 +90,7 @@ def score_failures(store: Store, detectors: list[Detector] | None = None, weight
             counts = {}
             with tqdm(total=total, desc="scoring", unit="conv", disable=None if progress is None else not progress) as bar:
                 for ids in id_pages(store, None, BATCH):
-                    _add(counts, job(store, ids))
+                    add_counts(counts, job(store, ids))
                     bar.update(len(ids))
         scored, failures = counts.get("scored", 0), counts.get("failures", 0)
         summary = {"scored": scored, "failures": int(failures), "failure_rate": failures / scored if scored else 0.0,
@@ -134,14 +134,6 @@ class _FailureJob:
                 conn.execute(failure_scores.delete().where(failure_scores.c.conversation_id.in_(done)))
                 conn.execute(failure_scores.insert(), rows)
         return {"scored": len(rows), "failures": int(failures), "signals": counts}
-
-
-def _add(totals: dict, counts: dict) -> None:
-    for key, value in counts.items():
-        if isinstance(value, dict):
-            _add(totals.setdefault(key, {}), value)
-        else:
-            totals[key] = totals.get(key, 0) + value
 
 
 def _reward_version(store: Store, version: str | None) -> str | None:
