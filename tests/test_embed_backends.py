@@ -60,3 +60,18 @@ def test_openvino_int8_calibrates_on_local_text_offline(tmp_path, texts, monkeyp
     cosine = (vectors * reference(texts)).sum(axis=1)
     assert cosine.mean() >= 0.98
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_openvino_with_fewer_threads_than_cores_does_not_pin_them(tmp_path, monkeypatch):
+    """One Ray worker per CPU runs a one-thread embedder each; pinned, every worker's thread sat on core 0 (2 workers
+    on 2 cores embedded 160 texts/s together, one alone 166). The compiled model must leave them unpinned."""
+    import os
+
+    monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path / "cache"))
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: nothing to share")
+    one = Embedder(backend="openvino", threads=1)
+    one.encode(["the calibration texts come from the first call"])
+    compiled = one.model_[0].auto_model.request
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False

@@ -210,6 +210,11 @@ class Embedder:
             config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = self.threads
+                # OpenVINO pins its threads to the first cores; processes that each ask for fewer threads than the
+                # machine has (Ray workers, one per CPU) would then all share core 0: 2 one-thread processes
+                # measured 160 texts/s together on 2 cores, one alone 166 (docs/performance.md, "Ray engine")
+                if self.threads < (os.cpu_count() or 1):
+                    config["ENABLE_CPU_PINNING"] = "NO"
             return {"file_name": OPENVINO_FILE, "ov_config": config}
         import onnxruntime
 
