@@ -134,3 +134,14 @@ def test_a_byte_order_mark_in_preference_pairs_is_skipped(tmp_path):
     pair = {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}
     (tmp_path / "pairs.jsonl").write_bytes(codecs.BOM_UTF8 + orjson.dumps(pair) + b"\n")
     assert read_rows(tmp_path / "pairs.jsonl") == [pair]
+
+
+@pytest.mark.parametrize("first", [b"\x1f\x8b", b"\x1f\x8b\x08garbage", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xffjunk"])
+def test_a_plain_file_whose_first_bad_line_looks_like_gzip_is_read_as_text(cli, store, tmp_path, first):
+    """The fuzz test's find: a plain JSONL file whose first (bad) line starts with gzip's magic bytes was taken for a
+    gzip stream, and every line after it was lost. The bad line is quarantined; the good ones are kept."""
+    path = tmp_path / "plain.jsonl"
+    path.write_bytes(first + b"\n" + b"".join(orjson.dumps(chat(i)) + b"\n" for i in range(5)))
+    summary = cli.json("ingest", path)
+    assert summary["read"] == 6 and summary["ingested"] == 5 and summary["quarantined"] == 1, summary
+    assert store.count(conversations) == 5

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -113,14 +114,46 @@ def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None,
                 on_damage: OnDamage | None = None) -> Iterator[tuple[int, bytes]]:
     """(line number, stripped bytes) for each non-blank line; `on_bytes` hears of progress about every MiB.
 
-    A UTF-8 byte order mark at the start is skipped (editors on Windows write one). When a compressed stream breaks
-    off (a truncated or corrupt .gz), the complete lines before the damage have been yielded; then
-    `on_damage(line, reason)` is told the number of the first line lost and why, or without it InputError is raised.
+    A UTF-8 byte order mark at the start is skipped (editors on Windows write one). Gzip is recognised by its
+    header (magic bytes, deflate, no reserved flags), whatever the name; a file not named .gz whose "gzip" stream
+    breaks before its first line is plain text after all (a first line that starts with those bytes), and is read
+    as such. When a compressed stream breaks off (a truncated or corrupt .gz), the complete lines before the damage
+    have been yielded; then `on_damage(line, reason)` is told the number of the first line lost and why, or without
+    it InputError is raised.
     """
+    if _looks_gzip(path):
+        number, plain = 0, False
+        try:
+            for number, raw in _lines(path, True, None):
+                yield number, raw
+        except (OSError, EOFError, zlib.error) as exc:  # what was read stays; say where it broke
+            if not number and not path.endswith(".gz"):
+                plain = True
+                yield from _lines(path, False, on_bytes)  # plain text after all
+                return
+            reason = (f"file truncated after line {number}: {exc}; the lines before it were read, the rest of "
+                      "the file is lost: recompress or re-export it and ingest it again")
+            if on_damage is None:
+                raise InputError(f"{path}: {reason}") from None
+            on_damage(number + 1, reason)
+        finally:
+            if on_bytes is not None and not plain:
+                on_bytes(os.path.getsize(path))
+        return
+    yield from _lines(path, False, on_bytes)
+
+
+def _looks_gzip(path: str) -> bool:
+    """RFC 1952's header: ID1 ID2 = 1f 8b, CM = 8 (deflate), the reserved FLG bits clear."""
     with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
+        head = probe.read(4)
+    return len(head) == 4 and head[:3] == b"\x1f\x8b\x08" and not head[3] & 0xE0
+
+
+def _lines(path: str, gz: bool, on_bytes: Callable[[int], None] | None) -> Iterator[tuple[int, bytes]]:
+    """The lines of a plain or gzip file; `on_bytes` hears of the bytes read (of a gzip file: the caller does it, in
+    the file's compressed bytes)."""
     handle = gzip.open(path, "rb") if gz else open(path, "rb", buffering=1 << 20)
-    number = 0
     unreported = 0
     try:
         if handle.peek(3)[:3] == codecs.BOM_UTF8:
@@ -128,22 +161,16 @@ def jsonl_lines(path: str, on_bytes: Callable[[int], None] | None = None,
         for number, raw in enumerate(handle, 1):
             unreported += len(raw)
             if unreported >= 1 << 20:
-                if on_bytes is not None and not gz:
+                if on_bytes is not None:
                     on_bytes(unreported)
                 unreported = 0
             raw = raw.strip()
             if raw:
                 yield number, raw
-    except (OSError, EOFError) as exc:  # a truncated or corrupt gzip stream: what was read stays, say where it broke
-        reason = (f"file truncated after line {number}: {exc}; the lines before it were read, the rest of the file "
-                  "is lost: recompress or re-export it and ingest it again")
-        if on_damage is None:
-            raise InputError(f"{path}: {reason}") from None
-        on_damage(number + 1, reason)
     finally:
         handle.close()
         if on_bytes is not None:
-            on_bytes(os.path.getsize(path) if gz else unreported)
+            on_bytes(unreported)
 
 
 def _json_reason(raw: bytes, exc: Exception) -> str:
