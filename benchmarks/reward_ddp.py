@@ -25,22 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-OASST = REPO.parent / "shared" / "data" / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reward_train import OASST, write  # the training benchmark's data file and writer (it also sets the offline env)
 
 from curation.cluster.rank import wilson
 from loops.reward import TrainConfig, train
 from loops.reward.devset import oasst_pairs, split_by_tree
-
-
-def write(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
 
 
 def loadavg() -> str:
