@@ -16,7 +16,6 @@ random order per record (`annotations.order`), so annotators cannot tell which o
 from __future__ import annotations
 
 import hashlib
-import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
@@ -29,14 +28,15 @@ from tqdm import tqdm
 from annotations.client import AnnotationError, Connection, connect, map_error
 from annotations.order import shown_swapped
 from annotations.pii import Redactor
+from annotations.suggestions import Suggestions
 from annotations.routing import Pick, Strategy, cluster_labels, get_strategy, load_candidates
 from annotations.tables import annotation_records
-from annotations.template import ATTRIBUTES, VECTOR, build_settings, differences, template
+from annotations.template import VECTOR, build_settings, differences, template
 from curation.config import load_config_file
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.store import Store, existing_ids, insert_rows, loads, utcnow
-from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
+from curation.store.failure_tables import cluster_assignments, failure_scores
 from curation.store.tables import GENERATED, conversations, runs
 
 BATCH = 250  # records per bulk request (the server accepts up to 500); smaller batches lose less to a crash
@@ -44,7 +44,6 @@ DEFAULT_WORKSPACE = "argilla"  # the embedded server's workspace, which annotato
 # RFC 7240: push reads nothing from the bulk answer; the embedded server then skips serialising whole records
 # (a stock Argilla ignores the header and answers in full)
 MINIMAL = {"Prefer": "return=minimal"}
-_AGENT_UNSAFE = re.compile(r"[^a-zA-Z0-9\-_:./ ]")
 
 
 def record_id(conversation_id: str, conversation_id_b: str | None = None) -> str:
@@ -66,6 +65,7 @@ def push(
     batch_size: int = BATCH,
     pairs: bool = False,
     suggestions_from: str | None = None,
+    suggestions: str = "judge",
     progress: bool | None = None,
     resume: bool = True,
     generator: Any = None,
@@ -80,7 +80,8 @@ def push(
     With `pairs`, a chosen conversation that has a sibling (another reply to the same context, e.g. a regenerated
     answer) becomes a two-response record with a preference question.
     `suggestions_from` names the reward model version whose `rewards.attributes` become suggestions (the loop passes
-    its champion); by default the newest version that wrote attributes.
+    its champion); by default the newest version that wrote attributes. `suggestions` ("judge", "reward", "none"):
+    where suggestions come from (annotations.suggestions); "judge" prefers the LLM judge's values, else the reward model's.
     With `pairs` and a `generator`, chosen conversations without a sibling get a generated one first; the result
     then also holds "generated", "generation_failed" and the generator's summary as "generation". `ab_seed` (stored
     in the run) randomises which response of a record with a generated B is shown first.
@@ -107,7 +108,8 @@ def push(
         settings = template(min_submitted=min_submitted, dimensions=dim)
         conn = connection or connect(home=store.home)
         dataset_id, question_ids = ensure_dataset(conn, dataset, workspace or DEFAULT_WORKSPACE, settings)
-        builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space, suggestions_from, ab_seed)
+        builder = _RecordBuilder(store, redactor or Redactor(), question_ids, space,
+                                 Suggestions(store, question_ids, suggestions, suggestions_from), ab_seed)
         pushed, unrateable = _send(store, conn, dataset, dataset_id, picks, builder, batch_size, run_id, progress)
     except BaseException as exc:  # a failed or interrupted run is recorded as failed; its committed batches stay
         store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
@@ -254,15 +256,14 @@ class _RecordBuilder:
     """Turns picks into Argilla record payloads (plain dicts; the SDK's objects cost more than the server's work)."""
 
     def __init__(self, store: Store, redactor: Redactor, question_ids: dict[str, str], space: str | None,
-                 model_version: str | None = None, ab_seed: int = 0):
+                 suggestions: Suggestions, ab_seed: int = 0):
         self.store = store
         self.ab_seed = ab_seed
         self.redactor = redactor
         self.question_ids = question_ids
         self.space = space
         self.labels = cluster_labels(store)
-        self.model_version = model_version or _suggestion_model(store)
-        self.agent = _AGENT_UNSAFE.sub("-", self.model_version)[:200] if self.model_version else None
+        self.suggestions = suggestions
 
     def build(self, picks: list[Pick]) -> tuple[list[dict], list[Pick]]:
         ids = [p.conversation_id for p in picks] + [p.conversation_id_b for p in picks if p.conversation_id_b]
@@ -289,14 +290,7 @@ class _RecordBuilder:
         found: dict[str, Any] = {}
         with self.store.connect() as conn:
             found.update((r.id, r) for r in conn.execute(query))
-            if self.model_version is not None:
-                found_rewards = dict(conn.execute(
-                    sa.select(rewards.c.conversation_id, rewards.c.attributes)
-                    .where(rewards.c.model_version == self.model_version, rewards.c.conversation_id.in_(ids))
-                ).all())
-            else:
-                found_rewards = {}
-        self.rewards = found_rewards
+        self.suggestions.load(ids)
         return found
 
     def _vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
@@ -332,7 +326,7 @@ class _RecordBuilder:
         }
         if vector is not None:
             item["vectors"] = {VECTOR: vector}
-        suggestions = self._suggestions(shown_a)
+        suggestions = self.suggestions.for_conversation(shown_a)
         if suggestions:
             item["suggestions"] = suggestions
         return item
@@ -356,18 +350,6 @@ class _RecordBuilder:
         if row.model:
             meta["model"] = row.model[:200]
         return meta
-
-    def _suggestions(self, conversation_id: str) -> list[dict]:
-        attributes = loads(self.rewards.get(conversation_id)) if self.rewards else None
-        if not isinstance(attributes, dict):
-            return []
-        out = []
-        for name in ATTRIBUTES:
-            value = attributes.get(name)
-            if isinstance(value, (int, float)) and name in self.question_ids and np.isfinite(value):
-                out.append({"question_id": self.question_ids[name], "value": int(min(4, max(0, round(value)))),
-                            "agent": self.agent})
-        return out
 
 
 def _last_assistant(messages: list[dict]) -> int | None:
@@ -419,13 +401,3 @@ def pair_siblings(store: Store, dataset: str, picks: list[Pick], generated: bool
 
 def _fired(signal: Any) -> bool:
     return isinstance(signal, dict) and bool(signal.get("name")) and (signal.get("value") or 0) > 0
-
-
-def _suggestion_model(store: Store) -> str | None:
-    """The reward model whose attribute predictions become suggestions: the newest version that wrote rewards."""
-    with store.connect() as conn:
-        return conn.execute(
-            sa.select(rewards.c.model_version).where(rewards.c.attributes.is_not(None))
-            .order_by(rewards.c.scored_at.desc()).limit(1)
-        ).scalar()
-

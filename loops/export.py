@@ -39,10 +39,13 @@ from annotations.tables import annotation_records, rating_responses, ratings
 from annotations.template import ATTRIBUTES
 from curation.console import quiet
 from curation.errors import CurateError, InputError
+from curation.judge import latest_judgements
 from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import cluster_assignments
 from curation.store.tables import conversations, feedback
 from loops.export_config import RULES, PairRules
+from loops.judge_pairs import SOURCE as JUDGE
+from loops.judge_pairs import judge_pairs
 from loops.reward.data import read_rows, standardize_pair
 from loops.reward.score import split_last_reply
 from loops.simulate import is_simulated, simulated_annotators
@@ -205,6 +208,14 @@ def build_pairs(store: Store, rules: PairRules, dataset: str | None = None) -> t
                                            conversation_id_rejected=down))
     stats["source_runs"] = source_runs
     return pairs, dict(stats)
+
+
+def _judge_pairs(store: Store, rules: PairRules, stats: dict) -> list[dict]:
+    with store.connect() as conn:
+        judged = latest_judgements(conn)
+        units = _units(conn, set(judged))
+    pairs, stats["judge_ties_dropped"] = judge_pairs(judged, units, context_id, _pair, rules.tie_threshold, rules.weights)
+    return pairs
 
 
 def _feedback_labels(conn: sa.Connection) -> dict[str, int]:
@@ -370,8 +381,9 @@ def _finish(store: Store, out: Path, fmt: str, kind: str, train: list[dict], tes
 
 def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: PairRules | None = None,
                        dataset: str | None = None, mix: list[str] | None = None,
-                       push_to_hub: str | None = None, overwrite: bool = False) -> dict:
-    """Write preference pairs (TRL conversational columns + provenance) to `out` (see `check_out`).
+                       push_to_hub: str | None = None, overwrite: bool = False, include_judge: bool = False) -> dict:
+    """Write preference pairs (TRL conversational columns + provenance) to `out` (see `check_out`). With
+    `include_judge`, judge-derived pairs too (loops/judge_pairs.py), each marked source=judge, counted and carded.
 
     Returns {"pairs", "train", "test", "out", "version"}.
     """
@@ -381,6 +393,8 @@ def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: Pa
     run_id = store.start_run("export", {"kind": "preferences", "out": str(out), "format": fmt, **asdict(rules)})
     try:
         pairs, stats = build_pairs(store, rules, dataset)
+        if include_judge:
+            pairs += _judge_pairs(store, rules, stats)
         mixed, mixed_info = _mix(list(mix or []))
         rows = pairs + mixed
         if not rows:
@@ -392,7 +406,8 @@ def export_preferences(store: Store, out: str | Path, fmt: str = "hf", rules: Pa
         manifest = {
             "kind": "preferences", "created_at": utcnow(), "format": fmt, "run_id": run_id, "dataset": dataset,
             "counts": {"pairs": len(rows), "train": len(train), "test": len(test), "by_rule": dict(by_rule),
-                       "contexts": len({r["context_id"] for r in rows}), "simulated": sum(r["simulated"] for r in rows)},
+                       "contexts": len({r["context_id"] for r in rows}), "simulated": sum(r["simulated"] for r in rows),
+                       **({"judge": sum(r["source"] == JUDGE for r in rows)} if include_judge else {})},
             "rules": asdict(rules), "agreement": {k: v for k, v in stats.items() if k != "source_runs"},
             "source_runs": stats.get("source_runs", []), "mixed": mixed_info, "licence": LICENCE_NOTE,
         }
@@ -497,6 +512,9 @@ def _card(kind: str, m: dict) -> str:
             "`simulated` (true when a simulated annotator's rating made the pair: not a person's judgement).", "",
             f"Pairs by rule: {m['counts']['by_rule']}. Rules and thresholds: `{orjson.dumps(m['rules']).decode()}`.", "",
         ]
+        if "judge" in m["counts"]:
+            lines += [f"{m['counts']['judge']} pairs come from the LLM judge, not from people (RLAIF): their "
+                      "`source` = `judge` and `rule` = `judge`, and `annotators` names the judge (model@rubric).", ""]
     else:
         lines += ["Columns: `prompt` (messages), `response` (one assistant message), the HelpSteer2 attributes "
                   f"{', '.join(ATTRIBUTES)} (consensus means, 0–4, null when not rated), and provenance.", ""]

@@ -48,7 +48,7 @@ class _Job:
 
 class Judge:
     """Judges given conversations: `Judge(settings, redact=Redactor().redact).judge(store, ids=... | budget=... |
-    all=True) -> summary`. `redact` (text -> text) is required while `settings.redact` is on; the CLI and the
+    every=True) -> summary`. `redact` (text -> text) is required while `settings.redact` is on; the CLI and the
     loop pass annotations' PII redactor, as push does for Argilla."""
 
     def __init__(self, settings: JudgeSettings, redact: Callable[[str], str] | None = None, rubric: Rubric | None = None):
@@ -66,7 +66,7 @@ class Judge:
     def judge(self, store: Store, ids: Sequence[str] | None = None, budget: int | None = None, every: bool = False,
               progress: bool | None = None) -> dict:
         """Judge what is missing. Returns {"judged", "cached", "failed", "unparseable", "requests", "tokens",
-        "status", "run_id", "skipped", "capped", "errors", "model", "rubric_version"}."""
+        "status", "run_id", "skipped", "capped", "cap", "errors", "models", "rubric_version"}."""
         if sum(x is not None and x is not False for x in (ids, budget, every)) != 1:
             raise CurateError("say what to judge: --budget N, --ids ID... or --all")
         if budget is not None and budget < 0:
@@ -79,6 +79,7 @@ class Judge:
                                            "ids": len(ids) if ids is not None else None, "budget": budget, "all": every})
         state = RunState(settings.stop_after, Budget(settings.max_requests, settings.max_total_tokens))
         counts = {"cached": 0, "skipped": 0}
+        self._unparseable = 0
         try:
             jobs = list(self._jobs(store, rubric, ids, budget, counts))
             self._run(store, jobs, state, rubric, run_id, progress)
