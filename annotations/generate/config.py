@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from curation.config import layered, load_config_file
+from curation.config import convert, env_value, layered, load_config_file
 from curation.errors import ConfigError
 
 
@@ -91,7 +91,11 @@ class GenerateSettings:
         section = load_config_file(home).get("generate", {})
         if not isinstance(section, dict):
             raise ConfigError("curate.toml [generate] must be a table")
-        values = layered(section, "generate", [f.name for f in fields(cls)], _ENV, overrides)
+        # environment values are converted here, so that an error names the variable, not curate.toml
+        env = {name: convert(value, type(getattr(cls, name)), f"{var} (generate {name})")
+               for name, var in _ENV.items() if (value := env_value(var)) is not None}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values = layered(section, "generate", [f.name for f in fields(cls)], {}, {**env, **given})
         if endpoints is not None:
             values["endpoints"] = endpoints
         return cls(**_typed(cls, values, "curate.toml [generate]"))
