@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from annotations.push import record_id
 from curation.ingest import ingest
 from curation.judge import ATTRIBUTES, latest_judgements
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store import dumps, utcnow
 from curation.store.failure_tables import rewards
 from curation.store.tables import conversations
