@@ -1,6 +1,6 @@
 """Tables of the annotation stage: what was pushed, every raw response, and the per-record consensus.
 
-Created by migration 0004. A record id is derived from the conversation id(s) (`annotations.push.record_id`), and the
+Created by migration 0004. A record id is derived from the conversation id(s) (`annotations.record_builder.record_id`), and the
 same id is the Argilla record's `external_id`, so a re-push or a resumed push adds nothing. A conversation is routed
 to one dataset at most: annotation budget is not spent twice on it.
 """
