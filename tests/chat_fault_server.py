@@ -4,7 +4,7 @@ Each request takes the next action of its `plan` (then `default`):
   "ok"    a JSON chat completion with `usage`
   "sse"   the answer as an SSE stream without `usage` or `[DONE]`, as `transformers serve` 4.57 sends it
   "429"   429 with `Retry-After: <retry_after>`
-  "500"   500 with an OpenAI-style error body
+  "500"   500 with an OpenAI-style error body ("401" likewise: a refused key)
   "503"   503 with `Retry-After: <retry_after>`
   "judge" a judge's answer: the five HelpSteer2 attributes as JSON, derived from a hash of the conversation
   "fenced" the same judgement in a ```json block between sentences of prose
@@ -91,6 +91,8 @@ def _handler(server: FaultServer) -> type:
             if action == "429":
                 return self._send(429, "application/json", b'{"error": {"message": "slow down"}}',
                                   {"Retry-After": server.retry_after})
+            if action == "401":
+                return self._send(401, "application/json", b'{"error": {"message": "invalid api key"}}')
             if action == "500":
                 return self._send(500, "application/json", b'{"error": {"message": "injected 500"}}')
             if action == "503":

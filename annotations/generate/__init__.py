@@ -23,8 +23,10 @@ import sqlalchemy as sa
 
 from annotations.generate.config import Endpoint, GenerateSettings, public_url
 from annotations.pii import Redactor
+from curation.config import IngestSettings
 from curation.endpoints import Budget, Capped, ChatClient, Completion, EndpointError, RunState, api_keys, run_batched
 from curation.errors import CurateError
+from curation.ingest.records import Limits, Reject, check_messages
 from curation.messages import content_text, last_reply_index
 from curation.store import Store, dumps, existing_ids, insert_rows, loads, utcnow
 from curation.store.tables import GENERATED, conversations
@@ -73,7 +75,8 @@ class Generator:
                                     "settings": _public_settings(settings)}) as run:
             run.progress = lambda: state.summary("generated")
             jobs, wanted, existing, skipped = self._jobs(store, conversation_ids)
-            self._run(store, jobs, state, run.id, keys, progress)
+            ingest = IngestSettings.resolve(store.home)  # a candidate must be one that ingest would store
+            self._run(store, jobs, state, run.id, keys, Limits(ingest.max_messages, ingest.max_chars), progress)
             result = {"conversations": wanted, **state.summary("generated"), "existing": existing, "skipped": skipped,
                       "run_id": run.id}
             result["status"] = "partial" if result["failed"] or result["capped"] else "done"
@@ -110,7 +113,7 @@ class Generator:
         return [j for j in planned if j.id not in done], wanted, len(done), skipped
 
     def _run(self, store: Store, jobs: list[_Job], state: RunState, run_id: str, keys: dict[str, str | None],
-             progress: bool | None) -> None:
+             limits: Limits, progress: bool | None) -> None:
         if not jobs:
             return
         stop = threading.Event()
@@ -121,19 +124,24 @@ class Generator:
             return None if completion is None else _row(job, completion, run_id, self.settings)
 
         try:
-            run_batched(jobs, lambda job: self._one(client, state, job), keep, lambda rows: _flush(store, rows),
+            run_batched(jobs, lambda job: self._one(client, state, job, limits), keep, lambda rows: _flush(store, rows),
                         self.settings.concurrency, flush_rows=FLUSH_ROWS, flush_s=FLUSH_S, name="generate",
                         unit="cand", progress=progress)
         finally:
             stop.set()
             client.close()
 
-    def _one(self, client: ChatClient, state: RunState, job: _Job) -> Completion | Exception:
+    def _one(self, client: ChatClient, state: RunState, job: _Job, limits: Limits) -> Completion | Exception:
         """Runs in a worker: the completion, or the exception that stopped it (never raises)."""
         if state.stopped(job.endpoint.key):
             return EndpointError("endpoint no longer called in this run")
         try:
-            return client.complete(job.endpoint, job.sent, job.seed)
+            completion = client.complete(job.endpoint, job.sent, job.seed)
+            try:  # the size limits of ingest ([ingest] max_chars, max_messages) hold for what is generated too
+                check_messages([*job.context, {"role": "assistant", "content": completion.text}], limits)
+            except Reject as exc:
+                return EndpointError(f"the reply is not stored: {exc}")
+            return completion
         except (EndpointError, Capped) as exc:
             return exc
         except Exception as exc:  # an unexpected fault fails this candidate, not the run

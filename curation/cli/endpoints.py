@@ -11,6 +11,8 @@ def endpoint_options(section: str) -> Callable:
     options = [
         click.option("--url", default=None, help=f"One endpoint's API base URL instead of curate.toml [[{section}.endpoints]]."),
         click.option("--model", default=None, help="The model name to request from --url."),
+        click.option("--api-key-env", default=None, metavar="NAME",
+                     help="The environment variable holding --url's API key (sent as a Bearer token; never stored)."),
         click.option("--concurrency", type=click.IntRange(1), default=None, help="Requests in flight at once (default 8)."),
         click.option("--max-requests", type=click.IntRange(0), default=None, help="Cap on requests in this run, retries included."),
         click.option("--max-total-tokens", type=click.IntRange(0), default=None, help="Cap on tokens in this run."),
@@ -25,15 +27,19 @@ def endpoint_options(section: str) -> Callable:
     return decorate
 
 
-def endpoint_settings(cls: Any, home: str | None, url: str | None, model: str | None, **overrides: Any) -> Any:
-    """`cls` (an EndpointSettings) from curate.toml with the command line's overrides; `url` + `model` replace the
-    file's endpoints, with the section's endpoint defaults."""
+def endpoint_settings(cls: Any, home: str | None, url: str | None, model: str | None, api_key_env: str | None = None,
+                      **overrides: Any) -> Any:
+    """`cls` (an EndpointSettings) from curate.toml with the command line's overrides; `url` + `model` (+
+    `api_key_env`) replace the file's endpoints, with the section's endpoint defaults."""
     from curation.config import resolve_home
     from curation.endpoints import Endpoint, check_endpoint
 
     if bool(url) != bool(model):
         raise click.UsageError(f"give both the endpoint's URL and its model name, or neither (then curate.toml [{cls.SECTION}])")
+    if api_key_env and not url:
+        raise click.UsageError("--api-key-env names the key variable of --url; give --url and --model with it")
     endpoints = None
     if url:
-        endpoints = [check_endpoint(Endpoint(url=url, model=model, **cls.ENDPOINT_DEFAULTS), "the command-line endpoint")]
+        endpoint = Endpoint(url=url, model=model, api_key_env=api_key_env or "", **cls.ENDPOINT_DEFAULTS)
+        endpoints = [check_endpoint(endpoint, "the command-line endpoint")]
     return cls.resolve(resolve_home(home), endpoints=endpoints, **overrides).require_endpoints()

@@ -8,11 +8,13 @@ from curation.cli.endpoints import endpoint_options, endpoint_settings
 from curation.errors import CurateError
 
 
-def generate_settings(home: str | None, url: str | None, model: str | None, **overrides):
-    """curate.toml `[generate]` with the command line's overrides; `url` + `model` replace its endpoints."""
+def generate_settings(home: str | None, url: str | None, model: str | None, api_key_env: str | None = None,
+                      **overrides):
+    """curate.toml `[generate]` with the command line's overrides; `url` + `model` (+ `api_key_env`) replace its
+    endpoints."""
     from annotations.generate.config import GenerateSettings
 
-    return endpoint_settings(GenerateSettings, home, url, model, **overrides)
+    return endpoint_settings(GenerateSettings, home, url, model, api_key_env, **overrides)
 
 
 def human(result: dict) -> str:
@@ -36,8 +38,8 @@ def human(result: dict) -> str:
 @home_option
 @json_option
 @reports
-def generate(ids, budget, dataset, strategy, url, model, concurrency, max_requests, max_total_tokens, timeout, home,
-             as_json):
+def generate(ids, budget, dataset, strategy, url, model, api_key_env, concurrency, max_requests, max_total_tokens,
+             timeout, home, as_json):
     """Write candidate replies to routed conversations, stored as generated siblings for `annotate push --pairs`.
 
     Endpoints come from curate.toml [[generate.endpoints]] (url, model, api_key_env, temperature, max_tokens, n),
@@ -50,7 +52,7 @@ def generate(ids, budget, dataset, strategy, url, model, concurrency, max_reques
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
     if (budget is None) == (wanted is None):
         raise click.UsageError("say what to generate for: --budget N (routing chooses) or --ids ID... (exactly these)")
-    settings = generate_settings(home, url, model, concurrency=concurrency, max_requests=max_requests,
+    settings = generate_settings(home, url, model, api_key_env, concurrency=concurrency, max_requests=max_requests,
                                  max_total_tokens=max_total_tokens, timeout=timeout)
     result = run_generate(Store.open(home), ids=wanted, budget=budget, dataset=dataset, strategy=strategy,
                           settings=settings)

@@ -28,7 +28,8 @@ def human(result: dict) -> str:
 @home_option
 @json_option
 @reports
-def judge(ids, budget, every, url, model, concurrency, max_requests, max_total_tokens, timeout, home, as_json):
+def judge(ids, budget, every, url, model, api_key_env, concurrency, max_requests, max_total_tokens, timeout, home,
+          as_json):
     """Rate conversations' last replies on HelpSteer2's five attributes (0–4) with an LLM judge.
 
     Endpoints come from curate.toml [[judge.endpoints]] (url, model, api_key_env, temperature (default 0),
@@ -44,7 +45,7 @@ def judge(ids, budget, every, url, model, concurrency, max_requests, max_total_t
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
     if sum(x is not None and x is not False for x in (wanted, budget, every)) != 1:
         raise click.UsageError("say what to judge: --budget N, --ids ID... or --all (one of them)")
-    settings = endpoint_settings(JudgeSettings, home, url, model, concurrency=concurrency, max_requests=max_requests,
+    settings = endpoint_settings(JudgeSettings, home, url, model, api_key_env, concurrency=concurrency, max_requests=max_requests,
                                  max_total_tokens=max_total_tokens, timeout=timeout)
     result = Judge(settings, redact=Redactor().redact).judge(Store.open(home), ids=wanted, budget=budget,
                                                              every=every)

@@ -75,7 +75,7 @@ class LLMLabeller:
                         raise ValueError("the answer held no label")
                 except Exception as exc:  # any endpoint fault keeps the c-TF-IDF label
                     self.stats_["failed"] += 1
-                    reason, fix, fatal = _diagnose(exc, self.timeout)
+                    reason, fix, fatal = _diagnose(exc, self.timeout, endpoint)
                     if self.stats_["error"] is None or fatal:  # the warning names the error that stopped the calls
                         self.stats_["error"], hint = _redact(reason, key), fix
                     stopped = fatal
@@ -117,11 +117,12 @@ def clean_label(answer: str, max_words: int = 8, max_chars: int = 80) -> str:
     return " ".join(line.split()[:max_words])[:max_chars].strip()
 
 
-def _diagnose(exc: Exception, timeout: float) -> tuple[str, str, bool]:
-    """(what happened, what to check, whether to stop calling) for one failed request."""
+def _diagnose(exc: Exception, timeout: float, endpoint: Endpoint) -> tuple[str, str, bool]:
+    """(what happened, what to check, whether to stop calling) for one failed request; the labeller gives its own
+    hints, so the client's are cut."""
     kind = getattr(exc, "kind", None) if isinstance(exc, EndpointError) else None
     if kind == "http" and exc.status is not None:
-        reason = str(exc).split(" (after ")[0].split("; check")[0]
+        reason = str(exc).split(" (after ")[0].replace("; " + endpoint.key_hint(), "").split("; check")[0]
         if exc.status in (401, 403):
             return reason, f"check the API key in ${API_KEY_ENV}", True
         if exc.status == 404:
