@@ -18,16 +18,15 @@ import hashlib
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from annotations.generate.client import Budget, Capped, ChatClient, Completion, GenerationFailed
 from annotations.generate.config import Endpoint, GenerateSettings, public_url
 from annotations.pii import Redactor
+from curation.endpoints import Budget, Capped, ChatClient, Completion, EndpointError, RunState, run_bounded
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.store import Store, dumps, existing_ids, insert_rows, loads, utcnow
@@ -74,14 +73,14 @@ class Generator:
         run_id = store.start_run("generate", {"conversations": len(conversation_ids),
                                               "endpoints": [e.key for e in settings.endpoints],
                                               "settings": _public_settings(settings)})
-        state = _RunState(settings, Budget(settings.max_requests, settings.max_total_tokens))
+        state = RunState(settings.stop_after, Budget(settings.max_requests, settings.max_total_tokens))
         try:
             jobs, wanted, existing, skipped = self._jobs(store, conversation_ids)
             self._run(store, jobs, state, run_id, keys, progress)
         except BaseException as exc:
-            store.finish_run(run_id, "failed", {**state.summary(), "error": str(exc)[:500] or type(exc).__name__})
+            store.finish_run(run_id, "failed", {**state.summary("generated"), "error": str(exc)[:500] or type(exc).__name__})
             raise
-        result = {"conversations": wanted, **state.summary(), "existing": existing, "skipped": skipped,
+        result = {"conversations": wanted, **state.summary("generated"), "existing": existing, "skipped": skipped,
                   "run_id": run_id}
         result["status"] = "partial" if result["failed"] or result["capped"] else "done"
         store.finish_run(run_id, result["status"], result)
@@ -117,7 +116,7 @@ class Generator:
             done = existing_ids(conn, conversations.c.id, [j.id for j in planned])
         return [j for j in planned if j.id not in done], wanted, len(done), skipped
 
-    def _run(self, store: Store, jobs: list[_Job], state: "_RunState", run_id: str, keys: dict[str, str | None],
+    def _run(self, store: Store, jobs: list[_Job], state: RunState, run_id: str, keys: dict[str, str | None],
              progress: bool | None) -> None:
         if not jobs:
             return
@@ -125,49 +124,41 @@ class Generator:
         client = ChatClient(self.settings, state.budget, stop, keys)
         pending_rows: list[dict] = []
         last_flush = time.monotonic()
-        queue = iter(jobs)
-        pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="curate-generate")
         bar = tqdm(total=len(jobs), unit="cand", desc="generate", disable=None if progress is None else not progress)
+
+        def done(job: _Job, outcome: Completion | Exception) -> None:
+            completion = state.record(job.endpoint.key, outcome)
+            if completion is not None:
+                pending_rows.append(_row(job, completion, run_id, self.settings))
+            bar.update(1)
+
+        def tick() -> None:
+            nonlocal last_flush
+            if pending_rows and (len(pending_rows) >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_S):
+                _flush(store, pending_rows)
+                last_flush = time.monotonic()
+
         try:
-            # at most `concurrency` jobs are submitted at a time, so a stopped endpoint or a cap ends the run quickly
-            running: dict[Future, _Job] = {}
-            for job in queue:
-                running[pool.submit(self._one, client, state, job)] = job
-                if len(running) >= self.settings.concurrency:
-                    break
-            while running:
-                done, _ = wait(running, timeout=FLUSH_S, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = running.pop(future)
-                    row = state.record(job, future.result())
-                    if row is not None:
-                        pending_rows.append(_row(job, row, run_id, self.settings))
-                    bar.update(1)
-                    nxt = next(queue, None)
-                    if nxt is not None:
-                        running[pool.submit(self._one, client, state, nxt)] = nxt
-                if pending_rows and (len(pending_rows) >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_S):
-                    _flush(store, pending_rows)
-                    last_flush = time.monotonic()
+            run_bounded(jobs, lambda job: self._one(client, state, job), done, self.settings.concurrency, tick,
+                        FLUSH_S, "curate-generate")
         finally:
             stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
             bar.close()
             try:
                 _flush(store, pending_rows)  # what was generated is kept, whatever stopped the run
             finally:
                 client.close()
 
-    def _one(self, client: ChatClient, state: "_RunState", job: _Job) -> Completion | Exception:
+    def _one(self, client: ChatClient, state: RunState, job: _Job) -> Completion | Exception:
         """Runs in a worker: the completion, or the exception that stopped it (never raises)."""
-        if state.stopped(job.endpoint):
-            return GenerationFailed("endpoint no longer called in this run")
+        if state.stopped(job.endpoint.key):
+            return EndpointError("endpoint no longer called in this run")
         try:
             return client.complete(job.endpoint, job.sent, job.seed)
-        except (GenerationFailed, Capped) as exc:
+        except (EndpointError, Capped) as exc:
             return exc
         except Exception as exc:  # an unexpected fault fails this candidate, not the run
-            return GenerationFailed(f"{type(exc).__name__}: {str(exc)[:160]}")
+            return EndpointError(f"{type(exc).__name__}: {str(exc)[:160]}")
 
     def _messages(self, context: list[dict]) -> list[dict]:
         """What is sent: role and text of each message, tool calls and tool ids kept; texts and tool-call arguments
@@ -183,48 +174,6 @@ class Generator:
                 sent["tool_calls"] = [_redact_call(call, redact) for call in message["tool_calls"]]
             out.append(sent)
         return out
-
-
-class _RunState:
-    """Counts, per-endpoint failure streaks and first errors; touched by the workers and the main thread."""
-
-    def __init__(self, settings: GenerateSettings, budget: Budget):
-        self.settings = settings
-        self.budget = budget
-        self.generated = self.failed = self.capped = 0
-        self.streak: dict[str, int] = {}
-        self.halted: set[str] = set()
-        self.errors: dict[str, str] = {}
-        self.lock = threading.Lock()
-
-    def stopped(self, endpoint: Endpoint) -> bool:
-        with self.lock:
-            return endpoint.key in self.halted
-
-    def record(self, job: _Job, outcome: Completion | Exception) -> Completion | None:
-        key = job.endpoint.key
-        with self.lock:
-            if isinstance(outcome, Completion):
-                self.generated += 1
-                self.streak[key] = 0
-                return outcome
-            if isinstance(outcome, Capped):
-                self.capped += 1
-                return None
-            self.failed += 1
-            if key not in self.halted:
-                self.errors.setdefault(key, str(outcome))
-                self.streak[key] = self.streak.get(key, 0) + 1
-                if getattr(outcome, "fatal", False) or self.streak[key] >= self.settings.stop_after:
-                    self.halted.add(key)
-                    self.errors[key] = f"{outcome}; stopped calling it"
-            return None
-
-    def summary(self) -> dict:
-        with self.lock:
-            return {"generated": self.generated, "failed": self.failed, "requests": self.budget.requests,
-                    "tokens": self.budget.tokens, "capped": self.capped, "cap": self.budget.capped,
-                    "errors": dict(self.errors)}
 
 
 def _row(job: _Job, completion: Completion, run_id: str, settings: GenerateSettings) -> dict:

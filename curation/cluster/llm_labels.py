@@ -9,18 +9,15 @@ When the endpoint fails, the cluster keeps its c-TF-IDF label and one warning na
 """
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import os
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
+import threading
 from typing import Any
 
 from curation.cluster.labels import CTfidfLabeller
 from curation.cluster.rank import MIN_USERS, distinct_users, has_user_ids
+from curation.endpoints import Budget, ChatClient, Endpoint, EndpointError, EndpointSettings, public_url
 
 log = logging.getLogger("curate.cluster")
 API_KEY_ENV = "CURATE_LLM_API_KEY"
@@ -59,31 +56,38 @@ class LLMLabeller:
         key = self.api_key if self.api_key is not None else os.environ.get(API_KEY_ENV) or None
         self.stats_: dict[str, Any] = {"labelled": 0, "failed": 0, "private": len(private), "error": None}
         hint, stopped = "", False
-        for cid in sorted(out):
-            if cid in private:
-                continue
-            if stopped:
-                self.stats_["failed"] += 1
-                continue
-            keywords = out[cid][1]
-            try:
-                answer = self._ask(self._messages(keywords, texts[cid]), key)
-                name = clean_label(answer, self.max_words)
-                if not name:
-                    raise ValueError("the answer held no label")
-            except Exception as exc:  # any endpoint fault keeps the c-TF-IDF label
-                self.stats_["failed"] += 1
-                reason, fix, fatal = _diagnose(exc, self.timeout)
-                if self.stats_["error"] is None or fatal:  # the warning names the error that stopped the calls
-                    self.stats_["error"], hint = _redact(reason, key), fix
-                stopped = fatal
-                continue
-            out[cid] = (name, keywords)
-            self.stats_["labelled"] += 1
+        # one request per cluster, not retried: a label is a courtesy, and a failing endpoint must not slow clustering
+        endpoint = Endpoint(url=self.base_url, model=self.model, temperature=0, max_tokens=self.max_tokens)
+        client = ChatClient(EndpointSettings(timeout=self.timeout, concurrency=1, retries=0), Budget(),
+                            threading.Event(), {endpoint.key: key})
+        try:
+            for cid in sorted(out):
+                if cid in private:
+                    continue
+                if stopped:
+                    self.stats_["failed"] += 1
+                    continue
+                keywords = out[cid][1]
+                try:
+                    answer = client.complete(endpoint, self._messages(keywords, texts[cid]), max_body=1_000_000).text
+                    name = clean_label(answer, self.max_words)
+                    if not name:
+                        raise ValueError("the answer held no label")
+                except Exception as exc:  # any endpoint fault keeps the c-TF-IDF label
+                    self.stats_["failed"] += 1
+                    reason, fix, fatal = _diagnose(exc, self.timeout)
+                    if self.stats_["error"] is None or fatal:  # the warning names the error that stopped the calls
+                        self.stats_["error"], hint = _redact(reason, key), fix
+                    stopped = fatal
+                    continue
+                out[cid] = (name, keywords)
+                self.stats_["labelled"] += 1
+        finally:
+            client.close()
         if self.stats_["failed"]:
             log.warning("curate: LLM labeller at %s: %d of %d clusters kept their c-TF-IDF label (%s)%s; %s",
-                        _public(self.base_url), self.stats_["failed"], len(out) - len(private), self.stats_["error"],
-                        "; stopped calling it after that" if stopped else "", hint)
+                        public_url(self.base_url), self.stats_["failed"], len(out) - len(private),
+                        self.stats_["error"], "; stopped calling it after that" if stopped else "", hint)
         return out
 
     def _private(self, ids: list[int]) -> set[int]:
@@ -100,19 +104,6 @@ class LLMLabeller:
         return [{"role": "system", "content": SYSTEM.format(words=self.max_words)},
                 {"role": "user", "content": body + "\n\nLabel:"}]
 
-    def _ask(self, messages: list[dict], key: str | None) -> str:
-        url = self.base_url.rstrip("/")
-        url = url if url.endswith("/chat/completions") else url + "/chat/completions"
-        payload = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
-        request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # the user's endpoint
-            data = json.loads(response.read(1_000_000))
-        content = data["choices"][0]["message"]["content"]
-        if not isinstance(content, str):
-            raise TypeError("choices[0].message.content is not text")
-        return content
-
 
 def clean_label(answer: str, max_words: int = 8, max_chars: int = 80) -> str:
     """The first line that names something, without reasoning blocks, markdown, a "Label:" prefix or quotes."""
@@ -128,39 +119,25 @@ def clean_label(answer: str, max_words: int = 8, max_chars: int = 80) -> str:
 
 def _diagnose(exc: Exception, timeout: float) -> tuple[str, str, bool]:
     """(what happened, what to check, whether to stop calling) for one failed request."""
-    if isinstance(exc, urllib.error.HTTPError):
-        detail = _error_detail(exc)
-        if exc.code in (401, 403):
-            return f"HTTP {exc.code}{detail}", f"check the API key in ${API_KEY_ENV}", True
-        if exc.code == 404:
-            return f"HTTP 404{detail}", "check that the URL is the API base (often ending in /v1) and the model is served", True
-        return f"HTTP {exc.code}{detail}", "check the server's log", False
-    if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+    kind = getattr(exc, "kind", None) if isinstance(exc, EndpointError) else None
+    if kind == "http" and exc.status is not None:
+        reason = str(exc).split(" (after ")[0].split("; check")[0]
+        if exc.status in (401, 403):
+            return reason, f"check the API key in ${API_KEY_ENV}", True
+        if exc.status == 404:
+            return reason, "check that the URL is the API base (often ending in /v1) and the model is served", True
+        return reason, "check the server's log", False
+    if kind == "timeout":
         return f"no answer within {timeout:g}s", "check that the server is up, or raise the timeout", True
-    if isinstance(exc, (urllib.error.URLError, http.client.HTTPException, OSError)):
-        reason = getattr(exc, "reason", None) or exc
-        return f"cannot connect: {reason}", "check that the server is running and the URL is right", True
-    return f"unexpected answer: {type(exc).__name__}: {str(exc)[:80]}", \
+    if kind == "connect":
+        return f"cannot connect: {str(exc).split(' (after ')[0]}", "check that the server is running and the URL is right", True
+    cause = exc.cause if isinstance(exc, EndpointError) and exc.cause else type(exc).__name__
+    return f"unexpected answer: {cause}: {str(exc)[:80]}", \
         "check that the URL serves OpenAI-compatible chat completions", False
-
-
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = json.loads(exc.read(10_000))
-        message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("error")
-    except Exception:  # the detail is a courtesy
-        message = None
-    return f": {str(message)[:120]}" if message else f" {exc.reason}"
 
 
 def _redact(text: str, key: str | None) -> str:
     return text.replace(key, "***") if key else text
-
-
-def _public(url: str) -> str:
-    """The URL without user:password@, for logs."""
-    parts = urllib.parse.urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def make_labeller(store: Any, **overrides: Any) -> CTfidfLabeller | LLMLabeller:

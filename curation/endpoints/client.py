@@ -1,10 +1,16 @@
-"""One chat completion from an OpenAI-compatible endpoint, bounded and retried; the only HTTP code of generation.
+"""One chat completion from an OpenAI-compatible endpoint, bounded and retried: the one HTTP client of Curate's
+chat callers (generate, the judge, the LLM cluster labeller).
 
 The answer may be JSON or a server-sent event stream: some servers (`transformers serve` 4.57) stream even when
 `stream` is false, so both are read. A 429, a 5xx, a timeout or a dropped connection is retried with exponential
 backoff and jitter; a `Retry-After` header sets the delay when it is longer, and holds back every worker that calls
 the same endpoint until then. Other 4xx answers are not retried. `Budget` enforces the per-run caps on requests and
 tokens across all workers; `stop` (a threading.Event) ends waits at once when the run is interrupted.
+
+The retry loop is written here, not left to httpx or the openai SDK: httpx's transport retries only failed connects,
+and the SDK retries 429/5xx but neither reads an SSE answer to a non-streaming request, caps the answer's size,
+shares one endpoint's Retry-After across workers, nor stops waiting when the run is stopped. httpx does the rest
+(pooling, timeouts, streaming reads).
 """
 from __future__ import annotations
 
@@ -19,20 +25,26 @@ from typing import Any
 import httpx
 import orjson
 
-from annotations.generate.config import Endpoint, GenerateSettings, public_url
+from curation.endpoints.config import Endpoint, public_url
 
 MAX_BODY = 8 << 20  # bytes read from one answer; a longer one is an error, not a memory problem
 CHARS_PER_TOKEN = 4  # the estimate used when an endpoint reports no `usage`
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
-log = logging.getLogger("curate.generate")
+log = logging.getLogger("curate.endpoints")
 
 
-class GenerationFailed(Exception):
-    """A candidate could not be generated. `fatal`: no request to this endpoint can succeed (auth, URL, model)."""
+class EndpointError(Exception):
+    """A request got no usable answer. `fatal`: no request to this endpoint can succeed (auth, URL, model).
+    `kind`: "http" (an error status, in `status`), "timeout", "connect", "answer" (not a readable chat completion,
+    empty, or too long; `cause` names the parse error), or "stopped"."""
 
-    def __init__(self, reason: str, fatal: bool = False):
+    def __init__(self, reason: str, fatal: bool = False, *, kind: str = "http", status: int | None = None,
+                 cause: str | None = None):
         super().__init__(reason)
         self.fatal = fatal
+        self.kind = kind
+        self.status = status
+        self.cause = cause
 
 
 class Capped(Exception):
@@ -81,8 +93,8 @@ class Budget:
 class ChatClient:
     """Sends chat completions for `settings.endpoints`; thread-safe, one connection pool for the whole run."""
 
-    def __init__(self, settings: GenerateSettings, budget: Budget, stop: threading.Event, keys: dict[str, str | None]):
-        self.settings = settings
+    def __init__(self, settings: Any, budget: Budget, stop: threading.Event, keys: dict[str, str | None]):
+        self.settings = settings  # timeout, concurrency, retries, backoff, max_retry_after (an EndpointSettings)
         self.budget = budget
         self.stop = stop
         self.keys = keys  # endpoint key -> API key
@@ -97,10 +109,13 @@ class ChatClient:
     def close(self) -> None:
         self.http.close()
 
-    def complete(self, endpoint: Endpoint, messages: list[dict], seed: int) -> Completion:
-        """One candidate: retries as the settings allow; raises GenerationFailed, or Capped before any request."""
+    def complete(self, endpoint: Endpoint, messages: list[dict], seed: int | None = None, extra: dict | None = None,
+                 max_body: int = MAX_BODY) -> Completion:
+        """One answer: retries as the settings allow; raises EndpointError, or Capped before any request. `extra`
+        adds request fields (e.g. `response_format`); an answer over `max_body` bytes is an error."""
         payload = {"model": endpoint.model, "messages": messages, "temperature": endpoint.temperature,
-                   "max_tokens": endpoint.max_tokens, "seed": seed, "stream": False}
+                   "max_tokens": endpoint.max_tokens, **({"seed": seed} if seed is not None else {}), "stream": False,
+                   **(extra or {})}
         key = self.keys.get(endpoint.key)
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                    **({"Authorization": f"Bearer {key}"} if key else {})}
@@ -111,23 +126,25 @@ class ChatClient:
             self._wait_turn(endpoint.key)
             self.budget.take_request()
             try:
-                completion = self._send(endpoint, body, headers, prompt_chars)
+                completion = self._send(endpoint, body, headers, prompt_chars, max_body)
                 self.budget.add_tokens(completion.tokens)
                 return completion
             except _Retry as retry:
                 if attempt >= self.settings.retries:
-                    raise GenerationFailed(f"{retry.reason} (after {attempt + 1} attempts)") from None
+                    raise EndpointError(f"{retry.reason} (after {attempt + 1} attempts)", kind=retry.kind,
+                                        status=retry.status) from None
                 if retry.after is not None and retry.after > self.settings.max_retry_after:
-                    raise GenerationFailed(f"{retry.reason}: Retry-After {retry.after:g}s is longer than "
-                                           f"max_retry_after {self.settings.max_retry_after:g}s") from None
+                    raise EndpointError(f"{retry.reason}: Retry-After {retry.after:g}s is longer than "
+                                        f"max_retry_after {self.settings.max_retry_after:g}s", kind=retry.kind,
+                                        status=retry.status) from None
                 delay = self.settings.backoff * (2 ** attempt) * random.uniform(0.75, 1.25)
                 if retry.after is not None:
                     delay = max(delay, retry.after)
                     self._hold(endpoint.key, retry.after)
                 attempt += 1
-                log.debug("generator %s: %s; retry %d in %.2fs", endpoint.key, retry.reason, attempt, delay)
+                log.debug("endpoint %s: %s; retry %d in %.2fs", endpoint.key, retry.reason, attempt, delay)
                 if self.stop.wait(delay):
-                    raise GenerationFailed("run stopped") from None
+                    raise EndpointError("run stopped", kind="stopped") from None
 
     def _wait_turn(self, key: str) -> None:
         """Wait out a Retry-After that another worker received from this endpoint."""
@@ -137,65 +154,71 @@ class ChatClient:
             if left <= 0:
                 return
             if self.stop.wait(left):
-                raise GenerationFailed("run stopped")
+                raise EndpointError("run stopped", kind="stopped")
 
     def _hold(self, key: str, seconds: float) -> None:
         with self._lock:
             self._not_before[key] = max(self._not_before.get(key, 0.0), time.monotonic() + seconds)
 
-    def _send(self, endpoint: Endpoint, body: bytes, headers: dict, prompt_chars: int) -> Completion:
+    def _send(self, endpoint: Endpoint, body: bytes, headers: dict, prompt_chars: int, max_body: int) -> Completion:
         deadline = time.monotonic() + self.settings.timeout
         try:
             with self.http.stream("POST", endpoint.chat_url, content=body, headers=headers) as response:
                 if response.status_code != 200:
                     detail = _detail(response)
                     if response.status_code in RETRYABLE:
-                        raise _Retry(f"HTTP {response.status_code}{detail}", _retry_after(response))
+                        raise _Retry(f"HTTP {response.status_code}{detail}", _retry_after(response),
+                                     status=response.status_code)
                     fatal = response.status_code in (401, 403, 404)
                     hint = {401: "; check the key in $" + (endpoint.api_key_env or "API_KEY"),
                             403: "; check the key's permissions", 404: "; check the URL (the API base, often ending in "
                             "/v1) and that the model is served"}.get(response.status_code, "")
-                    raise GenerationFailed(f"HTTP {response.status_code}{detail}{hint}", fatal=fatal)
+                    raise EndpointError(f"HTTP {response.status_code}{detail}{hint}", fatal=fatal,
+                                        status=response.status_code)
                 if "text/event-stream" in response.headers.get("content-type", ""):
-                    return _read_stream(response, deadline, prompt_chars)
-                return _read_json(response, deadline, prompt_chars)
+                    return _read_stream(response, deadline, prompt_chars, max_body)
+                return _read_json(response, deadline, prompt_chars, max_body)
         except httpx.TimeoutException:
-            raise _Retry(f"no answer within {self.settings.timeout:g}s") from None
+            raise _Retry(f"no answer within {self.settings.timeout:g}s", kind="timeout") from None
         except (httpx.TransportError, httpx.StreamError) as exc:  # refused, reset, closed mid-answer
-            raise _Retry(f"connection to {public_url(endpoint.url)} failed: {type(exc).__name__}: {str(exc)[:120]}") from None
+            raise _Retry(f"connection to {public_url(endpoint.url)} failed: {type(exc).__name__}: {str(exc)[:120]}",
+                         kind="connect") from None
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, after: float | None = None):
+    def __init__(self, reason: str, after: float | None = None, *, kind: str = "http", status: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.after = after
+        self.kind = kind
+        self.status = status
 
 
-def _read_json(response: httpx.Response, deadline: float, prompt_chars: int) -> Completion:
+def _read_json(response: httpx.Response, deadline: float, prompt_chars: int, max_body: int) -> Completion:
     data = bytearray()
     for chunk in response.iter_bytes():
         data += chunk
-        _check_progress(len(data), deadline)
+        _check_progress(len(data), deadline, max_body)
     try:
         answer = orjson.loads(bytes(data))
         choice = answer["choices"][0]
         text = choice["message"].get("content") or ""
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-        raise GenerationFailed(f"not a chat completion: {bytes(data[:120])!r}") from None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise EndpointError(f"not a chat completion: {bytes(data[:120])!r}", kind="answer",
+                            cause=type(exc).__name__) from None
     if not isinstance(text, str):
-        raise GenerationFailed("choices[0].message.content is not text")
+        raise EndpointError("choices[0].message.content is not text", kind="answer", cause="TypeError")
     return _completion(text, answer.get("usage"), answer.get("id"), choice.get("finish_reason"), prompt_chars)
 
 
-def _read_stream(response: httpx.Response, deadline: float, prompt_chars: int) -> Completion:
+def _read_stream(response: httpx.Response, deadline: float, prompt_chars: int, max_body: int) -> Completion:
     """Join the deltas of choice 0 from `data:` events, up to `[DONE]` or the end of the stream."""
     parts: list[str] = []
     usage = response_id = finish = None
     size = 0
     for line in response.iter_lines():
         size += len(line)
-        _check_progress(size, deadline)
+        _check_progress(size, deadline, max_body)
         if not line.startswith("data:"):
             continue  # comments, event names, blank separators
         data = line[5:].strip()
@@ -204,7 +227,8 @@ def _read_stream(response: httpx.Response, deadline: float, prompt_chars: int) -
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise GenerationFailed(f"unreadable stream event: {data[:120]!r}") from None
+            raise EndpointError(f"unreadable stream event: {data[:120]!r}", kind="answer",
+                                cause="JSONDecodeError") from None
         if not isinstance(event, dict):
             continue
         if event.get("error"):
@@ -227,16 +251,16 @@ def _completion(text: str, usage: Any, response_id: Any, finish: Any, prompt_cha
     if not isinstance(reported, int):
         reported = -(-(prompt_chars + len(text)) // CHARS_PER_TOKEN)
     if not text.strip():
-        raise GenerationFailed("the endpoint answered with an empty response")
+        raise EndpointError("the endpoint answered with an empty response", kind="answer", cause="empty")
     return Completion(text, reported, usage, str(response_id) if response_id else None,
                       str(finish) if finish else None)
 
 
-def _check_progress(size: int, deadline: float) -> None:
-    if size > MAX_BODY:
-        raise GenerationFailed(f"the answer is longer than {MAX_BODY >> 20} MiB")
+def _check_progress(size: int, deadline: float, max_body: int) -> None:
+    if size > max_body:
+        raise EndpointError(f"the answer is longer than {max_body / (1 << 20):g} MiB", kind="answer", cause="too long")
     if time.monotonic() > deadline:
-        raise _Retry("the answer took longer than the timeout")
+        raise _Retry("the answer took longer than the timeout", kind="timeout")
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -261,6 +285,6 @@ def _detail(response: httpx.Response) -> str:
         body = response.json()
         error = body.get("error") if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else error or (body.get("detail") if isinstance(body, dict) else None)
-    except Exception:  # the detail is a courtesy
+    except Exception:  # noqa: BLE001 -- the detail is a courtesy
         message = None
     return f": {str(message)[:160]}" if message else ""
