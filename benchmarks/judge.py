@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from failure_learning import lift_at, naive, prepare, simulate  # noqa: E402
+from failure_learning import lift_at, naive, prepare, sample_rates, simulate, truth  # noqa: E402
 from simulated_judge import SimulatedJudge, helpfulness_kappa, write_judgements  # noqa: E402
 
 K = 100
@@ -169,6 +169,21 @@ def write_figures(path: str, results: dict) -> str:
     return str(path)
 
 
+def prepared(root: str, name: str, sample_n: int) -> tuple[str, dict, dict | None, str]:
+    """The set's embedded, clustered store under `root`/`name`, prepared once and reused by later runs."""
+    from curation.store import Store
+
+    base = Path(root) / name
+    if not (base / "curate.db").exists():
+        base.mkdir(parents=True, exist_ok=True)
+        low, _, rates, line = prepare(str(base), name, sample_n)
+        return str(base), low, rates, line
+    store = Store.open(str(base))
+    low, rates = (truth(store), None) if name == "oasst" else sample_rates(store)
+    store.dispose()
+    return str(base), low, rates, f"{name}: reused {base} ({len(low)} labelled conversations)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="oasst,sample")
@@ -179,12 +194,14 @@ def main() -> None:
     parser.add_argument("--routing-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sample-n", type=int, default=1000)
     parser.add_argument("--out", default=None, help="figures: .png (matplotlib) or a Markdown table")
+    parser.add_argument("--bases", default=None, help="keep the prepared stores here and reuse them (default: a "
+                        "temporary folder)")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
     started, results = time.perf_counter(), {}
     for name in args.sets.split(","):
-        with tempfile.TemporaryDirectory() as base:
-            low, _, rates, line = prepare(base, name, args.sample_n)
+        with tempfile.TemporaryDirectory() as scratch:
+            base, low, rates, line = prepared(args.bases or scratch, name, args.sample_n)
             print(line, flush=True)
             results[name] = sweep(base, low, rates, args.noise, args.seeds, args.rounds)
             if args.routing_noise is not None:

@@ -17,9 +17,9 @@ shared by the five attributes for 70% of its variance (a judge that misreads a r
 drawn from (seed, conversation id): the same judge gives the same answer every time. σ = `noise`; on oasst1 σ from
 0.6 to 3 moves the quadratic κ with people on helpfulness from about 0.8 to 0.2 (benchmarks/judge.py prints it).
 
-The server finds the conversation in the request by its messages' text (each message's first 100 characters,
-whitespace collapsed, must appear in the request, the last reply among them); a request it cannot place gets 2s and
-counts in `judge.unmatched`. A model named "garbage" answers prose, for the unparseable path.
+The server finds the conversation in the request by its messages' text (each message's last 100 characters,
+whitespace collapsed: the last reply's must appear in the request, and the conversation with the most messages found
+wins); a request it cannot place gets 2s and counts in `judge.unmatched`. A model named "garbage" answers prose, for the unparseable path.
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ KEY = 100
 
 
 def _norm(text: str) -> str:
-    return " ".join(str(text or "").split())[:KEY]
+    """The last KEY characters, whitespace collapsed: the judge cuts long conversations from the front."""
+    return " ".join(str(text or "").split())[-KEY:]
 
 
 def store_truth(store) -> tuple[dict[str, dict], dict[str, list[dict]]]:
@@ -103,15 +104,15 @@ class SimulatedJudge:
         return out
 
     def place(self, text: str) -> str | None:
-        """The conversation whose messages all appear in `text` (the most messages wins), or None."""
+        """The conversation whose last reply appears in `text` and most of whose other messages do too, or None."""
         flat = " ".join(text.split())
         best, size = None, 0
         for key, cids in self._index.items():
             if key and key in flat:
                 for cid in cids:
-                    parts = [_norm(m.get("content")) for m in self.messages[cid]]
-                    if len(parts) > size and all(p in flat for p in parts if p):
-                        best, size = cid, len(parts)
+                    found = sum(1 for m in self.messages[cid] if (p := _norm(m.get("content"))) and p in flat)
+                    if found > size:
+                        best, size = cid, found
         return best
 
     def answer(self, request: dict) -> dict:

@@ -70,10 +70,11 @@ def test_judge_verdict_enters_the_prior_and_fails_exactly_by_the_default_rule():
     view = lambda h, c: ConversationView("x", [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
                                          judge={"model": "m", "helpfulness": h, "correctness": c})
     assert detector(view(4, 4)) is None and detector(ConversationView("y", [])) is None
-    assert detector(view(3, 4)).value == 0.25 and detector(view(4, 0)).value == 1.0
+    assert detector(view(3, 4)).value == pytest.approx(1 / 4.8) and detector(view(0, 0)).value == 1.0
+    assert detector(view(1, 1)).value > detector(view(1, 4)).value > detector(view(2, 2)).value  # the higher breaks ties
     for low in range(5):  # alone, the judge's verdict fails a reply at ≥ 0.5 exactly when min(h, c) ≤ 1
         signal = detector(view(low, 4))
-        assert ((signal.value * detector.weight if signal else 0) >= 0.5) == (low <= 1)
+        assert (round(signal.value * detector.weight if signal else 0, 6) >= 0.5) == (low <= 1)
 
 
 def test_scoring_reads_the_newest_judgement_and_rescoring_without_one_changes_nothing(sample_store):
