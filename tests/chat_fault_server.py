@@ -5,9 +5,15 @@ Each request takes the next action of its `plan` (then `default`):
   "sse"   the answer as an SSE stream without `usage` or `[DONE]`, as `transformers serve` 4.57 sends it
   "429"   429 with `Retry-After: <retry_after>`
   "500"   500 with an OpenAI-style error body
+  "503"   503 with `Retry-After: <retry_after>`
+  "judge" a judge's answer: the five HelpSteer2 attributes as JSON, derived from a hash of the conversation
+  "fenced" the same judgement in a ```json block between sentences of prose
+  "range" a judgement whose helpfulness is 7 (outside 0–4)
+  "big"   a 5 MB answer (a judgement followed by padding inside the JSON string)
+  "schema400" 400 "response_format json_schema is not supported" when the request has response_format, else "judge"
   "hang"  answers after `hang` seconds (longer than the client's timeout)
   "die"   the process exits at once, mid-request (only in a process of its own)
-Every answer waits `delay` seconds first. The reply is "candidate from <model> for: <last user message>".
+Every answer waits `delay` seconds first. The reply is "candidate from <model> for: <last user message>" (judge actions: a judgement).
 `requests` logs (monotonic time, action, request body, headers) of each request; GET /stats gives their count.
 
     with FaultServer(plan=["429", "ok"]) as server: server.url ...          # a thread in this process
@@ -16,6 +22,7 @@ Every answer waits `delay` seconds first. The reply is "candidate from <model> f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import socket
 import threading
@@ -86,6 +93,14 @@ def _handler(server: FaultServer) -> type:
                                   {"Retry-After": server.retry_after})
             if action == "500":
                 return self._send(500, "application/json", b'{"error": {"message": "injected 500"}}')
+            if action == "503":
+                return self._send(503, "application/json", b'{"error": {"message": "overloaded"}}',
+                                  {"Retry-After": server.retry_after})
+            if action == "schema400" and "response_format" in body:
+                return self._send(400, "application/json",
+                                  b'{"error": {"message": "response_format json_schema is not supported"}}')
+            if action in JUDGE_ACTIONS:
+                return self._send(200, "application/json", _completion(body, judge_answer(body, action)))
             last = next((m.get("content") for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
             text = f"candidate from {body.get('model')} for: {str(last)[:80]}"
             if action == "sse":
@@ -94,11 +109,7 @@ def _handler(server: FaultServer) -> type:
                           {"id": "req_0", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
                 data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
                 return self._send(200, "text/event-stream", data)
-            usage = {"prompt_tokens": 20, "completion_tokens": len(text.split()), "total_tokens": 20 + len(text.split())}
-            answer = {"id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "model": body.get("model"),
-                      "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                      "usage": usage}
-            self._send(200, "application/json", orjson.dumps(answer))
+            self._send(200, "application/json", _completion(body, text))
 
         def _send(self, status: int, kind: str, data: bytes, headers: dict | None = None) -> None:
             self.send_response(status)
@@ -113,6 +124,34 @@ def _handler(server: FaultServer) -> type:
                 self.close_connection = True
 
     return Handler
+
+
+JUDGE_ACTIONS = ("judge", "fenced", "range", "big", "schema400")
+ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+
+
+def judgement_for(body: dict) -> dict:
+    """The judgement this server gives a request: each attribute a digit of a hash of the conversation sent."""
+    conversation = str((body.get("messages") or [{}])[-1].get("content"))
+    digest = hashlib.sha256(conversation.encode()).digest()
+    return {**{a: digest[i] % 5 for i, a in enumerate(ATTRIBUTES)}, "rationale": "judged by the fault server"}
+
+
+def judge_answer(body: dict, action: str) -> str:
+    judgement = judgement_for(body)
+    if action == "range":
+        judgement["helpfulness"] = 7
+    if action == "big":
+        judgement["rationale"] = "x" * (5 << 20)
+    text = orjson.dumps(judgement).decode()
+    return f"Here is my rating.\n```json\n{text}\n```\nI hope this helps." if action == "fenced" else text
+
+
+def _completion(body: dict, text: str) -> bytes:
+    usage = {"prompt_tokens": 20, "completion_tokens": len(text.split()), "total_tokens": 20 + len(text.split())}
+    return orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "model": body.get("model"),
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": text}}], "usage": usage})
 
 
 if __name__ == "__main__":

@@ -15,18 +15,15 @@ called in that run (`stop_after`); its conversations stay single-response, are c
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import sqlalchemy as sa
-from tqdm import tqdm
 
 from annotations.generate.config import Endpoint, GenerateSettings, public_url
 from annotations.pii import Redactor
-from curation.endpoints import Budget, Capped, ChatClient, Completion, EndpointError, RunState, run_bounded
+from curation.endpoints import Budget, Capped, ChatClient, Completion, EndpointError, RunState, api_keys, run_batched
 from curation.errors import CurateError
 from curation.messages import content_text
 from curation.store import Store, dumps, existing_ids, insert_rows, loads, utcnow
@@ -69,7 +66,7 @@ class Generator:
         """Generate what is missing for `conversation_ids`. Returns {"conversations", "generated", "failed",
         "requests", "tokens", "existing", "capped", "skipped", "status", "errors", "run_id"}."""
         settings = self.settings
-        keys = _api_keys(settings.endpoints)
+        keys = api_keys(settings.endpoints, "generator")
         run_id = store.start_run("generate", {"conversations": len(conversation_ids),
                                               "endpoints": [e.key for e in settings.endpoints],
                                               "settings": _public_settings(settings)})
@@ -122,32 +119,18 @@ class Generator:
             return
         stop = threading.Event()
         client = ChatClient(self.settings, state.budget, stop, keys)
-        pending_rows: list[dict] = []
-        last_flush = time.monotonic()
-        bar = tqdm(total=len(jobs), unit="cand", desc="generate", disable=None if progress is None else not progress)
 
-        def done(job: _Job, outcome: Completion | Exception) -> None:
+        def keep(job: _Job, outcome: Completion | Exception) -> dict | None:
             completion = state.record(job.endpoint.key, outcome)
-            if completion is not None:
-                pending_rows.append(_row(job, completion, run_id, self.settings))
-            bar.update(1)
-
-        def tick() -> None:
-            nonlocal last_flush
-            if pending_rows and (len(pending_rows) >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_S):
-                _flush(store, pending_rows)
-                last_flush = time.monotonic()
+            return None if completion is None else _row(job, completion, run_id, self.settings)
 
         try:
-            run_bounded(jobs, lambda job: self._one(client, state, job), done, self.settings.concurrency, tick,
-                        FLUSH_S, "curate-generate")
+            run_batched(jobs, lambda job: self._one(client, state, job), keep, lambda rows: _flush(store, rows),
+                        self.settings.concurrency, flush_rows=FLUSH_ROWS, flush_s=FLUSH_S, name="generate",
+                        unit="cand", progress=progress)
         finally:
             stop.set()
-            bar.close()
-            try:
-                _flush(store, pending_rows)  # what was generated is kept, whatever stopped the run
-            finally:
-                client.close()
+            client.close()
 
     def _one(self, client: ChatClient, state: RunState, job: _Job) -> Completion | Exception:
         """Runs in a worker: the completion, or the exception that stopped it (never raises)."""
@@ -201,17 +184,6 @@ def _flush(store: Store, rows: list[dict]) -> None:
         with store.begin() as conn:
             insert_rows(conn, conversations, rows)  # insert-or-ignore: an overlapping run's candidate stays
         rows.clear()
-
-
-def _api_keys(endpoints: list[Endpoint]) -> dict[str, str | None]:
-    """Endpoint key -> API key from the variable it names; a named variable that is unset is an error."""
-    keys: dict[str, str | None] = {}
-    for e in endpoints:
-        keys[e.key] = os.environ.get(e.api_key_env) if e.api_key_env else None
-        if e.api_key_env and not keys[e.key]:
-            raise CurateError(f"generator {e.key} reads its API key from ${e.api_key_env}, which is not set; "
-                              "export it, or remove api_key_env for an endpoint without a key")
-    return keys
 
 
 def _public_settings(settings: GenerateSettings) -> dict:

@@ -4,28 +4,24 @@ from __future__ import annotations
 import click
 
 from curation.cli.common import home_option, json_option, reports
+from curation.cli.endpoints import endpoint_options, endpoint_settings
 from curation.errors import CurateError
 
 
 def generate_settings(home: str | None, url: str | None, model: str | None, **overrides):
     """curate.toml `[generate]` with the command line's overrides; `url` + `model` replace its endpoints."""
-    from annotations.generate.config import Endpoint, GenerateSettings, check_endpoint
-    from curation.config import resolve_home
+    from annotations.generate.config import GenerateSettings
 
-    if bool(url) != bool(model):
-        raise click.UsageError("give both the endpoint's URL and its model name, or neither (then curate.toml [generate])")
-    endpoints = [check_endpoint(Endpoint(url=url, model=model), "the command-line endpoint")] if url else None
-    return GenerateSettings.resolve(resolve_home(home), endpoints=endpoints, **overrides).require_endpoints()
+    return endpoint_settings(GenerateSettings, home, url, model, **overrides)
 
 
 def human(result: dict) -> str:
     line = (f"generated {result['generated']:,} candidates for {result['conversations']:,} conversations "
             f"({result['existing']:,} already there, {result['failed']:,} failed, {result['capped']:,} left by a cap; "
             f"{result['requests']:,} requests, {result['tokens']:,} tokens): {result['status']}")
-    notes = [f"  {k}: {v}" for k, v in result["errors"].items()]
-    if result.get("cap"):
-        notes.append(f"  stopped at the per-run {result['cap']} cap")
-    return "\n".join([line, *notes])
+    from curation.endpoints.runner import notes
+
+    return "\n".join([line, *notes(result)])
 
 
 @click.command()
@@ -36,12 +32,7 @@ def human(result: dict) -> str:
               help="With --budget: choose as a push into this dataset would (default: among conversations not routed anywhere).")
 @click.option("--strategy", type=click.Choice(["failure", "random"]), default="failure", show_default=True,
               help="Routing strategy used with --budget.")
-@click.option("--url", default=None, help="One endpoint's API base URL instead of curate.toml [[generate.endpoints]].")
-@click.option("--model", default=None, help="The model name to request from --url.")
-@click.option("--concurrency", type=click.IntRange(1), default=None, help="Requests in flight at once (default 8).")
-@click.option("--max-requests", type=click.IntRange(0), default=None, help="Cap on requests in this run, retries included.")
-@click.option("--max-total-tokens", type=click.IntRange(0), default=None, help="Cap on tokens in this run.")
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None, help="Seconds per request (default 60).")
+@endpoint_options("generate")
 @home_option
 @json_option
 @reports

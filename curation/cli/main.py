@@ -15,6 +15,7 @@ COMMANDS = [
     ("curation.cli.report", "report"),
     ("curation.cli.annotate", "annotate"),
     ("curation.cli.generate", "generate"),
+    ("curation.cli.judge", "judge"),
     ("curation.cli.export", "export"),
     ("curation.cli.reward", "reward"),
     ("curation.cli.loop", "loop"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
@@ -26,6 +27,7 @@ import httpx
 import orjson
 
 from curation.endpoints.config import Endpoint, public_url
+from curation.errors import CurateError
 
 MAX_BODY = 8 << 20  # bytes read from one answer; a longer one is an error, not a memory problem
 CHARS_PER_TOKEN = 4  # the estimate used when an endpoint reports no `usage`
@@ -88,6 +90,17 @@ class Budget:
     def add_tokens(self, n: int) -> None:
         with self._lock:
             self.tokens += n
+
+
+def api_keys(endpoints: list[Endpoint], role: str) -> dict[str, str | None]:
+    """Endpoint key -> API key from the variable it names; a named variable that is unset is an error."""
+    keys: dict[str, str | None] = {}
+    for e in endpoints:
+        keys[e.key] = os.environ.get(e.api_key_env) if e.api_key_env else None
+        if e.api_key_env and not keys[e.key]:
+            raise CurateError(f"{role} {e.key} reads its API key from ${e.api_key_env}, which is not set; "
+                              "export it, or remove api_key_env for an endpoint without a key")
+    return keys
 
 
 class ChatClient:

@@ -7,8 +7,11 @@ in a row, or fail fatally (auth, URL, model), is no longer called in that run.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterable, TypeVar
+
+from tqdm import tqdm
 
 from curation.endpoints.client import Budget, Capped
 
@@ -83,3 +86,42 @@ def run_bounded(jobs: Iterable[J], work: Callable[[J], Any], done: Callable[[J, 
             tick()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_batched(jobs: list[J], work: Callable[[J], Any], keep: Callable[[J, Any], dict | None],
+                write: Callable[[list[dict]], None], concurrency: int, *, flush_rows: int, flush_s: float, name: str,
+                unit: str, progress: bool | None) -> None:
+    """`run_bounded` that turns each result into a row (`keep`: the row, or None) and writes the rows in batches of
+    `flush_rows` or every `flush_s` seconds, and whatever is left when the run ends, however it ends: a kill loses
+    at most one batch."""
+    pending: list[dict] = []
+    last_flush = time.monotonic()
+    bar = tqdm(total=len(jobs), unit=unit, desc=name, disable=None if progress is None else not progress)
+
+    def done(job: J, outcome: Any) -> None:
+        row = keep(job, outcome)
+        if row is not None:
+            pending.append(row)
+        bar.update(1)
+
+    def tick() -> None:
+        nonlocal last_flush
+        if pending and (len(pending) >= flush_rows or time.monotonic() - last_flush >= flush_s):
+            write(pending)
+            pending.clear()
+            last_flush = time.monotonic()
+
+    try:
+        run_bounded(jobs, work, done, concurrency, tick, flush_s, f"curate-{name}")
+    finally:
+        bar.close()
+        if pending:
+            write(pending)  # what was done is kept, whatever stopped the run
+
+
+def notes(summary: dict) -> list[str]:
+    """Lines under a run's one-line summary: each endpoint's first error, and the cap that stopped it."""
+    lines = [f"  {k}: {v}" for k, v in summary["errors"].items()]
+    if summary.get("cap"):
+        lines.append(f"  stopped at the per-run {summary['cap']} cap")
+    return lines

@@ -17,6 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from annotations.generate.config import GenerateSettings
 from annotations.server.settings import DEFAULT_WORKSPACE
 from curation.errors import ConfigError
+from curation.judge.config import JudgeSettings
 from loops.export_config import RULES, PairRules
 from loops.reward_config import LOSSES, TrainConfig
 
@@ -109,6 +110,8 @@ class LoopConfig:
     # candidates for pairs (annotations.generate): when this names endpoints the push step generates; without a
     # [generate] section here, curate.toml's [generate] is used
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    # the judge step (loops/loop/judge_step.py) runs when this, else curate.toml's [judge], names endpoints
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
     export: Export = field(default_factory=Export)
     train: Train = field(default_factory=Train)
     gate: Gate = field(default_factory=Gate)

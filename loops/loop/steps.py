@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from curation.errors import CurateError
 from curation.store import loads, utcnow
 from loops.loop.context import RunContext, StepSkipped
+from loops.loop.judge_step import judge
 from loops.loop.tables import loop_files
 
 
@@ -282,7 +283,7 @@ def report(ctx: RunContext) -> dict:
 
 
 STEPS = [
-    ("ingest", ingest), ("embed", embed), ("cluster", cluster), ("score", score), ("flag", flag),
+    ("ingest", ingest), ("embed", embed), ("judge", judge), ("cluster", cluster), ("score", score), ("flag", flag),
     ("push", push), ("pull", pull), ("export", export), ("train", train), ("evaluate", evaluate),
     ("promote", promote), ("report", report),
 ]
