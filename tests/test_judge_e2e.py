@@ -55,7 +55,7 @@ def test_judge_path_through_the_cli(cli, home, oasst_file, argilla_env, tmp_path
         cid = record_of[record.id]
         suggested = {s.question_name: s for s in record.suggestions}
         assert set(suggested) == set(ATTRIBUTES)
-        assert all(s.agent.startswith("sim-judge@") for s in suggested.values())
+        assert all(s.agent.startswith("judge:sim-judge:") for s in suggested.values())
         assert {a: suggested[a].value for a in ATTRIBUTES} == {a: verdicts[cid][a] for a in ATTRIBUTES}
 
     ratings = tmp_path / "people.jsonl"
