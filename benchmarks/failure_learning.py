@@ -176,7 +176,7 @@ def simulate(base_home: str, strategy, rounds: int, per_round: int, k: int, low:
             if held:
                 row["held"] = {"n": len(held), "k": k_held,
                                **{f"{who}_{m}": v for who, sc in (("scorer", scores), ("prior", prior), ("naive", thumbs),
-                                                                  ("fit", newest or prior))
+                                                                  ("fit", newest or prior), *(others or {}).items())
                                   for m, v in zip(("lift", "ap"), measure(sc, held, y_held, k_held))}}
             curve.append(row)
         store.dispose()

@@ -17,9 +17,9 @@ shared by the five attributes for 70% of its variance (a judge that misreads a r
 drawn from (seed, conversation id): the same judge gives the same answer every time. σ = `noise`; on oasst1 σ from
 0.6 to 3 moves the quadratic κ with people on helpfulness from about 0.8 to 0.2 (benchmarks/judge.py prints it).
 
-The server finds the conversation in the request by its messages' text (each message's last 100 characters,
-whitespace collapsed: the last reply's must appear in the request, and the conversation with the most messages found
-wins); a request it cannot place gets 2s and counts in `judge.unmatched`. A model named "garbage" answers prose, for the unparseable path.
+The server finds the conversation in the request by its messages' text (each message's last 300 characters,
+whitespace collapsed: the last reply's must appear in the request, and the conversation with the largest share of
+its messages found wins); a request it cannot place gets 2s and counts in `judge.unmatched`. A model named "garbage" answers prose, for the unparseable path.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 SHARED = 0.7  # the share of the noise's variance common to the five attributes
-KEY = 100
+KEY = 300
 
 
 def _norm(text: str) -> str:
@@ -106,13 +106,13 @@ class SimulatedJudge:
     def place(self, text: str) -> str | None:
         """The conversation whose last reply appears in `text` and most of whose other messages do too, or None."""
         flat = " ".join(text.split())
-        best, size = None, 0
+        best, size = None, (0.0, 0)
         for key, cids in self._index.items():
             if key and key in flat:
                 for cid in cids:
                     found = sum(1 for m in self.messages[cid] if (p := _norm(m.get("content"))) and p in flat)
-                    if found > size:
-                        best, size = cid, found
+                    if (found / len(self.messages[cid]), found) > size:
+                        best, size = cid, (found / len(self.messages[cid]), found)
         return best
 
     def answer(self, request: dict) -> dict:
