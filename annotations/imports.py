@@ -27,7 +27,7 @@ import orjson
 import sqlalchemy as sa
 
 from annotations.agreement import agreement
-from annotations.pull import _submitted, write_responses
+from annotations.pull import submitted_responses, write_responses
 from annotations.push import record_id
 from annotations.tables import annotation_records, rating_responses
 from annotations.template import ATTRIBUTES
@@ -57,9 +57,9 @@ def import_ratings(store: Store, path: str | Path, dataset: str, *, workspace: s
     source = f"{KIND}:{path.name}"
     default_annotator = annotator or source
     items = list(_read(path))
-    run_id = store.start_run(KIND, {"file": str(path.resolve()), "source": source, "dataset": dataset,
-                                    "workspace": workspace, "annotator": annotator})
-    try:
+    with store.run(KIND, {"file": str(path.resolve()), "source": source, "dataset": dataset,
+                          "workspace": workspace, "annotator": annotator}) as run:
+        run_id = run.id
         rejected: list[tuple[Item, str]] = []
         candidates = []
         for item in items:
@@ -79,11 +79,8 @@ def import_ratings(store: Store, path: str | Path, dataset: str, *, workspace: s
                    "quarantine_file": str(quarantine) if quarantine else None, "read": len(items),
                    "conversations": len({r["conversation_id"] for r in rows}), "new_records": len(records),
                    "dataset": dataset, "file": str(path), "source": source, "run_id": run_id}
-        stats = agreement(_submitted(store, dataset))
-    except BaseException as exc:
-        store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
-        raise
-    store.finish_run(run_id, "done", summary)
+        stats = agreement(submitted_responses(store, dataset))
+        run.finish(summary)
     return {**summary, "agreement": stats}
 
 

@@ -39,42 +39,42 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
     `pulled`: records with a new or changed response; `responses`: new or changed submitted responses
     (one per record per annotator); `agreement`: over all submitted responses of the dataset in the store.
     """
-    run_id = store.start_run("pull", {"dataset": dataset})
     try:
-        conn = connection or connect(home=store.home)
-        dataset_id = _dataset_id(conn, dataset, workspace or DEFAULT_WORKSPACE)
-        users = _usernames(conn)
-        pushed = _pushed(store, dataset)
-        seen = _seen(store, dataset)
-        since = _since(store, dataset) if seen else None  # an empty store side reads everything
-        pulled, submitted, changed_records, newest = 0, 0, set(), None
-        unknown: dict[str, str] = {}  # external id of a record Curate did not push -> its oldest response time
-        with tqdm(desc=f"pull {dataset}", unit="resp", disable=None if progress is None else not progress) as bar:
-            for items, total in _pages(conn, dataset_id, since):
-                bar.total = total
-                rows = _changed_rows(items, users, pushed, seen, dataset, run_id, unknown)
-                if rows:
-                    _write(store, rows, dataset, run_id)
-                    for row in rows:
-                        seen[row["id"]] = row["updated_at"]
-                        changed_records.add(row["record_id"])
-                        submitted += row["status"] == "submitted"
-                        newest = max(newest or "", row["updated_at"] or "")
-                bar.update(len(items))
-        pulled = len(changed_records)
-        # the next pull must reach back to responses it skipped: their record may be recorded as pushed by then
-        # (a push cut off after the server stored a batch records it on resume)
-        _mark_synced(store, dataset, newest, run_id, cap=min(unknown.values(), default=None))
-        stats = agreement(_submitted(store, dataset))
-    except BaseException as exc:  # a failed or interrupted run is recorded as failed; its committed batches stay
-        store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
-        if isinstance(exc, CurateError) or not isinstance(exc, Exception):
+        with store.run("pull", {"dataset": dataset}) as run:
+            run_id = run.id
+            conn = connection or connect(home=store.home)
+            dataset_id = _dataset_id(conn, dataset, workspace or DEFAULT_WORKSPACE)
+            users = _usernames(conn)
+            pushed = _pushed(store, dataset)
+            seen = _seen(store, dataset)
+            since = _since(store, dataset) if seen else None  # an empty store side reads everything
+            pulled, submitted, changed_records, newest = 0, 0, set(), None
+            unknown: dict[str, str] = {}  # external id of a record Curate did not push -> its oldest response time
+            with tqdm(desc=f"pull {dataset}", unit="resp", disable=None if progress is None else not progress) as bar:
+                for items, total in _pages(conn, dataset_id, since):
+                    bar.total = total
+                    rows = _changed_rows(items, users, pushed, seen, dataset, run_id, unknown)
+                    if rows:
+                        _write(store, rows, dataset, run_id)
+                        for row in rows:
+                            seen[row["id"]] = row["updated_at"]
+                            changed_records.add(row["record_id"])
+                            submitted += row["status"] == "submitted"
+                            newest = max(newest or "", row["updated_at"] or "")
+                    bar.update(len(items))
+            pulled = len(changed_records)
+            # the next pull must reach back to responses it skipped: their record may be recorded as pushed by then
+            # (a push cut off after the server stored a batch records it on resume)
+            _mark_synced(store, dataset, newest, run_id, cap=min(unknown.values(), default=None))
+            stats = agreement(submitted_responses(store, dataset))
+            result = {"pulled": pulled, "responses": submitted, "agreement": stats, "dataset": dataset,
+                      "unknown_records": len(unknown), "run_id": run_id}
+            run.finish({k: v for k, v in result.items() if k != "agreement"})
+            return result
+    except Exception as exc:  # recorded as failed by store.run; its committed batches stay
+        if isinstance(exc, CurateError):
             raise
         raise map_error(exc, getattr(connection, "url", "ARGILLA_API_URL")) from exc
-    result = {"pulled": pulled, "responses": submitted, "agreement": stats, "dataset": dataset,
-              "unknown_records": len(unknown), "run_id": run_id}
-    store.finish_run(run_id, "done", {k: v for k, v in result.items() if k != "agreement"})
-    return result
 
 
 def _pages(conn: Connection, dataset_id: str, since: datetime | None) -> Iterator[tuple[list[dict], int | None]]:
@@ -250,7 +250,8 @@ def _submitted_rows(conn: sa.Connection, dataset: str, records: list[str]) -> li
     return out
 
 
-def _submitted(store: Store, dataset: str) -> Iterable[dict]:
+def submitted_responses(store: Store, dataset: str) -> Iterable[dict]:
+    """Every submitted response of `dataset` in the store: what the agreement figures are computed over."""
     r = rating_responses.c
     with store.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(

@@ -13,8 +13,9 @@ and catch failures that no detector sees. Any object with `select` works, like a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import sqlalchemy as sa
@@ -22,9 +23,10 @@ from scipy.stats import rankdata
 
 from annotations.tables import annotation_records
 from curation.cluster.scorer import active_scorer
-from curation.errors import ConfigError
+from curation.config import SettingError, config_section, convert
+from curation.errors import CurateError
+from curation.store import Store, existing_ids
 from curation.signals.judge import judge_verdicts
-from curation.store import Store
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
 from curation.store.model_tables import failure_model_scores
 from curation.store.tables import conversations, is_traffic
@@ -61,6 +63,39 @@ class Candidates:
                           None if self.disagreement is None else self.disagreement[keep])
 
 
+@dataclass
+class RoutingSettings:
+    """The shares of the default strategy, `FailureFirst` (curate.toml `[routing]`, each from 0 to 1)."""
+
+    uncertain: float = 0.3  # the learned failure model's least sure conversations (the failure share before a fit)
+    explore: float = 0.2  # exploration: novel conversations and a uniform random sample
+    novel_share: float = 0.5  # part of the exploration reserved for novel conversations
+    max_cluster_share: float = 0.25  # most of the failure share one cluster may take
+    disagree: float = 0.0  # where the LLM judge and the failure model disagree most (off: docs/performance.md)
+
+    @classmethod
+    def resolve(cls, home: Path) -> "RoutingSettings":
+        """Defaults < curate.toml `[routing]`."""
+        return cls.from_table(*config_section(home, "routing"))
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], where: str = "curate.toml [routing]") -> "RoutingSettings":
+        """Settings from a `[routing]` table; an unknown key, a share outside 0–1, or shares that leave the failure
+        share below 0 is a SettingError naming the table (`where`) and the key."""
+        names = [f.name for f in fields(cls)]
+        values = {}
+        for key, value in table.items():
+            if key not in names:
+                raise SettingError(f"{where}: unknown key {key!r}; allowed: {', '.join(names)}")
+            values[key] = convert(value, float, f"{where} {key}")
+            if not 0 <= values[key] <= 1:
+                raise SettingError(f"{where} {key}: a share from 0 to 1, not {value!r}")
+        settings = cls(**values)
+        if settings.uncertain + settings.explore + settings.disagree > 1:
+            raise SettingError(f"{where}: uncertain + explore + disagree must leave a share (≥ 0) for failure")
+        return settings
+
+
 class Strategy(Protocol):
     def select(self, candidates: Candidates, budget: int) -> list[Pick]: ...
 
@@ -82,8 +117,10 @@ class FailureFirst:
 
     name = "failure"
 
-    def __init__(self, explore: float = 0.2, novel_share: float = 0.5, max_cluster_share: float = 0.25,
-                 uncertain: float = 0.3, disagree: float = 0.0, random_state: int = 0):
+    def __init__(self, explore: float = RoutingSettings.explore, novel_share: float = RoutingSettings.novel_share,
+                 max_cluster_share: float = RoutingSettings.max_cluster_share,
+                 uncertain: float = RoutingSettings.uncertain, disagree: float = RoutingSettings.disagree,
+                 random_state: int = 0):
         self.explore = explore
         self.disagree = disagree
         self.uncertain = uncertain
@@ -156,14 +193,12 @@ class RandomSample:
 STRATEGIES = {"failure": FailureFirst, "random": RandomSample}
 
 
-MIX_KEYS = ("uncertain", "explore", "novel_share", "max_cluster_share", "disagree")
-
-
-def get_strategy(strategy: str | Strategy | None, mix: dict | None = None) -> Strategy:
-    """A strategy by name (default `failure`); `mix` (curate.toml [routing]: uncertain, explore, novel_share,
-    max_cluster_share, each 0–1) sets the shares of `failure`."""
+def get_strategy(strategy: str | Strategy | None, mix: RoutingSettings | dict | None = None) -> Strategy:
+    """A strategy by name (default `failure`, with the shares of `mix`: settings or a `[routing]` table), or
+    `strategy` itself when it is an object."""
     if strategy is None or strategy == "failure":
-        return FailureFirst(**_checked_mix(mix or {}))
+        settings = mix if isinstance(mix, RoutingSettings) else RoutingSettings.from_table(mix or {})
+        return FailureFirst(**asdict(settings))
     if isinstance(strategy, str):
         try:
             return STRATEGIES[strategy]()
@@ -172,15 +207,10 @@ def get_strategy(strategy: str | Strategy | None, mix: dict | None = None) -> St
     return strategy
 
 
-def _checked_mix(mix: dict) -> dict:
-    for key, value in mix.items():
-        if key not in MIX_KEYS:
-            raise ConfigError(f"curate.toml [routing]: no setting {key!r}; known: {', '.join(MIX_KEYS)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"curate.toml [routing] {key}: a share from 0 to 1, not {value!r}")
-    if mix.get("uncertain", 0.3) + mix.get("explore", 0.2) + mix.get("disagree", 0.0) > 1:
-        raise ConfigError("curate.toml [routing]: uncertain + explore + disagree must leave a share (≥ 0) for failure")
-    return {k: float(v) for k, v in mix.items()}
+def routing_strategy(store: Store, strategy: str | Strategy | None = None) -> Strategy:
+    """The strategy push and generate route with: `get_strategy` with curate.toml `[routing]`, read one way for both
+    (and checked even for a strategy that does not use it, so a bad file fails every command alike)."""
+    return get_strategy(strategy, RoutingSettings.resolve(store.home))
 
 
 def load_candidates(store: Store, dataset: str, generated: bool = False) -> Candidates:
@@ -240,3 +270,34 @@ def disagreement(store: Store, ids: list[str], probability: list[float | None]) 
 def cluster_labels(store: Store) -> dict[int, str]:
     with store.connect() as conn:
         return {cid: label for cid, label in conn.execute(sa.select(clusters.c.id, clusters.c.label))}
+
+
+def known_ids(store: Store, ids: Sequence[str]) -> list[str]:
+    """`ids` in order without repeats; a CurateError naming the first one the store does not hold."""
+    wanted = list(dict.fromkeys(ids))
+    with store.connect() as conn:
+        known = existing_ids(conn, conversations.c.id, wanted)
+    missing = [i for i in wanted if i not in known]
+    if missing:
+        raise CurateError(f"{len(missing)} of the --ids are not in the store (first: {missing[0]!r}); ingest them first")
+    return wanted
+
+
+def choose(store: Store, dataset: str, budget: int | None, ids: Sequence[str] | None,
+            strategy: Strategy | None) -> tuple[list[Pick], int]:
+    """What a push of `budget` (by `strategy`) or of exactly `ids` into `dataset` sends: the picks, and how many of
+    `ids` were skipped (already in the dataset or routed elsewhere, or without a reply)."""
+    with store.connect() as conn:
+        in_dataset = set(conn.execute(
+            sa.select(annotation_records.c.conversation_id).where(annotation_records.c.dataset == dataset)
+        ).scalars())
+        # a second response (B) of any pair is not routed again on its own
+        taken = in_dataset | set(conn.execute(
+            sa.select(annotation_records.c.conversation_id_b).where(annotation_records.c.conversation_id_b.is_not(None))
+        ).scalars())
+    if ids is not None:
+        wanted = known_ids(store, ids)
+        routable = set(load_candidates(store, dataset).ids)
+        picks = [Pick(i, 0.0, "ids") for i in wanted if i in routable and i not in taken]
+        return picks, len(wanted) - len(picks)
+    return strategy.select(load_candidates(store, dataset).without(taken), budget), 0

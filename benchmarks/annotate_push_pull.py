@@ -34,7 +34,7 @@ from annotations.template import ATTRIBUTES
 def prepare(store, n: int) -> None:
     from curation.embed.vectors import ensure_space, write_vectors
     from curation.ingest import ingest_records
-    from curation.sample import generate
+    from curation.synthetic import generate
     from curation.signals import score_failures
     from curation.store import dumps, utcnow
     from curation.store.failure_tables import cluster_assignments, clusters, rewards
@@ -62,7 +62,8 @@ def baseline_sdk_log(conn, store, n: int) -> float:
     """The SDK's default path: rg.Record objects through `dataset.records.log` (same fields, vectors, suggestions)."""
     import argilla as rg
 
-    from annotations.push import _RecordBuilder, ensure_dataset
+    from annotations.push import ensure_dataset
+    from annotations.record_builder import RecordBuilder
     from annotations.routing import Pick
     from annotations.pii import Redactor
     from annotations.template import template
@@ -70,7 +71,7 @@ def baseline_sdk_log(conn, store, n: int) -> float:
     settings = template()
     dataset_id, question_ids = ensure_dataset(conn, "bench-baseline", "argilla", settings)
     dataset = conn.client.datasets(name="bench-baseline", workspace="argilla")
-    builder = _RecordBuilder(store, Redactor(), question_ids, "bench|thread|torch")
+    builder = RecordBuilder(store, Redactor(), question_ids, "bench|thread|torch")
     with store.connect() as c:
         ids = [r[0] for r in c.exec_driver_sql(f"SELECT id FROM conversations ORDER BY id DESC LIMIT {n}")]
     items, _ = builder.build([Pick(i, 0.0, "random") for i in ids])

@@ -7,7 +7,7 @@ reply (thumbs-down + red flags, with their counts), what a team without Curate w
 a fresh store and scored with the default detectors and weights, which see messages and feedback only.
 - `oasst`: ../shared/data/oasst1-en-validation. Truth = the review labels (kept in metadata["oasst_review"], read here
   to judge, never by a detector): low quality when quality ≤ 0.25 or fails_task ≥ 0.5.
-- `sample`: curation.sample traffic (seed 0) with planted failure modes; truth = metadata.demo_truth says the rated
+- `sample`: curation.synthetic traffic (seed 0) with planted failure modes; truth = metadata.demo_truth says the rated
   reply failed. The planted feedback is thinner than the failures (55% get a thumbs down), so the rest must find them.
 - `arena`: arena-hard-v0.1's 500 prompts with gpt-4-0314's and gpt-3.5-turbo-0125's answers, no feedback and no
   labels: naive ranks every conversation equal, so this shows only what the rest (the reply heuristics) picks out.
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--no-curve", action="store_true", help="skip the learning curve")
     args = parser.parse_args()
     from curation.ingest import ingest
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
     from curation.signals import score_failures
     from curation.store import Store
 

@@ -3,7 +3,7 @@
     python benchmarks/failure_learning.py [--seeds 0 1 2 3 4] [--mixes default,failure-first,80/20]
                                           [--dataset oasst|sample] [--held-out 0.3] [--verbose]
 
-Ingests ../shared/data/oasst1-en-validation (or curation.sample traffic with `--dataset sample`) into a fresh store,
+Ingests ../shared/data/oasst1-en-validation (or curation.synthetic traffic with `--dataset sample`) into a fresh store,
 embeds it (the bundled MiniLM, default backend), clusters and scores it. Then, for each routing mix and seed, from a
 copy of that store: `rounds` times, route `per-round` conversations (annotations.routing, among those not yet rated),
 rate them with the simulated annotator, import them with `import_ratings` (what `curate annotate import` runs),
@@ -204,7 +204,7 @@ MIX_NAMES = {"default": "default mix: 50% failure, 30% uncertain, 20% explore (n
 
 
 def sample_rates(store) -> tuple[dict[str, bool], dict[str, dict]]:
-    """Truth and a simulated annotator for curation.sample traffic: a conversation fails when its generator planted a
+    """Truth and a simulated annotator for curation.synthetic traffic: a conversation fails when its generator planted a
     failure in the rated (last) reply (metadata.demo_truth); the annotator rates a failure helpfulness 1,
     correctness 1 and any other reply 3 and 3 (generated truth, no people involved)."""
     low, rates = {}, {}
@@ -218,13 +218,13 @@ def sample_rates(store) -> tuple[dict[str, bool], dict[str, dict]]:
 
 
 def prepare(base: str, dataset: str = "oasst", sample_n: int = 1000) -> tuple[dict, dict, dict | None, str]:
-    """Ingest `dataset` (oasst: ../shared/data/oasst1-en-validation; sample: curation.sample traffic, seed 0,
+    """Ingest `dataset` (oasst: ../shared/data/oasst1-en-validation; sample: curation.synthetic traffic, seed 0,
     `sample_n` conversations) into `base`, embed, cluster. Returns (truth, trees, simulated ratings or None for the
     oasst1 labels, a line saying what was done)."""
     from curation.cluster import cluster
     from curation.embed import embed
     from curation.ingest import ingest
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
     from curation.store import Store
 
     store = Store.open(base)
@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--k-held", type=int, default=30,
                         help="k of lift@k on the held-out part (30: lift@100 scaled to a 30% part)")
     parser.add_argument("--dataset", choices=("oasst", "sample"), default="oasst",
-                        help="oasst1 with its review labels, or curation.sample traffic with its planted failures")
+                        help="oasst1 with its review labels, or curation.synthetic traffic with its planted failures")
     parser.add_argument("--sample-n", type=int, default=1000, help="conversations of sample traffic")
     parser.add_argument("--mixes", default="default,failure-first,80/20", help=f"comma-separated: {', '.join(MIX_NAMES)}")
     parser.add_argument("--verbose", action="store_true", help="print every seed's rounds")

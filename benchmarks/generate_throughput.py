@@ -8,7 +8,7 @@
    requests/s and this process's CPU per request (all threads: HTTP, retries' bookkeeping, the store's writes).
    Baselines: the ideal (concurrency / delay) and the bare client, the same number of requests sent by `--concurrency`
    threads through one `httpx.Client` with nothing else done.
-2. Pairs: the sample traffic (`curation.sample.write_jsonl`, no regenerated siblings) with failure signals scored;
+2. Pairs: the sample traffic (`curation.synthetic.write_jsonl`, no regenerated siblings) with failure signals scored;
    `--route` conversations pushed as `--pairs` into the embedded Argilla server, with one generated candidate each
    (the same local server), rated by the simulated annotators through the Argilla API (loops/simulate.py:
    3 annotators, 2 per record), pulled and exported. Two choices of the routed conversations: "failures", the first
@@ -75,7 +75,7 @@ def bare_client(url: str, n: int, concurrency: int) -> dict:
 def throughput(n: int, concurrency: int, delay: float) -> dict:
     from annotations.generate import Endpoint, GenerateSettings, Generator
     from curation.ingest import ingest_records
-    from curation.sample import generate as sample
+    from curation.synthetic import generate as sample
     from curation.store import Store
 
     proc, url = chat_server(delay)
@@ -107,11 +107,12 @@ def throughput(n: int, concurrency: int, delay: float) -> dict:
 def pairs(n_traffic: int, route: int, url: str, server, generate: bool, choose: str) -> dict:
     from annotations.generate import Endpoint, GenerateSettings, Generator
     from annotations.pull import pull
-    from annotations.push import context_key, push
+    from annotations.push import push
+    from curation.messages import context_key
     from annotations.tables import annotation_records
     from curation.errors import CurateError
     from curation.ingest import ingest
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
     from curation.signals import score_failures
     from curation.store import Store, loads
     from curation.store.failure_tables import failure_scores

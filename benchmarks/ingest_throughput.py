@@ -138,7 +138,7 @@ def main() -> None:
     if args.floor:
         floor(args.floor, copy=not args.floor_inserts)
         return
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="curate-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 
 A local chat server in a process of its own (tests/chat_fault_server.py --default judge) answers each request with
 a valid judgement after `--delay` seconds. `Judge.judge(every=True)` judges `--conversations` sample conversations
-(`curation.sample`) at `--concurrency`, with PII redaction on (annotations.pii, as `curate judge` does); the
+(`curation.synthetic`) at `--concurrency`, with PII redaction on (annotations.pii, as `curate judge` does); the
 figures are judgements/s against the ideal (concurrency / delay) and this process's CPU per judgement (all threads:
 reading and hashing the conversations, redaction, HTTP, parsing, the store's writes). Then the same call again: the
 rerun must make 0 requests. Targets (issue 20): ≥ 60 judgements/s and ≤ 2 ms CPU per judgement at 200 ms and 16.
@@ -50,7 +50,7 @@ def main() -> None:
     from curation.ingest import ingest_records
     from curation.judge.config import JudgeSettings
     from curation.judge.run import Judge
-    from curation.sample import generate as sample
+    from curation.synthetic import generate as sample
     from curation.store import Store
 
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "chat_fault_server.py"), "--port", "0", "--delay",

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 import psutil
 
-from curation.sample import generate, write_jsonl
+from curation.synthetic import generate, write_jsonl
 
 TEST_SIZE = 0.1
 

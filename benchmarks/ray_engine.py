@@ -76,7 +76,7 @@ def curate_env(home: Path, url: str) -> dict:
 def insert_generated(url: str, n: int, seed: int = 0, rewards: bool = False) -> None:
     """Generated conversations (and their feedback; with `rewards`, one reward each) straight into the store, in
     bulk: the setup of a large store, not what is measured."""
-    from curation.sample import generate
+    from curation.synthetic import generate
     from curation.store import Store, dumps, insert_tuples, utcnow
     from curation.store.failure_tables import rewards as rewards_table
     from curation.store.tables import conversations, feedback

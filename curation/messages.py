@@ -6,7 +6,10 @@ stored vectors stay valid.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import orjson
 
 
 def content_text(message: dict) -> str:
@@ -27,6 +30,35 @@ def content_text(message: dict) -> str:
     if isinstance(content, dict):
         return "\n".join(v for v in content.values() if isinstance(v, str))
     return str(content)
+
+
+def last_reply_index(messages: list[dict]) -> int | None:
+    """Index of the last assistant message (the reply that feedback, detectors, raters and reward models judge),
+    or None when there is none."""
+    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+
+
+def split_last_reply(messages: list[dict]) -> tuple[list[dict], dict] | None:
+    """(context, last assistant message), the unit every stage rates and scores; None without a reply."""
+    i = last_reply_index(messages)
+    return None if i is None else (messages[:i], messages[i])
+
+
+def context_id(context: list[dict]) -> str:
+    """What replies to the same context share: a short content hash (role and `content_text`) of its messages.
+
+    The one definition of "the same context": the `context_id` column of exports (whose messages already hold plain
+    text, so the exported values are the ones exports always wrote), push's pairing of sibling replies, generate's
+    candidates and the failure model's cross-validation groups.
+    """
+    canon = [[m.get("role"), content_text(m)] for m in context]
+    return hashlib.sha256(orjson.dumps(canon)).hexdigest()[:16]
+
+
+def context_key(messages: list[dict]) -> str | None:
+    """The `context_id` of a conversation's last reply (every message before it); None without a reply."""
+    unit = split_last_reply(messages)
+    return None if unit is None else context_id(unit[0])
 
 
 def _is_text(value: Any) -> bool:

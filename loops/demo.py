@@ -12,7 +12,7 @@ import os
 from typing import Callable
 
 from curation.config import resolve_home
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store import Store
 from loops.loop.config import Annotate, Export, LoopConfig, Sources, Train
 from loops.loop.runner import run_loop

@@ -21,27 +21,27 @@ def judge_score(judged: dict, weights: dict[str, float] | None) -> float | None:
     return None if any(v is None for v, _ in values) else sum(v * w for v, w in values)
 
 
-def judge_pairs(judged: dict[str, dict], units: dict[str, tuple[list[dict], dict, Any]], context_id: Callable,
+def judge_pairs(judged: dict[str, dict], units: dict[str, Any], context_id: Callable,
                 make_pair: Callable, tie_threshold: float, weights: dict[str, float] | None = None) -> tuple[list[dict], int]:
     """(pairs, ties dropped) from `judged` ({conversation id: judgement}, as `latest_judgements` gives) and `units`
-    ({conversation id: (context, last reply, cluster id)}); `make_pair(prompt, chosen, rejected, margin, rule,
-    **provenance)` builds a row as the export's other rules do."""
+    ({conversation id: `loops.pairs.Unit`}); `make_pair(prompt, chosen, rejected, margin, rule, **provenance)` builds
+    a row as the export's other rules do."""
     by_context: dict[str, list] = defaultdict(list)
     for cid in sorted(judged):
         score = judge_score(judged[cid], weights)
         if cid in units and score is not None:
-            by_context[context_id(units[cid][0])].append((score, cid))
+            by_context[context_id(units[cid].context)].append((score, cid))
     pairs, ties = [], 0
     for group in by_context.values():
         for (s1, c1), (s2, c2) in combinations(sorted(group, key=lambda g: (-g[0], g[1])), 2):
-            if units[c1][1]["content"] == units[c2][1]["content"]:
+            if units[c1].reply["content"] == units[c2].reply["content"]:
                 continue
             if s1 - s2 < max(tie_threshold, 1e-9):
                 ties += 1
                 continue
             judges = sorted({f"{judged[c]['model']}@{judged[c]['rubric_version']}" for c in (c1, c2)})
-            ctx, chosen, cluster = units[c1]
-            pairs.append(make_pair(ctx, chosen, units[c2][1], s1 - s2, "judge", cluster_id=cluster,
+            pairs.append(make_pair(units[c1].context, units[c1].reply, units[c2].reply, s1 - s2, "judge",
+                                   cluster_id=units[c1].cluster_id,
                                    conversation_id_chosen=c1, conversation_id_rejected=c2, annotators=judges,
                                    source=SOURCE, simulated=False))
     return pairs, ties

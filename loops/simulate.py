@@ -68,19 +68,14 @@ def simulate(store: Store, api_url: str, api_key: str, dataset: str, workspace: 
     "annotators", "simulated": True, "dataset", "workspace", "run_id"}. Idempotent: answers are upserts of the same
     seeded values. Recorded as a `simulate` run.
     """
-    run_id = store.start_run("simulate", {"dataset": dataset, "workspace": workspace, "annotators": n_annotators,
-                                          "per_record": per_record, "seed": seed})
     try:
-        result = _simulate(store, api_url, api_key, dataset, workspace, n_annotators, per_record, seed)
+        with store.run("simulate", {"dataset": dataset, "workspace": workspace, "annotators": n_annotators,
+                                    "per_record": per_record, "seed": seed}) as run:
+            result = _simulate(store, api_url, api_key, dataset, workspace, n_annotators, per_record, seed)
+            summary = run.finish({**result, "dataset": dataset, "workspace": workspace, "run_id": run.id})
     except httpx.HTTPError as exc:
-        store.finish_run(run_id, "failed")
         raise CurateError(f"the Argilla server at {api_url} failed during simulation ({type(exc).__name__}: {exc}); "
                           "check that it runs (`curate annotate serve`) and run the same command again") from None
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    summary = {**result, "dataset": dataset, "workspace": workspace, "run_id": run_id}
-    store.finish_run(run_id, "done", summary)
     summary.pop("user_ids")
     return summary
 

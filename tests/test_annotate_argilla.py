@@ -338,7 +338,7 @@ def test_cli_push_pull_status_json(cli, store, oasst_file, argilla_env):
 
 
 def test_push_pairs_siblings_into_preference_records(store, oasst_file, conn):
-    from annotations.push import context_key
+    from curation.messages import context_key
     from curation.store import loads
 
     prepare_store(store, oasst_file, vectors=False)

@@ -41,7 +41,7 @@ def own_server(tmp_path):
 
 def _traffic(store, n: int) -> None:
     from curation.ingest import ingest_records
-    from curation.sample import generate
+    from curation.synthetic import generate
     from curation.signals import score_failures
 
     ingest_records(store, generate(n, seed=3))

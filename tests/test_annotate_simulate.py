@@ -7,7 +7,7 @@ import uuid
 import sqlalchemy as sa
 
 from annotations.tables import rating_responses, ratings
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 
 
 def test_simulated_ratings_come_home_marked_and_export_as_simulated(cli, store, tmp_path, argilla_env):

@@ -83,14 +83,14 @@ def test_out_of_range_ingest_settings_fail_naming_the_setting(cli, home, tmp_pat
     data = tmp_path / "one.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
     monkeypatch.setenv("CURATE_INGEST_MAX_MESSAGES", "-1")
-    err = cli("ingest", data, code=1).stderr
+    err = cli("ingest", data, code=2).stderr  # a bad setting is a usage error (issue 22, defect 8)
     assert "max_messages = -1 must be an integer ≥ 1" in err and "CURATE_INGEST_MAX_MESSAGES" in err
     monkeypatch.delenv("CURATE_INGEST_MAX_MESSAGES")
     home.mkdir(parents=True, exist_ok=True)
     (home / "curate.toml").write_text("[ingest]\nworkers = 0\n")
-    assert "workers = 0 must be an integer ≥ 1" in cli("ingest", data, code=1).stderr
+    assert "workers = 0 must be an integer ≥ 1" in cli("ingest", data, code=2).stderr
     (home / "curate.toml").write_text("[ingest]\nbatch_size = 0\n")
-    assert "batch_size = 0 must be an integer ≥ 1" in cli("ingest", data, code=1).stderr
+    assert "batch_size = 0 must be an integer ≥ 1" in cli("ingest", data, code=2).stderr
     (home / "curate.toml").unlink()
     assert cli.json("ingest", data)["ingested"] == 1
 

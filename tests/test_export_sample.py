@@ -6,7 +6,7 @@ from collections import Counter
 import orjson
 import pyarrow.parquet as pq
 
-from curation.sample import FAILURE_MODES, generate, write_jsonl
+from curation.synthetic import FAILURE_MODES, generate, write_jsonl
 
 
 def test_sample_is_deterministic_and_plants_every_failure_mode():

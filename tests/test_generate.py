@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from annotations.generate import GenerateSettings, Endpoint, candidate_id, generate
-from annotations.push import context_key
+from curation.messages import context_key
 from annotations.routing import load_candidates
 from curation.errors import ConfigError, CurateError
 from curation.ingest import ingest, ingest_records
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store import loads
 from curation.store.tables import conversations
 from tests.chat_fault_server import FaultServer

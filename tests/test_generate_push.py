@@ -16,7 +16,7 @@ from annotations.generate import Endpoint, GenerateSettings
 from annotations.order import swapped_records
 from annotations.tables import annotation_records
 from curation.ingest import ingest
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store import loads
 from curation.store.tables import conversations
 from loops.loop import steps

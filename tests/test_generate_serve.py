@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from annotations.tables import annotation_records
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store import Store, loads
 from curation.store.tables import conversations
 

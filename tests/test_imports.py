@@ -1,4 +1,5 @@
-"""The import graph of curation/, annotations/ and loops/: no cycles, and data flows one way (DESIGN.md).
+"""The import graph of curation/, annotations/ and loops/: no cycles, data flows one way, no module imports another's
+private (`_name`) names, and no module is over 400 lines (docs/architecture.md, "The one-way rule").
 
 The graph is read from the source with `ast`, so it counts imports inside functions too: a cycle hidden in a
 function still couples two modules, and breaks as soon as someone hoists the import.
@@ -95,3 +96,45 @@ def test_data_flows_one_way():
         and target.split(".")[0] in forbidden.get(name.split(".")[0], ())
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def _private_imports(name: str, path: Path, modules: dict[str, Path]) -> list[str]:
+    """`_name`s that module `name` imports from another first-party module (at any depth of its source)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+        if base.split(".")[0] not in PACKAGES or base == name:
+            continue
+        found += [f"{name} imports {base}.{a.name}" for a in node.names
+                  if a.name.startswith("_") and not a.name.startswith("__") and f"{base}.{a.name}" not in modules]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A `_name` is its module's own business; what another module needs is made public where it lives."""
+    modules = _modules()
+    wrong = [line for name, path in modules.items() for line in _private_imports(name, path, modules)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_private_import_check_sees_one(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from curation.store import _first_line, among\n")
+    assert _private_imports("curation.x", path, {}) == ["curation.x imports curation.store._first_line"]
+
+
+MAX_LINES = 400
+GENERATED = ("/migrations/",)  # Alembic revisions: written once, never edited after they ship
+
+
+def test_no_library_module_is_over_400_lines():
+    """Small modules, each with one job; split a module by job before it grows past this."""
+    long = [f"{path.relative_to(REPO)}: {n} lines" for path in _modules().values()
+            if not any(part in path.as_posix() for part in GENERATED)
+            and (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
+    assert not long, "split these by job (docs/architecture.md):\n" + "\n".join(long)

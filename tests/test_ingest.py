@@ -159,7 +159,7 @@ def test_content_hash_ids_and_salted_user_hash(home, store, tmp_path, monkeypatc
 
 def test_gzip_sample_ingests_in_batches_under_one_run(store, tmp_path):
     from curation.config import IngestSettings
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
 
     path = write_jsonl(tmp_path / "t.jsonl.gz", 3_000, seed=3)
     summary = ingest(store, [path], settings=IngestSettings(batch_size=500))
@@ -170,9 +170,9 @@ def test_gzip_sample_ingests_in_batches_under_one_run(store, tmp_path):
 
 
 def test_parallel_validation_matches_serial(home, store, tmp_path, monkeypatch):
-    import curation.ingest as ingest_module
+    import curation.ingest.job as ingest_module
     from curation.config import IngestSettings
-    from curation.sample import generate
+    from curation.synthetic import generate
 
     records = [orjson.dumps(r) for r in generate(4_000, seed=8)]
     records[10:10] = [raw for raw, _ in BAD[:7]]  # bad lines inside the first chunk
@@ -207,9 +207,9 @@ def test_utc_fast_path_matches_the_general_parser():
 
 
 def test_a_failing_write_fails_the_run_and_keeps_committed_batches(store, tmp_path, monkeypatch):
-    import curation.ingest as ingest_module
+    import curation.ingest.job as ingest_module
     from curation.config import IngestSettings
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
     from curation.store.tables import runs
 
     real, calls = ingest_module.insert_tuples, []

@@ -60,7 +60,7 @@ def awkward_record(i: int) -> dict:
 
 
 def test_ingest_takes_the_copy_path_on_postgresql_only(store, tmp_path, copies):
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
 
     inserts = values_inserts(store)
     path = write_jsonl(tmp_path / "t.jsonl", 1_000, seed=3)
@@ -132,7 +132,7 @@ def test_conflicts_inside_a_copy_batch_and_against_stored_rows_are_quarantined(s
 
 @pytest.mark.parametrize("table", ["conversations", "feedback"])
 def test_a_fault_in_the_middle_of_a_batch_leaves_nothing_of_it(store, tmp_path, table):
-    from curation.sample import write_jsonl
+    from curation.synthetic import write_jsonl
     from curation.store.tables import runs
 
     path = write_jsonl(tmp_path / "t.jsonl", 1_000, seed=5)

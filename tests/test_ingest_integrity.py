@@ -87,9 +87,9 @@ def _truncated_gzip(path, records, keep: float):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_truncated_gzip_keeps_every_line_before_the_damage(store, tmp_path, monkeypatch, workers):
-    import curation.ingest as ingest_module
+    import curation.ingest.job as ingest_module
     from curation.config import IngestSettings
-    from curation.sample import generate
+    from curation.synthetic import generate
 
     records = list(generate(3_000, seed=5))
     path = tmp_path / "cut.jsonl.gz"

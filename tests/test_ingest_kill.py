@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from curation.ingest.records import Limits, chat_record
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store import Store
 from curation.store.tables import conversations, feedback
 

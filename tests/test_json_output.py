@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 
 # Library noise seen on a fresh home with OpenVINO's calibration (issue: --json broken on AVX-512 VNNI machines)
 NOISE = ("Statistics collection", "Applying Smooth Quant", "Could not infer whether the model",

@@ -24,7 +24,7 @@ from curation.judge import ATTRIBUTES, latest_judgements
 from curation.judge.answer import parse
 from curation.judge.config import JudgeSettings, load_rubric
 from curation.judge.run import Judge
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store.judge_tables import judgements
 from curation.store.tables import conversations
 from tests.chat_fault_server import FaultServer, judgement_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from loops.loop.config import load
 from loops.loop.runner import run_loop
 from loops.loop.steps import ingest, judge, report

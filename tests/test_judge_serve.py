@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store.judge_tables import judgements
 from curation.store.tables import conversations
 from tests.test_generate_serve import transformers_serve  # noqa: F401 -- the module-scoped server fixture

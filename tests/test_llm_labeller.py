@@ -250,7 +250,7 @@ def test_curate_toml_switches_the_labeller_on_and_bad_settings_fail_in_one_line(
     assert f"LLM labels: 0 named by m, {GROUPS} kept c-TF-IDF" in cli("cluster", "--home", cli.home).stdout
 
     (cli.home / "curate.toml").write_text('[cluster.labeller]\nkind = "llm"\n')
-    err = cli("cluster", "--home", cli.home, code=1).stderr
+    err = cli("cluster", "--home", cli.home, code=2).stderr  # a missing setting is a usage error (defect 8)
     assert err.count("\n") == 1 and "--llm-url" in err and "CURATE_LLM_URL" in err
     (cli.home / "curate.toml").write_text('[cluster.labeller]\nendpoint = "x"\n')
     with pytest.raises(ConfigError, match="unknown key 'endpoint'"):
@@ -258,6 +258,6 @@ def test_curate_toml_switches_the_labeller_on_and_bad_settings_fail_in_one_line(
     (cli.home / "curate.toml").unlink()
     assert "add --labeller llm" in cli("cluster", "--llm-url", server.url, "--home", cli.home, code=2).stderr
     assert "needs an endpoint model" in cli("cluster", "--labeller", "llm", "--llm-url", server.url,
-                                            "--home", cli.home, code=1).stderr
+                                            "--home", cli.home, code=2).stderr
     assert "ctfidf" in cli("cluster", "--labeller", "gpt", "--home", cli.home, code=2).stderr
     assert "labeller" not in cli.json("cluster", "--home", cli.home)  # the default stays c-TF-IDF

@@ -8,7 +8,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 
 # embeds with the default backend: `make test` runs it once per int8 backend (onnx, openvino)
 pytestmark = pytest.mark.embeds

@@ -22,7 +22,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 
 TRIALS = int(os.environ.get("CURATE_FAULT_TRIALS", "10"))
 SEED = 20261127

@@ -29,7 +29,7 @@ def test_a_message_without_content_is_empty():
 
 
 def test_every_stage_reads_the_same_text():
-    from annotations.push import context_key
+    from curation.messages import context_key
     from curation.cluster.rank import prompt_of
     from curation.embed.views import last_turn
     from curation.signals import ConversationView

@@ -11,7 +11,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store.failure_tables import cluster_assignments
 
 KAFKA = {"id": "kafka", "messages": [{"role": "user", "content": "Kafka is a type of coffee, right?"},

@@ -153,7 +153,8 @@ def test_server_errors_reach_the_app_and_logging_goes_on(base_url, logger, store
 
 
 def test_regeneration_is_linked_and_push_finds_the_sibling(base_url, logger, store):
-    from annotations.push import context_key, pair_siblings
+    from annotations.pairing import pair_siblings
+    from curation.messages import context_key
     from annotations.routing import Pick
 
     client = wrap(openai.OpenAI(base_url=base_url, api_key="test"), logger=logger)

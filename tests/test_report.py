@@ -75,7 +75,7 @@ def test_report_renders_in_headless_chromium(clustered, tmp_path, cli):
 
 
 def sample_traffic(store, n: int, seed: int, prefix: str, dim: int = 32) -> list[str]:
-    """`curation.sample` conversations (planted failures, corrections, feedback) ingested, with vectors that sit
+    """`curation.synthetic` conversations (planted failures, corrections, feedback) ingested, with vectors that sit
     around one centre per (topic, planted failure), as an embedder would put similar conversations together."""
     import zlib
 
@@ -83,7 +83,7 @@ def sample_traffic(store, n: int, seed: int, prefix: str, dim: int = 32) -> list
 
     from curation.embed.vectors import ensure_space, write_vectors
     from curation.ingest import ingest_records
-    from curation.sample import generate
+    from curation.synthetic import generate
 
     records = list(generate(n, seed=seed, id_prefix=prefix))
     ingest_records(store, records)

@@ -25,7 +25,7 @@ from annotations.generate.config import Endpoint, GenerateSettings, public_url
 from annotations.pii import Redactor
 from curation.endpoints import Budget, Capped, ChatClient, Completion, EndpointError, RunState, api_keys, run_batched
 from curation.errors import CurateError
-from curation.messages import content_text
+from curation.messages import content_text, last_reply_index
 from curation.store import Store, dumps, existing_ids, insert_rows, loads, utcnow
 from curation.store.tables import GENERATED, conversations
 
@@ -67,21 +67,17 @@ class Generator:
         "requests", "tokens", "existing", "capped", "skipped", "status", "errors", "run_id"}."""
         settings = self.settings
         keys = api_keys(settings.endpoints, "generator")
-        run_id = store.start_run("generate", {"conversations": len(conversation_ids),
-                                              "endpoints": [e.key for e in settings.endpoints],
-                                              "settings": _public_settings(settings)})
         state = RunState(settings.stop_after, Budget(settings.max_requests, settings.max_total_tokens))
-        try:
+        with store.run("generate", {"conversations": len(conversation_ids),
+                                    "endpoints": [e.key for e in settings.endpoints],
+                                    "settings": _public_settings(settings)}) as run:
+            run.progress = lambda: state.summary("generated")
             jobs, wanted, existing, skipped = self._jobs(store, conversation_ids)
-            self._run(store, jobs, state, run_id, keys, progress)
-        except BaseException as exc:
-            store.finish_run(run_id, "failed", {**state.summary("generated"), "error": str(exc)[:500] or type(exc).__name__})
-            raise
-        result = {"conversations": wanted, **state.summary("generated"), "existing": existing, "skipped": skipped,
-                  "run_id": run_id}
-        result["status"] = "partial" if result["failed"] or result["capped"] else "done"
-        store.finish_run(run_id, result["status"], result)
-        return result
+            self._run(store, jobs, state, run.id, keys, progress)
+            result = {"conversations": wanted, **state.summary("generated"), "existing": existing, "skipped": skipped,
+                      "run_id": run.id}
+            result["status"] = "partial" if result["failed"] or result["capped"] else "done"
+            return run.finish(result, result["status"])
 
     def _jobs(self, store: Store, ids: Sequence[str]) -> tuple[list[_Job], int, int, int]:
         """The candidates still missing; also how many conversations want some, how many candidates exist, and how
@@ -97,7 +93,7 @@ class Generator:
         wanted = skipped = 0
         for parent in ids:
             messages = loads(rows.get(parent)) or []
-            last = last_reply(messages)
+            last = last_reply_index(messages)
             if last is None:
                 skipped += 1
                 continue
@@ -192,19 +188,14 @@ def _public_settings(settings: GenerateSettings) -> dict:
     return data
 
 
-def last_reply(messages: list[dict]) -> int | None:
-    """Index of the last assistant message (the reply a candidate is an alternative to), or None."""
-    return next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
-
-
 def generate(store: Store, ids: Sequence[str] | None = None, budget: int | None = None, *, dataset: str | None = None,
              strategy: Any = None, settings: GenerateSettings | None = None, progress: bool | None = None) -> dict:
     """`curate generate`: candidates for `ids`, or for the `budget` conversations that a push into `dataset` would
     route next (without a dataset: among conversations not routed anywhere). Conversations that already have a
     production sibling are left out, as push pairs them with it. Returns `Generator.generate`'s summary plus
     "with_sibling"."""
-    from annotations.push import _choose, known_ids, pair_siblings  # the same choice and pairing a push would make
-    from annotations.routing import Pick, get_strategy
+    from annotations.pairing import pair_siblings  # the same choice and pairing a push would make
+    from annotations.routing import Pick, choose, known_ids, routing_strategy
 
     if (budget is None) == (ids is None):
         raise CurateError("say what to generate for: --budget N (routing chooses) or --ids ID... (exactly these)")
@@ -213,7 +204,7 @@ def generate(store: Store, ids: Sequence[str] | None = None, budget: int | None 
     generator = Generator(settings or GenerateSettings.resolve(store.home))
     target = dataset or ""  # no dataset has an empty name: every routed conversation is "elsewhere"
     if ids is None:
-        picks, _ = _choose(store, target, budget, None, get_strategy(strategy))
+        picks, _ = choose(store, target, budget, None, routing_strategy(store, strategy))
     else:  # exactly these, routed or not
         picks = [Pick(i, 0.0, "ids") for i in known_ids(store, ids)]
     paired = pair_siblings(store, target, picks, generated=False)

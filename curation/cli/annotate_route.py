@@ -27,12 +27,15 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
                    "(endpoints from curate.toml [[generate.endpoints]]).")
 @click.option("--generate-url", default=None, help="One generation endpoint's API base URL (implies --generate).")
 @click.option("--generate-model", default=None, help="The model name to request from --generate-url.")
+@click.option("--suggestions", type=click.Choice(["judge", "reward", "none"]), default="judge", show_default=True,
+              help="Pre-fill the ratings from the LLM judge where a conversation has a judgement (else the reward "
+                   "model), from the reward model only, or not at all.")
 @workspace_option
 @home_option
 @json_option
 @reports
-def push(dataset, budget, ids, strategy, min_submitted, pairs, use_generator, generate_url, generate_model, workspace,
-         home, as_json):
+def push(dataset, budget, ids, strategy, min_submitted, pairs, use_generator, generate_url, generate_model, suggestions,
+         workspace, home, as_json):
     """Send conversations to Argilla as HelpSteer2 rating tasks, PII redacted. Idempotent and resumable."""
     from annotations.push import push as run_push
     from curation.store import Store
@@ -48,7 +51,7 @@ def push(dataset, budget, ids, strategy, min_submitted, pairs, use_generator, ge
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
     result = run_push(Store.open(home), dataset, budget=budget, ids=wanted,
                       strategy=strategy, workspace=workspace, min_submitted=min_submitted, pairs=pairs,
-                      generator=generator)
+                      generator=generator, suggestions=suggestions)
     shares = ", ".join(f"{k} {v}" for k, v in sorted(result["by_strategy"].items()))
     text = f"pushed {result['pushed']:,} records to {dataset!r} at {result['url']} ({shares or 'none new'}); skipped {result['skipped']:,}"
     if generator is not None:

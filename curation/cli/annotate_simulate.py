@@ -22,7 +22,7 @@ def simulate(dataset, workspace, seed, n_annotators, per_record, home, as_json):
     """Have simulated annotators rate every record of a dataset through the Argilla API, as people would in the UI.
 
     For the README tour, demos and tests, where nobody is there to rate. They are seeded, noisy scripts that answer
-    from the failure planted in sample traffic (curation.sample); an answer without one is rated as good, so on real
+    from the failure planted in sample traffic (curation.synthetic); an answer without one is rated as good, so on real
     traffic their ratings say nothing. They can never pass for people's: their users are named
     simulated-annotator-N, and every pair or row made from their ratings is exported with `simulated: true` and
     counted. Afterwards `curate annotate pull` brings the ratings home as usual.

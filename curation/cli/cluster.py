@@ -13,11 +13,12 @@ min_users_option = click.option(
 
 
 def _k(value: str) -> int | str:
-    if value == "auto":
-        return value
-    if not value.isdigit() or int(value) < 2:
-        raise click.BadParameter("use auto or an integer ≥ 2 (one cluster ranks nothing), as a loop file's cluster.k")
-    return int(value)
+    from curation.config import parse_k
+
+    try:
+        return parse_k(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (as a loop file's cluster.k)") from None
 
 
 @click.command()
@@ -52,23 +53,17 @@ def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, fail
             home, as_json):
     """Score failure signals and cluster the embedded conversations; cluster ids survive later runs."""
     from curation.cluster import LLMLabeller, make_labeller
-    from curation.cluster import cluster as run_cluster
-    from curation.engine import assignment_executor
-    from curation.signals import score_failures
     from curation.store import Store
+    from loops.failures.find import find_failures
 
     store = Store.open(home)
     namer = make_labeller(store, kind=labeller, url=llm_url, model=llm_model)
     if (llm_url or llm_model) and not isinstance(namer, LLMLabeller):
         raise click.UsageError("--llm-url and --llm-model apply to the llm labeller only; add --labeller llm")
     with engine_usage():  # the per-conversation parts run on the engine: failure scoring, and the streamed assignment
-        scoring = score_failures(store, engine=engine, address=ray_address)
-        with assignment_executor(store, engine, ray_address) as executor:
-            result = run_cluster(store, k=k, algorithm=algorithm, seed=seed, space=space,
-                                 refit="auto" if refit is None else refit, labeller=namer, score=False,
-                                 sample=sample_size, executor=executor)
-    if "workers" in scoring:  # Ray: the actors that scored, and the tasks of the streamed assignment (0 unstreamed)
-        result["engine"] = {"kind": "ray", "workers": scoring["workers"], "assignment_tasks": executor.submitted}
+        result = find_failures(store, k=k, algorithm=algorithm, seed=seed, space=space,
+                               refit="auto" if refit is None else refit, labeller=namer, sample=sample_size,
+                               engine=engine, address=ray_address, failure_rule=failure_rule)
     verb = "re-clustered into" if result["refit"] else "extended"
     human = (f"{verb} {result['clusters']} clusters: {result['assigned']} assignments written, "
              f"{result['novel']} novel, in {result['seconds']}s (run {result['run_id']})")
@@ -77,10 +72,7 @@ def cluster(k, algorithm, seed, refit, space, labeller, llm_url, llm_model, fail
                   f"({result['novel'] / result['conversations']:.1%}) are novel: unlike every cluster, they wait in "
                   f"the nearest one, flagged; a run will refit when novel conversations exceed "
                   f"{result['drift']:.0%} (--refit forces it)")
-    from loops.failures import refresh
-
-    model = result["failure_model"] = refresh(store, rule=failure_rule)
-    human += "\n" + describe_refresh(model)
+    human += "\n" + describe_refresh(result["failure_model"])
     if isinstance(namer, LLMLabeller):
         result["labeller"] = {"kind": "llm", "model": namer.model, **namer.stats_}
         human += (f"\nLLM labels: {namer.stats_['labelled']} named by {namer.model}, {namer.stats_['failed']} kept "

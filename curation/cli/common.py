@@ -4,12 +4,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 import orjson
 
 from curation.console import stdout_to_stderr
+from curation.config import SettingError, config_scope
 from curation.errors import CurateError
 
 home_option = click.option(
@@ -30,20 +31,15 @@ def reports(func: Callable) -> Callable:
 
     The body gets `home` and `as_json`; it returns `(result, human_text)`, just `result`, or
     `(result, human_text, error)` for work that is done and reported but fails the command (exit 1 with `error`).
-    CurateError becomes one line on stderr and exit code 1. With --json, whatever the body or a library underneath
-    writes to stdout goes to stderr, so the JSON object is the only thing on stdout.
+    Errors are reported as `handled` says. With --json, whatever the body or a library underneath writes to stdout
+    goes to stderr, so the JSON object is the only thing on stdout.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         as_json = kwargs.get("as_json", False)
-        try:
-            with json_guard(as_json):
-                out = func(*args, **kwargs)
-        except CurateError as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            fail("interrupted; work committed so far is kept, run the same command again to resume", code=130)
+        with handled(as_json):
+            out = func(*args, **kwargs)
         if out is None:
             return
         result, human, *error = out if isinstance(out, tuple) else (out, None)
@@ -57,6 +53,25 @@ def reports(func: Callable) -> Callable:
             fail(error[0])
 
     return wrapper
+
+
+@contextlib.contextmanager
+def handled(as_json: bool, own: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """The error handling every command shares, around its work: a bad setting (curate.toml, a loop file, the
+    environment) is a usage error, one line and exit 2; any other CurateError one line and exit 1; Ctrl+C exit 130.
+    Errors of the types in `own` pass through to the command, which reports them itself.
+    Inside, curate.toml is read once (`config_scope`), and with --json stdout is stderr (`json_guard`)."""
+    try:
+        with config_scope(), json_guard(as_json):
+            yield
+    except own:
+        raise
+    except SettingError as exc:
+        fail(str(exc), code=2)
+    except CurateError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; work committed so far is kept, run the same command again to resume", code=130)
 
 
 def json_guard(as_json: bool) -> contextlib.AbstractContextManager:

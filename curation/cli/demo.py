@@ -6,7 +6,7 @@ import time
 import click
 import orjson
 
-from curation.cli.common import PORT, fail, home_option, json_guard, json_option
+from curation.cli.common import PORT, handled, home_option, json_option
 
 
 @click.command()
@@ -23,15 +23,11 @@ def demo(n, seed, port, no_serve, home, as_json):
     the real Argilla API. The second run trains a reward model from those ratings and gates it. At the end the
     embedded Argilla server stays up (Ctrl+C stops it) and the report's path, the URL and the login are printed.
     """
-    from curation.errors import CurateError
     from loops.demo import run_demo
 
     say = (lambda _: None) if as_json else (lambda line: click.echo(line, err=True))
-    try:
-        with json_guard(as_json):
-            summary, server = run_demo(home, conversations=n, seed=seed, port=port, on_event=say)
-    except CurateError as exc:
-        fail(str(exc))
+    with handled(as_json):
+        summary, server = run_demo(home, conversations=n, seed=seed, port=port, on_event=say)
     if as_json:
         click.echo(orjson.dumps({**summary, "served": not no_serve}, default=str).decode())
     else:

@@ -32,12 +32,14 @@ OVERWRITE = click.option("--overwrite", is_flag=True,
 @SPLIT_SEED
 @click.option("--mix", multiple=True, help="Also include TRL-format preference data: a file, folder or hub id (repeat).")
 @click.option("--push-to-hub", default=None, metavar="REPO", help="Also push the export to this Hugging Face repo.")
+@click.option("--include-judge", is_flag=True,
+              help="Also export pairs from the LLM judge's ratings (RLAIF), each marked source=judge (docs/judge.md).")
 @OVERWRITE
 @home_option
 @json_option
 @reports
 def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagreement, test_size, seed, mix,
-                push_to_hub, overwrite, home, as_json):
+                push_to_hub, include_judge, overwrite, home, as_json):
     """Preference pairs in TRL's conversational columns (prompt, chosen, rejected, margin) plus provenance."""
     from curation.store import Store
     from loops.export import PairRules, export_preferences
@@ -45,7 +47,7 @@ def preferences(out, fmt, dataset, rules, weights, tie_threshold, include_disagr
     pair_rules = PairRules(tie_threshold=tie_threshold, weights=weights, include_disagreement=include_disagreement,
                            test_size=test_size, seed=seed, **({"rules": tuple(rules)} if rules else {}))
     result = export_preferences(Store.open(home), out, fmt=fmt, rules=pair_rules, dataset=dataset, mix=list(mix),
-                                push_to_hub=push_to_hub, overwrite=overwrite)
+                                push_to_hub=push_to_hub, overwrite=overwrite, include_judge=include_judge)
     return result, (f"wrote {result['pairs']:,} pairs ({result['train']:,} train, {result['test']:,} test) to "
                     f"{result['out']}{_simulated(result, 'pairs')}")
 

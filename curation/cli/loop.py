@@ -6,7 +6,7 @@ import sys
 import click
 import orjson
 
-from curation.cli.common import fail, home_option, json_guard, json_option, reports
+from curation.cli.common import fail, handled, home_option, json_option, reports
 
 
 @click.group()
@@ -26,7 +26,7 @@ def loop() -> None:
 @json_option
 def run(config_path, home, as_json):
     """Run the loop, or resume its last run if that one crashed or was killed."""
-    from curation.errors import ConfigError, CurateError
+    from curation.errors import ConfigError
     from curation.store import Store
     from loops.loop.config import load
     from loops.loop.lock import LoopBusy
@@ -37,7 +37,7 @@ def run(config_path, home, as_json):
     except ConfigError as exc:  # a broken or mistyped loop file: nothing has run, exit 2 naming the file and key
         raise click.UsageError(str(exc)) from None
     try:
-        with json_guard(as_json):
+        with handled(as_json, own=(LoopBusy,)):
             store = Store.open(home)
             on_step = None if as_json else (lambda name, rec: click.echo(_step_line(name, rec), err=True))
             result = run_loop(store, config, on_step=on_step)
@@ -45,8 +45,6 @@ def run(config_path, home, as_json):
         if as_json:
             click.echo(orjson.dumps({"status": "busy", "run_id": exc.holder["run_id"], "message": str(exc)}).decode())
         fail(str(exc), code=EXIT_BUSY)
-    except CurateError as exc:
-        fail(str(exc))
     if as_json:
         click.echo(orjson.dumps(result, default=str).decode())
     else:

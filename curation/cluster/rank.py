@@ -18,7 +18,7 @@ from scipy import stats
 
 from curation.cluster.scorer import uses_learned
 from curation.errors import CurateError
-from curation.messages import content_text
+from curation.messages import content_text, last_reply_index
 from curation.signals import DEFAULT_THRESHOLD
 from curation.store import Store, loads
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
@@ -179,12 +179,13 @@ def show_cluster(store: Store, cluster_id: int, n: int = 5, threshold: float = D
 
 def prompt_of(messages: list[dict]) -> str:
     """The last user turn before the last assistant message (what the conversation is about)."""
-    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=len(messages))
+    last = last_reply_index(messages)
     return next((content_text(m) for m in reversed(messages[:last]) if m.get("role") == "user"), "")
 
 
 def reply_of(messages: list[dict]) -> str:
-    return next((content_text(m) for m in reversed(messages) if m.get("role") == "assistant"), "")
+    last = last_reply_index(messages)
+    return "" if last is None else content_text(messages[last])
 
 
 def excerpt(text: str, n: int) -> str:

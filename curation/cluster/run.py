@@ -25,19 +25,16 @@ from curation.cluster import stream
 from curation.cluster.identity import MIN_SIMILARITY, centroids_of, match, radii
 from curation.cluster.llm_labels import make_labeller
 from curation.cluster.model import make_clusterer, nearest, normalise
-from curation.cluster.rank import distinct_users, prompt_of, wilson
+from curation.config import parse_k
+from curation.cluster.records import (LABEL_DOCS, N_EXAMPLES, active_clusters, assignments, insert_assignments,
+                                      label_texts, user_texts, write_assignments, write_clusters, write_history)
 from curation.errors import CurateError
-from curation.messages import content_text
 from curation.signals import DEFAULT_THRESHOLD, score_failures
-from curation.store import Store, dumps, loads, utcnow
-from curation.store.failure_tables import cluster_assignments, cluster_history, clusters
-from curation.store.tables import conversations
+from curation.store import Store
+from curation.store.failure_tables import cluster_assignments
 
 DRIFT = 0.1
-WRITE_CHUNK = 50_000
 STREAM_CHUNK = 32_768  # vectors per streamed chunk: 48 MB at 384-d
-LABEL_DOCS = 60  # texts per cluster for keywords: the most central half, a seeded random half
-N_EXAMPLES = 10
 
 
 class ClusterError(CurateError):
@@ -60,8 +57,10 @@ def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed
     """
     if algorithm not in ("kmeans", "hdbscan"):
         raise ClusterError(f"unknown algorithm {algorithm!r}; use kmeans or hdbscan")
-    if k != "auto" and (not str(k).isdigit() or int(k) < 1):
-        raise ClusterError(f"--k must be auto or a positive integer, not {k!r}")
+    try:
+        k = parse_k(k)
+    except ValueError as exc:
+        raise ClusterError(f"k {exc}") from None
     started = time.perf_counter()
     if score:
         score_failures(store, threshold=threshold, progress=progress)
@@ -83,10 +82,10 @@ def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed
     if not n:
         raise ClusterError("no vectors to cluster; run `curate embed` first")
     space_name = space or "default"
-    run_id = store.start_run("cluster", {"k": k, "algorithm": algorithm, "seed": seed, "space": space_name,
-                                         "refit": refit, "drift": drift, "n": n})
-    try:
-        old = _active_clusters(store)
+    with store.run("cluster", {"k": k, "algorithm": algorithm, "seed": seed, "space": space_name,
+                               "refit": refit, "drift": drift, "n": n}) as run:
+        run_id = run.id
+        old = active_clusters(store)
         fit = dict(k=k, algorithm=algorithm, seed=seed, clusterer=clusterer, reducer=reducer, old=old, refit=refit,
                    drift=drift, min_similarity=min_similarity, run_id=run_id, space_name=space_name)
         if streamed:
@@ -94,24 +93,20 @@ def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed
         else:
             done = _in_memory(store, ids, normalise(X), **fit)
         labels = (labeller or make_labeller(store)).label({done["ids_of"][c]: t for c, t in done["texts"].items()})
-        _write_clusters(store, done["ids_of"], done["centroids"], done["radii"], done["sizes"], labels,
+        write_clusters(store, done["ids_of"], done["centroids"], done["radii"], done["sizes"], labels,
                         done["examples"], space_name, run_id, old)
-        _write_history(store, run_id, threshold)
+        write_history(store, run_id, threshold)
         summary = {"clusters": int((done["sizes"] > 0).sum()), "assigned": done["changed"], "novel": done["novel"],
                    "conversations": n, "drift": drift, "refit": done["refitted"], "run_id": run_id,
                    "space": space_name, "streamed": streamed, "sample": size if streamed else n,
                    "seconds": round(time.perf_counter() - started, 3)}
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "done", summary)
-    return summary
+        return run.finish(summary)
 
 
 def _in_memory(store, ids, X, *, k, algorithm, seed, clusterer, reducer, old, refit, drift, min_similarity, run_id,
                space_name) -> dict:
     compatible = bool(old["ids"]) and old["dim"] == X.shape[1] and old["space"] == {space_name}
-    previous = _assignments(store)
+    previous = assignments(store)
     index = sim = novel = None
     if compatible and refit is not True:
         index, sim, novel = _extend(X, ids, previous, old)
@@ -121,8 +116,8 @@ def _in_memory(store, ids, X, *, k, algorithm, seed, clusterer, reducer, old, re
     else:
         ids_of, refitted = old["ids"], False
     cluster_id = np.asarray(ids_of, dtype=np.int64)[index]
-    changed = _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted)
-    texts, examples = _label_texts(store, ids, index, sim, len(ids_of), seed)
+    changed = write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted)
+    texts, examples = label_texts(store, ids, index, sim, len(ids_of), seed)
     return {"ids_of": ids_of, "centroids": _centroids(X, index, len(ids_of), old, refitted),
             "radii": radii(sim, index, len(ids_of)), "sizes": np.bincount(index, minlength=len(ids_of)),
             "texts": texts, "examples": examples, "changed": changed, "novel": int(novel.sum()), "refitted": refitted}
@@ -158,7 +153,7 @@ def _streamed(store, space, n, size, *, k, algorithm, seed, clusterer, reducer, 
     with store.begin() as conn:
         conn.execute(cluster_assignments.delete())
         for ids, (i, s, _) in stream.assign_chunks(_stream_vectors(store, space), C, None, executor):
-            _insert_assignments(conn, ids, np.asarray(ids_of, dtype=np.int64)[i], s, None, run_id)
+            insert_assignments(conn, ids, np.asarray(ids_of, dtype=np.int64)[i], s, None, run_id)
             index[done : done + len(ids)], sim[done : done + len(ids)] = i, s
             picks.add(ids, i, s)
             done += len(ids)
@@ -167,7 +162,7 @@ def _streamed(store, space, n, size, *, k, algorithm, seed, clusterer, reducer, 
 
 def _streamed_result(store, ids_of, centroids, index, sim, picks, changed, novel, refitted) -> dict:
     wanted, examples = picks.chosen(N_EXAMPLES)
-    text_of_id = _user_texts(store, [cid for group in wanted.values() for cid in group])
+    text_of_id = user_texts(store, [cid for group in wanted.values() for cid in group])
     return {"ids_of": ids_of, "centroids": centroids, "radii": radii(sim, index, len(ids_of)),
             "sizes": np.bincount(index, minlength=len(ids_of)), "examples": examples,
             "texts": {c: [text_of_id[i] for i in group if i in text_of_id] for c, group in wanted.items()},
@@ -200,7 +195,7 @@ def _extend_streamed(store, space, space_id, old, run_id, executor, limit) -> tu
                                                         cluster_assignments.c.conversation_id.in_(in_space)))
         for ids, (i, s, v) in stream.assign_chunks(_stream_vectors(store, space, where=~held), old["centroids"],
                                                    old["radius"], executor):
-            _insert_assignments(conn, ids, ids_of[i], s, v, run_id)
+            insert_assignments(conn, ids, ids_of[i], s, v, run_id)
             written, novel = written + len(ids), novel + int(v.sum())
             if novel > limit:
                 raise _Drifted
@@ -229,33 +224,6 @@ def _stored_assignments(store, ids_of, seed):
         sim.append(s[keep])
         last = rows[-1][0]
     return np.concatenate(index), np.concatenate(sim), picks
-
-
-def _insert_assignments(conn, ids, cluster_id, sim, novel, run_id) -> None:
-    """Plain tuples through the driver's executemany: compiling 10M parameter dicts costs more than the insert."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    novels = novel.astype(int).tolist() if novel is not None else [0] * len(ids)
-    conn.exec_driver_sql(
-        f"INSERT INTO cluster_assignments (conversation_id, cluster_id, similarity, run_id, novel) VALUES "
-        f"({', '.join([mark] * 5)})", list(zip(ids, cluster_id.tolist(), sim.tolist(), [run_id] * len(ids), novels)))
-
-
-def _active_clusters(store: Store) -> dict:
-    with store.connect() as conn:
-        rows = conn.execute(sa.select(clusters.c.id, clusters.c.centroid, clusters.c.radius, clusters.c.space)
-                            .where(clusters.c.retired_run_id.is_(None)).order_by(clusters.c.id)).all()
-    if not rows:
-        return {"ids": [], "centroids": None, "radius": None, "dim": None, "space": set()}
-    C = np.stack([np.frombuffer(r.centroid, dtype="<f4") for r in rows])
-    return {"ids": [r.id for r in rows], "centroids": C, "radius": np.array([r.radius for r in rows], dtype=np.float32),
-            "dim": C.shape[1], "space": {r.space for r in rows}}
-
-
-def _assignments(store: Store) -> dict[str, tuple[int, float, int]]:
-    with store.connect() as conn:
-        return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(sa.select(
-            cluster_assignments.c.conversation_id, cluster_assignments.c.cluster_id,
-            cluster_assignments.c.similarity, cluster_assignments.c.novel))}
 
 
 def _extend(X: np.ndarray, ids: list[str], previous: dict, old: dict):
@@ -316,98 +284,3 @@ def _centroids(X, index, k, old, refitted):
     out = np.zeros((k, X.shape[1]), dtype=np.float32)
     out[present] = C
     return out
-
-
-def _write_assignments(store, ids, cluster_id, sim, novel, previous, run_id, refitted) -> int:
-    """Write only rows that changed, a chunk at a time (a million row dicts at once would cost gigabytes)."""
-    changed = [i for i, cid in enumerate(ids)
-               if refitted or (kept := previous.get(cid)) is None or kept[0] != cluster_id[i]]
-    with store.begin() as conn:
-        if refitted:
-            conn.execute(cluster_assignments.delete())
-        else:
-            stale = [ids[i] for i in changed if ids[i] in previous]
-            for start in range(0, len(stale), 5_000):
-                conn.execute(cluster_assignments.delete().where(
-                    cluster_assignments.c.conversation_id.in_(stale[start : start + 5_000])))
-        # plain Python numbers once, not a numpy scalar per field per row (a third of the write time at 50k rows)
-        cluster_ids, sims, novels = cluster_id.tolist(), sim.tolist(), novel.astype(int).tolist()
-        for start in range(0, len(changed), WRITE_CHUNK):
-            conn.execute(cluster_assignments.insert(), [
-                {"conversation_id": ids[i], "cluster_id": cluster_ids[i], "similarity": sims[i],
-                 "run_id": run_id, "novel": novels[i]} for i in changed[start : start + WRITE_CHUNK]])
-    return len(changed)
-
-
-def _label_texts(store, ids, index, sim, k, seed):
-    """Per cluster: texts of its most central and some random members (for keywords), and its central example ids."""
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((-sim, index))  # by cluster, most central first
-    bounds = np.searchsorted(index[order], np.arange(k + 1))
-    wanted: dict[int, list[str]] = {}
-    examples: dict[int, list[str]] = {}
-    for c in range(k):
-        members = order[bounds[c] : bounds[c + 1]]
-        half = LABEL_DOCS // 2
-        picked = list(members[:half])
-        if len(members) > half:
-            picked += list(rng.choice(members[half:], size=min(half, len(members) - half), replace=False))
-        wanted[c] = [ids[i] for i in picked]
-        examples[c] = [ids[i] for i in members[:N_EXAMPLES]]
-    text_of_id = _user_texts(store, [cid for group in wanted.values() for cid in group])
-    return {c: [text_of_id[i] for i in group if i in text_of_id] for c, group in wanted.items()}, examples
-
-
-def _user_texts(store: Store, ids: list[str]) -> dict[str, str]:
-    """What a conversation is about, for keywords: its user turns (the replies would add the model's own words)."""
-    out = {}
-    with store.connect() as conn:
-        for start in range(0, len(ids), 5_000):
-            for cid, messages in conn.execute(sa.select(conversations.c.id, conversations.c.messages)
-                                              .where(conversations.c.id.in_(ids[start : start + 5_000]))):
-                messages = loads(messages)
-                out[cid] = " ".join(content_text(m) for m in messages if m.get("role") == "user") or prompt_of(messages)
-    return out
-
-
-def _write_clusters(store, ids_of, centroids, member_radii, sizes, labels, examples, space, run_id, old):
-    users = distinct_users(store)
-    existing = set(_all_cluster_ids(store))
-    kept = set(ids_of)
-    with store.begin() as conn:
-        for c, cid in enumerate(ids_of):
-            label, keywords = labels.get(cid, (None, []))
-            values = {"label": label, "keywords": dumps(keywords), "examples": dumps(examples.get(c, [])),
-                      "centroid": centroids[c].astype("<f4").tobytes(), "space": space,
-                      "radius": float(member_radii[c]), "size": int(sizes[c]), "n_users": users.get(cid, 0),
-                      "updated_run_id": run_id, "retired_run_id": None if sizes[c] else run_id}
-            if cid in existing:
-                conn.execute(clusters.update().where(clusters.c.id == cid).values(**values))
-            else:
-                conn.execute(clusters.insert().values(id=cid, created_run_id=run_id, **values))
-        retired = [cid for cid in old["ids"] if cid not in kept]
-        if retired:
-            conn.execute(clusters.update().where(clusters.c.id.in_(retired)).values(retired_run_id=run_id, size=0))
-
-
-def _all_cluster_ids(store: Store) -> list[int]:
-    with store.connect() as conn:
-        return list(conn.execute(sa.select(clusters.c.id)).scalars())
-
-
-def _write_history(store: Store, run_id: str, threshold: float) -> None:
-    from curation.cluster.rank import cluster_stats
-
-    stats = cluster_stats(store, threshold)
-    if not stats:
-        return
-    ids = sorted(stats)
-    n = np.array([stats[c][0] for c in ids])
-    f = np.array([stats[c][1] for c in ids])
-    low, high = wilson(f, n)
-    at = utcnow()
-    with store.begin() as conn:
-        conn.execute(cluster_history.insert(), [
-            {"run_id": run_id, "cluster_id": int(c), "size": int(n[i]), "failures": int(f[i]),
-             "failure_rate": float(f[i] / n[i]), "ci_low": float(low[i]), "ci_high": float(high[i]),
-             "novel": int(stats[c][2]), "at": at} for i, c in enumerate(ids)])

@@ -14,7 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from curation.config import layered, load_config_file
+from curation.config import resolve_fields
 from curation.engine import resolve_engine
 from curation.errors import ConfigError
 from curation.embed.embedder import Embedder, resolve_backend
@@ -39,13 +39,8 @@ class EmbedSettings:
     @classmethod
     def resolve(cls, store: Store, **overrides: Any) -> "EmbedSettings":
         """Defaults < curate.toml `[embed]` < `CURATE_EMBED_*` environment < explicit arguments."""
-        names = [f.name for f in fields(cls)]
-        env = {name: f"CURATE_EMBED_{name.upper()}" for name in names}
-        values = layered(load_config_file(store.home).get("embed", {}), "embed", names, env, overrides)
-        for name in ("batch_size", "chunk_size", "threads"):
-            if isinstance(values.get(name), str):
-                values[name] = int(values[name])
-        return cls(**values)
+        env = {f.name: f"CURATE_EMBED_{f.name.upper()}" for f in fields(cls)}
+        return cls(**resolve_fields(cls, store.home, "embed", env, overrides)[0])
 
 
 def text_hash(text: str) -> str:
@@ -94,11 +89,11 @@ def embed(
         result["seconds"] = round(time.perf_counter() - started, 3)
         return result
 
-    run_id = store.start_run("embed", {"space": name, "batch_size": settings.batch_size, "chunk_size": settings.chunk_size,
-                                       "engine": chosen_engine.kind})
-    result["run_id"] = run_id
-    space_id = space["id"] if space else None
-    try:
+    with store.run("embed", {"space": name, "batch_size": settings.batch_size, "chunk_size": settings.chunk_size,
+                             "engine": chosen_engine.kind}) as run:
+        run_id = result["run_id"] = run.id
+        run.progress = lambda: result
+        space_id = space["id"] if space else None
         if chosen_engine.kind == "ray":
             result.update(_embed_on_ray(store, settings, embedder, chosen_view, name, space_id, missing, run_id,
                                         chosen_engine.address, progress))
@@ -109,12 +104,8 @@ def embed(
                     result["embedded"] += len(ids)
                     result["reused"] += reused
                     bar.update(len(ids))
-    except BaseException as exc:
-        store.finish_run(run_id, "failed", {**result, "error": str(exc)[:500]})
-        raise
-    result["seconds"] = round(time.perf_counter() - started, 3)
-    store.finish_run(run_id, "done", result)
-    return result
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        return run.finish(result)
 
 
 def _embed_chunk(store: Store, embedder: Any, view: str, name: str, space_id: int | None, ids: list[str],

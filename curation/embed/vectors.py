@@ -7,7 +7,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from curation.errors import CurateError
-from curation.store import Store, utcnow
+from curation.store import Store, insert_ignore, utcnow
 from curation.store.embedding_tables import embedding_spaces, embeddings
 
 IN_CHUNK = 500  # ids per IN (…) list: well under SQLite's and PostgreSQL's parameter limits
@@ -46,21 +46,12 @@ def ensure_space(store: Store, name: str, model: str, view: str, backend: str, d
     now = utcnow()
     values = dict(name=name, model=model, view=view, backend=backend, dim=dim, created_at=now, updated_at=now, run_id=run_id)
     with store.begin() as conn:
-        conn.execute(_insert_ignore(store, embedding_spaces).values(**values))
+        conn.execute(insert_ignore(store, embedding_spaces).values(**values))
         row = conn.execute(sa.select(embedding_spaces.c.id, embedding_spaces.c.dim).where(embedding_spaces.c.name == name)).one()
     if row.dim != dim:
         raise CurateError(f"embedding space {name!r} holds {row.dim}-d vectors but the model gives {dim}-d; "
                           "this model path changed: embed into a new space with --model NEW_PATH")
     return row.id
-
-
-def _insert_ignore(store: Store, table: sa.Table):
-    """INSERT that skips rows whose key exists: concurrent runs may write the same conversation."""
-    if store.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
 
 
 def write_vectors(store: Store, space_id: int, rows: Iterable[tuple[str, str, np.ndarray]], run_id: str) -> int:
@@ -74,7 +65,7 @@ def write_vectors(store: Store, space_id: int, rows: Iterable[tuple[str, str, np
     if not payload:
         return 0
     with store.begin() as conn:
-        conn.execute(_insert_ignore(store, embeddings), payload)
+        conn.execute(insert_ignore(store, embeddings), payload)
         conn.execute(embedding_spaces.update().where(embedding_spaces.c.id == space_id).values(updated_at=now, run_id=run_id))
     return len(payload)
 

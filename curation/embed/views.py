@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from curation.errors import ConfigError
-from curation.messages import content_text
+from curation.messages import content_text, last_reply_index
 
 USER_CHARS = 500
 REPLY_CHARS = 700
@@ -36,7 +36,7 @@ def clip(text: str, limit: int) -> str:
 
 def last_turn(messages: list[dict]) -> str:
     """The last user message and the assistant reply after it: what was asked and what was answered."""
-    reply_at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+    reply_at = last_reply_index(messages)
     before = messages if reply_at is None else messages[:reply_at]
     user = next((content_text(m) for m in reversed(before) if m.get("role") == "user"), "")
     reply = "" if reply_at is None else content_text(messages[reply_at])
@@ -50,7 +50,7 @@ last_turn.name = "last_turn"  # type: ignore[attr-defined]
 
 def request(messages: list[dict]) -> str:
     """The last user message before the reply alone: what people ask, whatever the model answered."""
-    reply_at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), None)
+    reply_at = last_reply_index(messages)
     before = messages if reply_at is None else messages[:reply_at]
     user = next((content_text(m) for m in reversed(before) if m.get("role") == "user"), "")
     return clip(user, USER_CHARS + REPLY_CHARS) or thread(messages)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from curation.config import layered, load_config_file
+from curation.config import convert, env_value, layered, load_config_file
 from curation.errors import ConfigError
 
 
@@ -96,7 +96,11 @@ class EndpointSettings:
         section = load_config_file(home).get(cls.SECTION, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{where} must be a table")
-        values = layered(section, cls.SECTION, [f.name for f in fields(cls)], cls.ENV, overrides)
+        # environment values are converted here, so that an error names the variable, not curate.toml
+        env = {name: convert(value, type(getattr(cls, name)), f"{var} ({cls.SECTION} {name})")
+               for name, var in cls.ENV.items() if (value := env_value(var)) is not None}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values = layered(section, cls.SECTION, [f.name for f in fields(cls)], {}, {**env, **given})
         if endpoints is not None:
             values["endpoints"] = [_section_endpoint(cls, e, where) for e in endpoints]
         return cls(**_typed(cls, values, where))
@@ -181,22 +185,3 @@ def _no_twice(keys: list[str], where: str, role: str) -> None:
     twice = next((k for k in keys if keys.count(k) > 1), None)
     if twice is not None:
         raise ConfigError(f"{where}: two endpoints are both {role} {twice!r}; give each a different name")
-
-
-def convert(value: Any, kind: type, where: str) -> Any:
-    """`value` as `kind` (bool, int, float or str), from a file's value or an environment string."""
-    try:
-        if kind is bool:
-            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-                return value.lower() in ("1", "true", "yes")
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if kind in (int, float) and isinstance(value, bool):
-            raise ValueError
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return kind(value)
-    except (TypeError, ValueError):
-        name = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[kind]
-        raise ConfigError(f"{where} must be {name}, not {value!r}") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
-from curation.config import layered, load_config_file
+from curation.config import SettingError, resolve_fields
 from curation.errors import ConfigError, CurateError
 
 KINDS = ("local", "ray")
@@ -38,12 +38,10 @@ class EngineSettings:
     @classmethod
     def resolve(cls, home: Path, **overrides: Any) -> "EngineSettings":
         """Defaults < curate.toml `[engine]` < `CURATE_ENGINE_KIND` / `CURATE_ENGINE_ADDRESS` < explicit arguments."""
-        names = [f.name for f in fields(cls)]
-        env = {name: f"CURATE_ENGINE_{name.upper()}" for name in names}
-        values = layered(load_config_file(home).get("engine", {}), "engine", names, env, overrides)
-        settings = cls(**values)
+        env = {f.name: f"CURATE_ENGINE_{f.name.upper()}" for f in fields(cls)}
+        settings = cls(**resolve_fields(cls, home, "engine", env, overrides)[0])
         if settings.kind not in KINDS:
-            raise ConfigError(f"unknown engine {settings.kind!r}; use local or ray "
+            raise SettingError(f"unknown engine {settings.kind!r}; use local or ray "
                               "(--engine, CURATE_ENGINE_KIND or curate.toml [engine] kind)")
         return settings
 

@@ -158,10 +158,6 @@ def _explain_bad_message(messages: list) -> None:
             raise Reject(f"message {i} content must be a string, not {type(content).__name__}")
 
 
-def last_assistant(messages: list[dict]) -> int:
-    return max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
-
-
 def check_event(event: Any, messages: list[dict] | None, where: str) -> tuple[str, Any, int | None, str | None]:
     """Validate one feedback event; returns (type, value, turn, at)."""
     if not isinstance(event, dict):

@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from curation.messages import content_text
+from curation.messages import content_text, last_reply_index
 from curation.store.judge_tables import ATTRIBUTES
 
 MAX_RATIONALE = 2_000
@@ -23,15 +23,11 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _DECODER = json.JSONDecoder()
 
 
-def has_reply(messages: list[dict]) -> bool:
-    return any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)
-
-
 def transcript(messages: list[dict], redact: Any, max_chars: int) -> str:
     """The conversation as the judge reads it, up to its last assistant reply; the earliest turns are cut first when
-    it is longer than `max_chars`, the reply is always kept."""
-    last = max(i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant")
-    parts = [f"[{m.get('role', 'user')}]\n{redact(content_text(m))}" for m in messages[: last + 1] if isinstance(m, dict)]
+    it is longer than `max_chars`, the reply is always kept. `messages` must have a reply."""
+    last = last_reply_index(messages)
+    parts = [f"[{m.get('role', 'user')}]\n{redact(content_text(m))}" for m in messages[: last + 1]]
     text = "\n\n".join(parts)
     if len(text) > max_chars:
         text = "[earlier turns cut]\n…" + text[len(text) - max_chars :]

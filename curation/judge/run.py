@@ -22,9 +22,10 @@ import sqlalchemy as sa
 from curation.endpoints import (Budget, Capped, ChatClient, Endpoint, EndpointError, RunState, api_keys, public_url,
                                 run_batched)
 from curation.errors import ConfigError, CurateError
-from curation.judge.answer import SCHEMA, has_reply, parse, transcript
+from curation.judge.answer import SCHEMA, parse, transcript
 from curation.judge.config import JudgeSettings, Rubric, load_rubric
 from curation.judge.store import judged_keys, write_judgements
+from curation.messages import last_reply_index
 from curation.store import Store, loads, utcnow
 from curation.store.failure_tables import failure_scores
 from curation.store.judge_tables import ATTRIBUTES
@@ -48,7 +49,7 @@ class _Job:
 
 class Judge:
     """Judges given conversations: `Judge(settings, redact=Redactor().redact).judge(store, ids=... | budget=... |
-    all=True) -> summary`. `redact` (text -> text) is required while `settings.redact` is on; the CLI and the
+    every=True) -> summary`. `redact` (text -> text) is required while `settings.redact` is on; the CLI and the
     loop pass annotations' PII redactor, as push does for Argilla."""
 
     def __init__(self, settings: JudgeSettings, redact: Callable[[str], str] | None = None, rubric: Rubric | None = None):
@@ -66,30 +67,27 @@ class Judge:
     def judge(self, store: Store, ids: Sequence[str] | None = None, budget: int | None = None, every: bool = False,
               progress: bool | None = None) -> dict:
         """Judge what is missing. Returns {"judged", "cached", "failed", "unparseable", "requests", "tokens",
-        "status", "run_id", "skipped", "capped", "errors", "model", "rubric_version"}."""
+        "status", "run_id", "skipped", "capped", "cap", "errors", "models", "rubric_version"}."""
         if sum(x is not None and x is not False for x in (ids, budget, every)) != 1:
             raise CurateError("say what to judge: --budget N, --ids ID... or --all")
         if budget is not None and budget < 0:
             raise CurateError("--budget must be 0 or more")
         rubric = self.rubric or load_rubric(store.home, self.settings.rubric)
         settings = self.settings
-        run_id = store.start_run("judge", {"endpoints": [{"key": e.key, "model": e.model, "url": public_url(e.url)}
-                                                         for e in settings.endpoints],
-                                           "rubric_version": rubric.version, "rubric": rubric.source,
-                                           "ids": len(ids) if ids is not None else None, "budget": budget, "all": every})
+        params = {"endpoints": [{"key": e.key, "model": e.model, "url": public_url(e.url)} for e in settings.endpoints],
+                  "rubric_version": rubric.version, "rubric": rubric.source,
+                  "ids": len(ids) if ids is not None else None, "budget": budget, "all": every}
         state = RunState(settings.stop_after, Budget(settings.max_requests, settings.max_total_tokens))
         counts = {"cached": 0, "skipped": 0}
-        try:
+        self._unparseable = 0
+        with store.run("judge", params) as run:
+            run.progress = lambda: self._summary(state, counts)
             jobs = list(self._jobs(store, rubric, ids, budget, counts))
-            self._run(store, jobs, state, rubric, run_id, progress)
-        except BaseException as exc:
-            store.finish_run(run_id, "failed", {**self._summary(state, counts), "error": str(exc)[:500] or type(exc).__name__})
-            raise
-        result = {**self._summary(state, counts), "run_id": run_id, "rubric_version": rubric.version,
-                  "models": sorted({e.model for e in settings.endpoints})}
-        result["status"] = "partial" if result["failed"] or result["capped"] else "done"
-        store.finish_run(run_id, result["status"], result)
-        return result
+            self._run(store, jobs, state, rubric, run.id, progress)
+            result = {**self._summary(state, counts), "run_id": run.id, "rubric_version": rubric.version,
+                      "models": sorted({e.model for e in settings.endpoints})}
+            result["status"] = "partial" if result["failed"] or result["capped"] else "done"
+            return run.finish(result, result["status"])
 
     def _summary(self, state: RunState, counts: dict) -> dict:
         summary = state.summary("judged")
@@ -105,7 +103,8 @@ class Judge:
                 done = judged_keys(conn, [cid for cid, _ in chunk], rubric.version)
             for cid, text in chunk:
                 messages = loads(text) or []
-                if not isinstance(messages, list) or not has_reply(messages):
+                if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages) \
+                        or last_reply_index(messages) is None:
                     counts["skipped"] += 1
                     continue
                 content_hash = hashlib.sha256(text.encode()).hexdigest()

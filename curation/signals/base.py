@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from curation.messages import content_text
+from curation.messages import content_text, last_reply_index
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,7 @@ class ConversationView:
     @property
     def reply_index(self) -> int | None:
         """Index of the rated response: the last assistant message."""
-        for i in range(len(self.messages) - 1, -1, -1):
-            if self.messages[i].get("role") == "assistant":
-                return i
-        return None
+        return last_reply_index(self.messages)
 
     @property
     def reply(self) -> str:

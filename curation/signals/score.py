@@ -14,7 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from curation.config import load_config_file
+from curation.config import SettingError, config_section
 from curation.engine import resolve_engine
 from curation.engine.ray_pool import add_counts, id_pages
 from curation.errors import ConfigError
@@ -48,13 +48,13 @@ def combine(signals: Iterable[Signal], weights: dict[str, float]) -> float:
 def resolve_weights(store: Store, detectors: list[Detector], weights: dict[str, float] | None) -> dict[str, float]:
     """Each detector's own weight < `[signals.weights]` in curate.toml < the `weights` argument."""
     resolved = {d.name: float(d.weight) for d in detectors}
-    for source, given in (("curate.toml [signals.weights]", load_config_file(store.home).get("signals", {}).get("weights", {})),
-                          ("weights", weights or {})):
+    table, where = config_section(store.home, "signals.weights")
+    for source, given, error in ((where, table, SettingError), ("weights", weights or {}, ConfigError)):
         for name, value in given.items():
             if name not in resolved:
-                raise ConfigError(f"{source}: no detector named {name!r}; known: {', '.join(sorted(resolved))}")
-            if not isinstance(value, (int, float)) or not -1 <= value <= 1:
-                raise ConfigError(f"{source}: weight of {name!r} must be a number from -1 to 1")
+                raise error(f"{source}: no detector named {name!r}; known: {', '.join(sorted(resolved))}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+                raise error(f"{source}: weight of {name!r} must be a number from -1 to 1, not {value!r}")
             resolved[name] = float(value)
     return resolved
 
@@ -78,10 +78,9 @@ def score_failures(store: Store, detectors: list[Detector] | None = None, weight
     chosen = resolve_engine(store, engine, address)
     detectors = list(detectors) if detectors is not None else default_detectors()
     weights = resolve_weights(store, detectors, weights)
-    run_id = store.start_run("score", {"detectors": [d.name for d in detectors], "weights": weights,
-                                       "threshold": threshold, "reward_model": reward_model, "engine": chosen.kind})
-    try:
-        job = _FailureJob(detectors, weights, _reward_version(store, reward_model), threshold, run_id)
+    with store.run("score", {"detectors": [d.name for d in detectors], "weights": weights,
+                             "threshold": threshold, "reward_model": reward_model, "engine": chosen.kind}) as run:
+        job = _FailureJob(detectors, weights, _reward_version(store, reward_model), threshold, run.id)
         total = store.count(conversations)
         if chosen.kind == "ray":
             from curation.engine import ray_pool
@@ -96,13 +95,10 @@ def score_failures(store: Store, detectors: list[Detector] | None = None, weight
         scored, failures = counts.get("scored", 0), counts.get("failures", 0)
         summary = {"scored": scored, "failures": int(failures), "failure_rate": failures / scored if scored else 0.0,
                    "threshold": threshold, "signals": dict(sorted(counts.get("signals", {}).items())),
-                   "reward_model": job.version, "run_id": run_id}
+                   "reward_model": job.version, "run_id": run.id}
         if chosen.kind == "ray":
             summary.update(engine="ray", workers=counts["workers"])
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
-    store.finish_run(run_id, "done", summary)
+        run.finish(summary)
     return summary
 
 

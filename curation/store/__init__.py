@@ -12,8 +12,9 @@ import itertools
 import os
 import uuid
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import orjson
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic import command
 
-from curation.config import resolve_home
+from curation.config import env_value, resolve_home
 from curation.errors import StoreError
 from curation.home import create_private, ensure_home, private_dir
 from curation.store import tables
@@ -72,7 +73,7 @@ class Store:
     def open(cls, home: str | os.PathLike | None = None, url: str | None = None, migrate: bool = True) -> "Store":
         """Open (creating if needed) the store for `home`, and migrate it to the newest schema."""
         home_path = resolve_home(home)
-        url = url or os.environ.get("CURATE_DATABASE_URL")
+        url = url or env_value("CURATE_DATABASE_URL")  # empty = not set, as for every variable
         try:
             ensure_home(home_path)
         except OSError as exc:
@@ -170,6 +171,23 @@ class Store:
             )
         return run_id
 
+    @contextlib.contextmanager
+    def run(self, kind: str, params: dict | None = None) -> Iterator["Run"]:
+        """Record one run of a stage: `with store.run(kind, params) as run:` gives `run.id` for the rows it writes.
+
+        When the block ends, the run is finished with `run.status` and `run.summary`. When it raises (an interrupt
+        included), the run is recorded as failed with `run.progress()` (what it did so far) and the error, and the
+        exception goes on; rows the block committed stay.
+        """
+        run = Run(self.start_run(kind, params))
+        try:
+            yield run
+        except BaseException as exc:
+            done = run.progress() if run.progress is not None else {}
+            self.finish_run(run.id, "failed", {**done, "error": str(exc)[:500] or type(exc).__name__})
+            raise
+        self.finish_run(run.id, run.status, run.summary)
+
     def finish_run(self, run_id: str, status: str = "done", summary: dict | None = None) -> None:
         with self.begin() as conn:
             conn.execute(
@@ -184,6 +202,21 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@dataclass
+class Run:
+    """A run being recorded by `Store.run`; the block sets what its row keeps when it ends."""
+
+    id: str
+    status: str = "done"
+    summary: dict = field(default_factory=dict)
+    progress: Callable[[], dict] | None = None  # the partial summary a failed run keeps
+
+    def finish(self, summary: dict, status: str = "done") -> dict:
+        """Keep a copy of `summary` (and `status`) for the run's row; returns `summary`."""
+        self.summary, self.status = dict(summary), status
+        return summary
 
 
 def _first_line(exc: BaseException) -> str:
@@ -214,7 +247,8 @@ def _make_engine(url: str) -> sa.Engine:
 
 
 def insert_ignore(store: Store, table: sa.Table) -> sa.Insert:
-    """INSERT that skips rows whose key already exists, on SQLite and PostgreSQL alike."""
+    """INSERT that skips rows whose key already exists, on SQLite and PostgreSQL alike (concurrent runs may write
+    the same row)."""
     if store.dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:

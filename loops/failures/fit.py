@@ -4,7 +4,7 @@
 
 A rating is a failure by a rule over the five attributes (default `helpfulness <= 1 or correctness <= 1`); only
 single-response records count (a preference record's attributes describe the response shown as A). The fit is
-cross-validated with folds grouped by context (`annotations.push.context_key`: every message before the last reply),
+cross-validated with folds grouped by context (`curation.messages.context_key`: every message before the last reply),
 so two replies to the same prompt never sit on both sides. The model replaces the prior only when its out-of-fold
 average precision beats the prior's (`failure_score`) on the same rated conversations: a gate like `reward promote`.
 Every fit is stored in `failure_models` with its CV figures and the ratings it saw, promoted or not; the scores of the
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import operator
-import os
 import re
 from dataclasses import dataclass
 
@@ -27,11 +26,11 @@ from sklearn.base import clone
 from sklearn.metrics import average_precision_score, brier_score_loss
 from threadpoolctl import threadpool_limits
 
-from annotations.push import context_key
 from annotations.tables import ratings
 from annotations.template import ATTRIBUTES
-from curation.config import load_config_file
+from curation.config import SettingError, resolve_fields
 from curation.errors import ConfigError
+from curation.messages import context_key
 from curation.signals import load_scores
 from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
@@ -253,12 +252,10 @@ def fit_failure_model(store: Store, rule: str = DEFAULT_RULE, model: FailureMode
         raise FailureModelError(f"{len(y)} rated conversations ({n_fail} failures by {rule!r}): the failure model needs "
                                 f"at least {MIN_CLASS} failures and {MIN_CLASS} non-failures; rate more (`curate annotate "
                                 f"push`, then pull, or `curate annotate import`)")
-    run_id = store.start_run("failure_model", {"rule": rule, "ratings": len(seen)})
-    try:
-        return _fit(store, rule, model, random_state, feats, y, seen, n_fail, run_id)
-    except BaseException:
-        store.finish_run(run_id, "failed")
-        raise
+    with store.run("failure_model", {"rule": rule, "ratings": len(seen)}) as run:
+        summary = _fit(store, rule, model, random_state, feats, y, seen, n_fail, run.id)
+        run.finish({k: v for k, v in summary.items() if k != "features"})
+    return summary
 
 
 def _fit(store: Store, rule: str, model: FailureModel | None, random_state: int, feats: Features, y: np.ndarray,
@@ -286,7 +283,6 @@ def _fit(store: Store, rule: str, model: FailureModel | None, random_state: int,
         scored = score_with(store, version, fitted, feats.names)  # routing's uncertain share reads them either way
     summary = {**{k: v for k, v in record.items() if k not in ("model", "ratings_seen")},
                "features": loads(record["features"]), "cv": cv, "promoted": promoted, "scored": scored}
-    store.finish_run(run_id, "done", {k: v for k, v in summary.items() if k != "features"})
     return summary
 
 
@@ -326,12 +322,24 @@ def load_model(record: dict) -> tuple[FailureModel, list[str]]:
     return saved["model"], saved["names"]
 
 
+@dataclass
+class FailureModelSettings:
+    """curate.toml `[failure_model]`."""
+
+    rule: str = DEFAULT_RULE  # which ratings count as failures (`parse_rule`)
+
+
 def resolve_rule(store: Store, rule: str | None = None) -> str:
-    """The failure rule: `rule` > env CURATE_FAILURE_RULE > curate.toml [failure_model] rule > the default."""
-    rule = rule or os.environ.get("CURATE_FAILURE_RULE") or \
-        load_config_file(store.home).get("failure_model", {}).get("rule") or DEFAULT_RULE
-    parse_rule(rule)
-    return rule
+    """The failure rule: `rule` > env CURATE_FAILURE_RULE > curate.toml [failure_model] rule > the default. A rule
+    that does not parse is a usage error (SettingError) naming where it came from."""
+    values, origin = resolve_fields(FailureModelSettings, store.home, "failure_model",
+                                    {"rule": "CURATE_FAILURE_RULE"}, {"rule": rule or None})
+    chosen = values.get("rule") or DEFAULT_RULE
+    try:
+        parse_rule(chosen)
+    except FailureModelError as exc:
+        raise SettingError(f"{exc} ({origin['rule']})" if rule is None else str(exc)) from None
+    return chosen
 
 
 def refresh(store: Store, rule: str | None = None) -> dict:

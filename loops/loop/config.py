@@ -16,7 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from annotations.generate.config import GenerateSettings
 from annotations.server.settings import DEFAULT_WORKSPACE
-from curation.errors import ConfigError
+from curation.config import SettingError, parse_k
 from curation.judge.config import JudgeSettings
 from loops.export_config import RULES, PairRules
 from loops.reward_config import LOSSES, TrainConfig
@@ -146,11 +146,11 @@ def _environment(config: LoopConfig) -> LoopConfig:
 def _load_file(path: str | Path) -> LoopConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: loop file not found; see loops/nightly.toml for an example")
+        raise SettingError(f"{path}: loop file not found; see loops/nightly.toml for an example")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        raise SettingError(f"{path}: invalid TOML ({exc})") from None
     _rename_deprecated(data, path)
     config = _build(LoopConfig, data, str(path), "")
     config.path = str(path)
@@ -174,7 +174,7 @@ def _rename_deprecated(data: dict, path: Path) -> None:
         if not isinstance(table, dict) or old not in table:
             continue
         if new in table:
-            raise ConfigError(f"{path}: '{section}.{old}' is the old name of '{section}.{new}'; keep only '{new}'")
+            raise SettingError(f"{path}: '{section}.{old}' is the old name of '{section}.{new}'; keep only '{new}'")
         table[new] = table.pop(old)
         text = path.read_text(encoding="utf-8")
         found = re.search(rf"(?m)^[ \t]*{old}[ \t]*=", text)
@@ -186,14 +186,14 @@ def _rename_deprecated(data: dict, path: Path) -> None:
 
 def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table")
+        raise SettingError(f"{where}: [{prefix.rstrip('.')}] must be a table")
     hints = get_type_hints(cls)
     known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
     values = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(f"{where}: unknown key '{name}'; allowed here: {', '.join(known)}")
+            raise SettingError(f"{where}: unknown key '{name}'; allowed here: {', '.join(known)}")
         hint = hints[key]
         if hasattr(hint, "from_section"):  # a section that validates itself ([generate] and its endpoint list)
             values[key] = hint.from_section(value, f"{where}: [{name}]")
@@ -233,16 +233,19 @@ def _check(value: Any, hint: Any, f: Any, where: str, name: str) -> Any:
     )
     if not ok:
         kind = "a list of strings" if origin is list else {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[hint]
-        raise ConfigError(f"{where}: '{name}' must be {kind}, not {value!r}")
+        raise SettingError(f"{where}: '{name}' must be {kind}, not {value!r}")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
-        raise ConfigError(f"{where}: '{name}' = {value!r} is not allowed; choose one of {', '.join(choices)}")
-    if name.endswith(".k") and value != "auto" and not (value.isdigit() and int(value) >= 2):
-        raise ConfigError(f"{where}: 'cluster.k' must be \"auto\" or an integer ≥ 2, not {value!r}")
+        raise SettingError(f"{where}: '{name}' = {value!r} is not allowed; choose one of {', '.join(choices)}")
+    if name.endswith(".k"):
+        try:
+            parse_k(value)
+        except ValueError as exc:
+            raise SettingError(f"{where}: 'cluster.k' {exc}") from None
     if name == "export.rules" and not set(value) <= set(RULES):
-        raise ConfigError(f"{where}: 'export.rules' may only contain {', '.join(RULES)} (got {value})")
+        raise SettingError(f"{where}: 'export.rules' may only contain {', '.join(RULES)} (got {value})")
     if name in RANGES and not RANGES[name][0](value):
-        raise ConfigError(f"{where}: '{name}' must be {RANGES[name][1]}, not {value!r}")
+        raise SettingError(f"{where}: '{name}' must be {RANGES[name][1]}, not {value!r}")
     return value
 
 

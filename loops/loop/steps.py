@@ -85,16 +85,12 @@ def _engine(ctx: RunContext) -> dict:
 
 
 def cluster(ctx: RunContext) -> dict:
-    from curation.cluster import cluster as run_cluster
-    from curation.engine import assignment_executor
-    from curation.signals import score_failures
+    """Failure scoring and clustering as `curate cluster` runs them; the failure model is refreshed by `pull`."""
+    from loops.failures.find import find_failures
 
     cfg = ctx.config.cluster
-    k = cfg.k if cfg.k == "auto" else int(cfg.k)
-    score_failures(ctx.store, progress=ctx.progress, **_engine(ctx))  # on the engine, as the streamed assignment
-    with assignment_executor(ctx.store, **_engine(ctx)) as executor:
-        return run_cluster(ctx.store, k=k, algorithm=cfg.algorithm, seed=cfg.seed, progress=ctx.progress, score=False,
-                           executor=executor)
+    return find_failures(ctx.store, k=cfg.k, algorithm=cfg.algorithm, seed=cfg.seed, refresh_model=False,
+                         progress=ctx.progress, **_engine(ctx))
 
 
 def score(ctx: RunContext) -> dict:

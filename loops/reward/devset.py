@@ -65,13 +65,13 @@ def oasst_ratings(path: str | Path) -> list[dict]:
     return rows
 
 
-def split_by_tree(rows: list[dict], test_fraction: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def split_by_tree(rows: list[dict], test_size: float = 0.2, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Deterministic split keeping each conversation tree on one side."""
     def bucket(tree: str) -> float:
         return int(hashlib.sha256(f"{seed}:{tree}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
-    train = [r for r in rows if bucket(r["tree_id"]) >= test_fraction]
-    test = [r for r in rows if bucket(r["tree_id"]) < test_fraction]
+    train = [r for r in rows if bucket(r["tree_id"]) >= test_size]
+    test = [r for r in rows if bucket(r["tree_id"]) < test_size]
     return train, test
 
 

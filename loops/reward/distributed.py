@@ -29,6 +29,11 @@ from loops.reward_config import TrainConfig
 LAUNCHED = "CURATE_REWARD_LAUNCHED"  # set in the launched processes, so that they train instead of launching again
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in a `torchrun` / `accelerate launch`; (0, 1) outside one."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
 class TrainingFailed(CurateError):
     """A launched training process failed without a Curate error to report."""
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from curation.errors import CurateError
-from loops.reward.trainer import process_rank, train
+from loops.reward.distributed import process_rank
+from loops.reward.trainer import train
 from loops.reward_config import TrainConfig
 
 

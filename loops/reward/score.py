@@ -14,17 +14,10 @@ from typing import Any
 import sqlalchemy as sa
 from tqdm.auto import tqdm
 
+from curation.messages import split_last_reply
 from curation.store import Store, dumps, insert_rows, loads, utcnow
 from curation.store.failure_tables import rewards
 from curation.store.tables import conversations
-
-
-def split_last_reply(messages: list[dict]) -> tuple[list[dict], dict] | None:
-    """(context, last assistant message), the unit every stage rates and scores; None without a reply."""
-    for i in range(len(messages) - 1, -1, -1):
-        if messages[i].get("role") == "assistant":
-            return messages[:i], messages[i]
-    return None
 
 
 def score(store: Store, model: str | Path | None = None, batch_size: int | None = None, page: int = 2048,
@@ -46,14 +39,15 @@ def score(store: Store, model: str | Path | None = None, batch_size: int | None 
     job = _ScoreJob(str(path), version, batch_size, backend, "")
     if chosen.kind == "local":
         job.model()  # loaded before the run row, so that a model that does not load leaves no failed run behind
-    run_id = job.run_id = store.start_run("score", {"model_version": version, "path": str(path), "engine": chosen.kind})
-    started = time.perf_counter()
-    with store.connect() as conn:
-        todo = conn.execute(
-            sa.select(sa.func.count()).select_from(conversations).where(~_scored(version))
-        ).scalar_one()
-    counts = {"scored": 0, "skipped": 0}
-    try:
+    with store.run("score", {"model_version": version, "path": str(path), "engine": chosen.kind}) as run:
+        job.run_id = run.id
+        started = time.perf_counter()
+        with store.connect() as conn:
+            todo = conn.execute(
+                sa.select(sa.func.count()).select_from(conversations).where(~_scored(version))
+            ).scalar_one()
+        counts = {"scored": 0, "skipped": 0}
+        run.progress = lambda: {"scored": counts.get("scored", 0)}
         if chosen.kind == "ray":
             from curation.engine import ray_pool
 
@@ -74,17 +68,13 @@ def score(store: Store, model: str | Path | None = None, batch_size: int | None 
                     last_id = rows[-1].id
                     _add(counts, job.score_rows(store, rows))
                     bar.update(len(rows))
-    except BaseException:
-        store.finish_run(run_id, "failed", {"scored": counts.get("scored", 0)})
-        raise
-    seconds = time.perf_counter() - started
-    done = counts.get("scored", 0)
-    summary = {"scored": done, "skipped": counts.get("skipped", 0), "model_version": version,
-               "seconds": round(seconds, 2), "per_second": round(done / seconds, 1) if seconds > 0 else None}
-    if chosen.kind == "ray":
-        summary.update(engine="ray", workers=counts["workers"])
-    store.finish_run(run_id, "done", summary)
-    return summary
+        seconds = time.perf_counter() - started
+        done = counts.get("scored", 0)
+        summary = {"scored": done, "skipped": counts.get("skipped", 0), "model_version": version,
+                   "seconds": round(seconds, 2), "per_second": round(done / seconds, 1) if seconds > 0 else None}
+        if chosen.kind == "ray":
+            summary.update(engine="ray", workers=counts["workers"])
+        return run.finish(summary)
 
 
 @dataclass
