@@ -227,6 +227,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             base, low, rates, tree, line = prepared(args.bases or scratch, name, args.sample_n)
             print(line, flush=True)
+            alone = no_ratings(base, low, {})
+            print(f"  no judge, no ratings: Curate (the prior) {alone['lift']:.2f}, naive {alone['naive']:.2f}", flush=True)
             results[name] = sweep(base, low, rates, tree, args.noise, args.seeds, args.rounds, args.held_out)
             if args.routing_noise is not None:
                 routing(base, low, rates, tree, args.routing_noise, args.routing_seeds, 3, args.held_out)
