@@ -119,8 +119,11 @@ def test_judge_agreement_is_quadratic_kappa_and_the_rule_confusion(sample_store)
     both = sum(1 for c in rated if judge.truth[c]["helpfulness"] <= 1
                and min(judge.rate(c)["helpfulness"], judge.rate(c)["correctness"]) <= 1)
     assert found["confusion"]["both fail"] == both and sum(found["confusion"].values()) == 150
-    page = judge_section(found)
-    assert 'id="judge-kappa"' in page and f"{found['kappa']['helpfulness']['kappa']:.2f}" in page
+    from loops.loop.report import _judge
+
+    for page in (judge_section(found), _judge(sample_store)):  # curate report's section, and the loop report's
+        assert 'id="judge-kappa"' in page and f"{found['kappa']['helpfulness']['kappa']:.2f}" in page
+        assert f'<td class="num">{both}</td>' in page
     assert judge_section(None) == ""
 
 
