@@ -5,8 +5,9 @@ The judge rates the reply HelpSteer2-style (0–4). Its verdict enters the noisy
 higher of helpfulness and correctness (0 and 0 give 1.0). A judged 1 gives at least 0.625, which alone scores 0.5, the
 failure threshold, and a judged 2 at most 0.5, which scores 0.4: the prior fails a reply on the judge's word exactly
 when its reading meets the default failure rule (helpfulness ≤ 1 or correctness ≤ 1); the higher attribute only
-orders equal lows. Nothing here is fitted: with no human ratings there is nothing to fit the judge's weight on. Once people rate, the learned failure model
-(`loops.failures`) takes the judge's attributes as features and learns how far to trust them.
+orders equal lows. Nothing here is fitted: with no human ratings there is nothing to fit the judge's weight on. Once
+people rate, the learned failure model (`loops.failures`) takes the judge's attributes as features and learns how far
+to trust them.
 """
 from __future__ import annotations
 
@@ -37,5 +38,6 @@ class JudgeVerdict:
         low, high = min(read), max(read)
         # the lower attribute decides (the default rule fails on either); the higher only orders equal lows: a fifth
         # of a step at most
-        return Signal(self.name, ((4 - low) + (4 - high) / 5) / 4.8, f"the judge ({verdict.get('model')}) rates it {low}/4 "
-                      f"(helpfulness {verdict.get('helpfulness')}, correctness {verdict.get('correctness')})")
+        why = (f"the judge ({verdict.get('model')}) rates it {low}/4 (helpfulness {verdict.get('helpfulness')}, "
+               f"correctness {verdict.get('correctness')})")
+        return Signal(self.name, ((4 - low) + (4 - high) / 5) / 4.8, why)
