@@ -19,12 +19,14 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 import sqlalchemy as sa
+from scipy.stats import rankdata
 
 from annotations.tables import annotation_records
 from curation.cluster.scorer import active_scorer
 from curation.config import SettingError, config_section, convert
 from curation.errors import CurateError
 from curation.store import Store, existing_ids
+from curation.signals.judge import judge_verdicts
 from curation.store.failure_tables import cluster_assignments, clusters, failure_scores
 from curation.store.model_tables import failure_model_scores
 from curation.store.tables import conversations, is_traffic
@@ -34,7 +36,7 @@ from curation.store.tables import conversations, is_traffic
 class Pick:
     conversation_id: str
     priority: float  # the failure score (0 when unknown); the embedded server's queue serves high first
-    strategy: str  # which share chose it: failure, uncertain, novel, random, ids
+    strategy: str  # which share chose it: failure, uncertain, disagree, novel, random, ids
     conversation_id_b: str | None = None  # a second response to the same context (a preference record)
 
 
@@ -48,6 +50,7 @@ class Candidates:
     cluster: np.ndarray
     novel: np.ndarray
     uncertainty: np.ndarray | None = None
+    disagreement: np.ndarray | None = None  # |judge's rank − failure model's rank| (0–1); None without both
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,7 +59,8 @@ class Candidates:
         """The candidates whose id is not in `ids`, in the same order."""
         keep = np.array([i not in ids for i in self.ids], dtype=bool)
         return Candidates([i for i, k in zip(self.ids, keep) if k], self.score[keep], self.cluster[keep], self.novel[keep],
-                          None if self.uncertainty is None else self.uncertainty[keep])
+                          None if self.uncertainty is None else self.uncertainty[keep],
+                          None if self.disagreement is None else self.disagreement[keep])
 
 
 @dataclass
@@ -67,6 +71,7 @@ class RoutingSettings:
     explore: float = 0.2  # exploration: novel conversations and a uniform random sample
     novel_share: float = 0.5  # part of the exploration reserved for novel conversations
     max_cluster_share: float = 0.25  # most of the failure share one cluster may take
+    disagree: float = 0.0  # where the LLM judge and the failure model disagree most (off: docs/performance.md)
 
     @classmethod
     def resolve(cls, home: Path) -> "RoutingSettings":
@@ -86,8 +91,8 @@ class RoutingSettings:
             if not 0 <= values[key] <= 1:
                 raise SettingError(f"{where} {key}: a share from 0 to 1, not {value!r}")
         settings = cls(**values)
-        if settings.uncertain + settings.explore > 1:
-            raise SettingError(f"{where}: uncertain + explore must leave a share (≥ 0) for failure")
+        if settings.uncertain + settings.explore + settings.disagree > 1:
+            raise SettingError(f"{where}: uncertain + explore + disagree must leave a share (≥ 0) for failure")
         return settings
 
 
@@ -105,6 +110,8 @@ class FailureFirst:
     novel_share: part of the exploration reserved for novel conversations (default 0.5; the rest is random).
     max_cluster_share: most of the failure share one cluster may take (default 0.25), relaxed only when
         too few clusters have candidates to fill the budget.
+    disagree: share of the budget where the LLM judge and the failure model disagree most (default 0: off, see
+        docs/performance.md, "The judge as evidence"); it joins the failure share until both exist.
     random_state: seed for tie-breaking and the random sample.
     """
 
@@ -112,8 +119,10 @@ class FailureFirst:
 
     def __init__(self, explore: float = RoutingSettings.explore, novel_share: float = RoutingSettings.novel_share,
                  max_cluster_share: float = RoutingSettings.max_cluster_share,
-                 uncertain: float = RoutingSettings.uncertain, random_state: int = 0):
+                 uncertain: float = RoutingSettings.uncertain, disagree: float = RoutingSettings.disagree,
+                 random_state: int = 0):
         self.explore = explore
+        self.disagree = disagree
         self.uncertain = uncertain
         self.novel_share = novel_share
         self.max_cluster_share = max_cluster_share
@@ -125,7 +134,8 @@ class FailureFirst:
         budget = min(budget, n)
         n_explore = int(round(budget * self.explore))
         n_uncertain = 0 if candidates.uncertainty is None else int(round(budget * self.uncertain))
-        n_failure = budget - n_explore - n_uncertain
+        n_disagree = 0 if candidates.disagreement is None else int(round(budget * self.disagree))
+        n_failure = budget - n_explore - n_uncertain - n_disagree
         taken = np.zeros(n, dtype=bool)
         picks: list[Pick] = []
         tiebreak = rng.random(n)
@@ -133,6 +143,9 @@ class FailureFirst:
         self._spread(candidates, np.lexsort((tiebreak, -candidates.score)), n_failure, "failure", taken, picks)
         if n_uncertain:  # the least sure first, spread over clusters the same way
             self._spread(candidates, np.lexsort((tiebreak, -candidates.uncertainty)), n_uncertain, "uncertain", taken,
+                         picks)
+        if n_disagree:
+            self._spread(candidates, np.lexsort((tiebreak, -candidates.disagreement)), n_disagree, "disagree", taken,
                          picks)
 
         # exploration: novel conversations first (up to their share), the rest uniformly at random
@@ -217,7 +230,7 @@ def load_candidates(store: Store, dataset: str, generated: bool = False) -> Cand
     learned, fitted = scorer["name"] == "learned", scorer.get("version") is not None
     query = (
         sa.select(c.id, sa.func.coalesce(m.probability, f.failure_score) if learned else f.failure_score, a.cluster_id,
-                  a.novel, m.uncertainty)
+                  a.novel, m.uncertainty, m.probability)
         .select_from(
             conversations.outerjoin(failure_scores, f.conversation_id == c.id).outerjoin(
                 cluster_assignments, a.conversation_id == c.id
@@ -235,7 +248,23 @@ def load_candidates(store: Store, dataset: str, generated: bool = False) -> Cand
         cluster=np.array([r[2] if r[2] is not None else -1 for r in rows], dtype=int),
         novel=np.array([bool(r[3]) for r in rows], dtype=bool),
         uncertainty=np.array([r[4] or 0.0 for r in rows], dtype=float) if fitted else None,
+        disagreement=disagreement(store, [r[0] for r in rows], [r[5] for r in rows]) if fitted else None,
     )
+
+
+def disagreement(store: Store, ids: list[str], probability: list[float | None]) -> np.ndarray | None:
+    """|the judge's rank − the failure model's rank| per candidate, each a percentile among the candidates that have
+    both (the judge's badness = 8 − helpfulness − correctness); 0 where one is missing; None with no judgement."""
+    verdicts = judge_verdicts(store, ids)
+    both = np.array([i in verdicts and p is not None for i, p in zip(ids, probability)], dtype=bool)
+    if both.sum() < 2:
+        return None
+    bad = np.array([8 - sum(2 if verdicts[i][a] is None else verdicts[i][a] for a in ("helpfulness", "correctness"))
+                    for i, k in zip(ids, both) if k], dtype=float)
+    p = np.array([q for q, k in zip(probability, both) if k], dtype=float)
+    out = np.zeros(len(ids))
+    out[both] = np.abs(rankdata(bad) - rankdata(p)) / both.sum()
+    return out
 
 
 def cluster_labels(store: Store) -> dict[int, str]:

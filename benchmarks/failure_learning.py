@@ -122,10 +122,12 @@ def measure(scores: dict[str, float], ids: list[str], y: np.ndarray, k: int) -> 
 
 
 def simulate(base_home: str, strategy, rounds: int, per_round: int, k: int, low: dict[str, bool],
-             held_out: set[str] = frozenset(), k_held: int = 30, rates: dict[str, dict] | None = None) -> list[dict]:
+             held_out: set[str] = frozenset(), k_held: int = 30, rates: dict[str, dict] | None = None,
+             others: dict[str, dict[str, float]] | None = None) -> list[dict]:
     """Route, rate, import and refit `rounds` times; per round the figures among the unrated (the issue's measure)
     and, when `held_out` is given, on those fixed conversations that routing never picks (lift@k_held and AP).
-    `rates` ({conversation_id: rating row}) is the simulated annotator; None = the oasst1 labels (oasst_ratings)."""
+    `rates` ({conversation_id: rating row}) is the simulated annotator; None = the oasst1 labels (oasst_ratings).
+    `others` ({name: {conversation_id: score}}): more fixed rankings measured among the unrated, each row[name]."""
     from annotations.imports import import_ratings
     from annotations.routing import load_candidates
     from curation.signals import load_scores
@@ -167,12 +169,14 @@ def simulate(base_home: str, strategy, rounds: int, per_round: int, k: int, low:
                    "prior": lift_at(np.array([prior.get(c, 0.0) for c in ids]), y, k),
                    "naive": lift_at(np.array([thumbs.get(c, 0.0) for c in ids]), y, k),
                    "cv_ap": (model.get("cv") or {}).get("ap"), "prior_ap": (model.get("cv") or {}).get("prior_ap"),
-                   "shares": {s: sum(p.strategy == s for p in chosen) for s in ("failure", "uncertain", "novel", "random")},
+                   **{name: lift_at(np.array([sc.get(c, 0.0) for c in ids]), y, k) for name, sc in (others or {}).items()},
+                   "shares": {s: sum(p.strategy == s for p in chosen)
+                              for s in ("failure", "uncertain", "disagree", "novel", "random")},
                    "seconds": round(time.perf_counter() - started, 1)}
             if held:
                 row["held"] = {"n": len(held), "k": k_held,
                                **{f"{who}_{m}": v for who, sc in (("scorer", scores), ("prior", prior), ("naive", thumbs),
-                                                                  ("fit", newest or prior))
+                                                                  ("fit", newest or prior), *(others or {}).items())
                                   for m, v in zip(("lift", "ap"), measure(sc, held, y_held, k_held))}}
             curve.append(row)
         store.dispose()

@@ -88,7 +88,7 @@ def test_thumbs_use_counts_and_a_thumbs_up_lowers_the_score():
 def test_explicit_feedback_outranks_any_single_weak_signal():
     """One thumbs down alone is stronger evidence than any one implicit or reply signal, and no weak signal alone
     reaches the failure threshold (docs/concepts-failures.md, "Combination")."""
-    explicit = {"thumbs_down", "flag", "low_rating", "negative_comment", "thumbs_up", "low_reward"}
+    explicit = {"thumbs_down", "flag", "low_rating", "negative_comment", "thumbs_up", "low_reward", "judge"}
     weak = [d for d in default_detectors() if d.name not in explicit]
     assert weak and all(0 < d.weight < 0.5 for d in weak)
     down, _ = score_conversation(chat("Hi", "Hello!", feedback=[("thumbs_down",)]), default_detectors(),

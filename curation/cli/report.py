@@ -21,8 +21,11 @@ def report(out, top, points, projection, min_users, home, as_json):
     """Write a self-contained HTML report: cluster map, failure-rate bars, trends, the failure-cluster table."""
     from curation.report import write_report
     from curation.store import Store
+    from loops.failures.agreement import judge_agreement
 
-    result = write_report(Store.open(home), out, top=top, max_points=points, projection=projection, min_users=min_users)
+    store = Store.open(home)
+    result = write_report(store, out, top=top, max_points=points, projection=projection, min_users=min_users,
+                          judge=judge_agreement(store))
     shown, total = result["shown"], result["total_clusters"]
     which = f"the top {shown} of {total:,} clusters" if shown < total else f"all {shown} clusters"
     return result, f"wrote {result['out']}: {which}, {result['points']:,} conversations on the map"

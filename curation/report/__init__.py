@@ -15,8 +15,11 @@ from curation.store import Store, utcnow
 
 
 def write_report(store: Store, out: str | Path, top: int = 20, max_points: int = 5_000, projection: str = "pca",
-                 min_users: int = MIN_USERS) -> dict:
+                 min_users: int = MIN_USERS, judge: dict | None = None) -> dict:
     """Write the report; returns {"out", "clusters", "shown", "total_clusters", "points", "bytes"}.
+
+    `judge`: the LLM judge's agreement with people (`loops.failures.agreement.judge_agreement`, which the CLI
+    passes in: curation does not read people's ratings), shown as its own section when given.
 
     "clusters" and "shown" are the clusters the report shows (the top `top`), "total_clusters" all of them.
     """
@@ -24,6 +27,7 @@ def write_report(store: Store, out: str | Path, top: int = 20, max_points: int =
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"{out}: the report is HTML; give a path ending in .html")
     data = gather(store, top=top, max_points=max_points, projection=projection, min_users=min_users)
+    data["judge"] = judge
     text = render(data, generated=utcnow()[:19].replace("T", " ") + " UTC")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

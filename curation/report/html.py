@@ -293,6 +293,7 @@ failure rate; whiskers: 95% Wilson interval; dashed line: the overall rate; n: c
 {trend(data["history"], top, colours)}
 <h2>Failure clusters: {shown}, by rank</h2>{table(top, colours)}
 {scorer_section(data.get("scorer"), data.get("fits") or [])}
+{judge_section(data.get("judge"))}
 </body></html>
 """
 
@@ -323,3 +324,23 @@ def scorer_section(scorer: dict | None, fits: list[dict]) -> str:
                      '<th>failures</th><th>AP</th><th>prior AP</th><th>lift</th><th>prior lift</th><th>Brier</th>'
                      f'<th>gate</th></tr>{rows}</table>')
     return "".join(parts)
+
+
+def judge_section(agreement: dict | None) -> str:
+    """The LLM judge against people: quadratic κ per attribute and the failure/not-failure confusion by the rule
+    (docs/judge.md, "How to read the κ table"). Empty when the judge and people never rated the same conversation."""
+    if not agreement:
+        return ""
+    kappa = lambda v: "—" if v is None else f"{v:.2f}"
+    rows = "".join(f'<tr><td>{escape(a)}</td><td class="num">{kappa(v["kappa"])}</td><td class="num">{v["n"]}</td></tr>'
+                   for a, v in agreement["kappa"].items())
+    c = agreement["confusion"]
+    return (f'<h2>The LLM judge against people</h2><p class="sub">Judge <code>{escape(agreement["judge"])}</code> on the '
+            f'{agreement["n"]} conversations that people also rated. Quadratic κ: 1 = agrees with people, 0 = no better '
+            'than chance; below about 0.4 its readings are weak evidence, and the learned failure model gives them '
+            'little weight. Judge ratings are never counted as human ratings.</p><table id="judge-kappa"><tr>'
+            f'<th>attribute</th><th>quadratic κ</th><th>n</th></tr>{rows}</table><p class="sub">Failure by the rule '
+            f'<code>{escape(agreement["rule"])}</code>:</p><table id="judge-confusion"><tr><th></th><th>people: fails</th>'
+            f'<th>people: passes</th></tr><tr><td>judge: fails</td><td class="num">{c["both fail"]}</td><td class="num">'
+            f'{c["judge only"]}</td></tr><tr><td>judge: passes</td><td class="num">{c["people only"]}</td>'
+            f'<td class="num">{c["neither"]}</td></tr></table>')

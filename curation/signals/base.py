@@ -35,6 +35,7 @@ class ConversationView:
     feedback: list[dict] = field(default_factory=list)  # {"type", "value", "turn", "at"}
     reward: float | None = None
     reward_pct: float | None = None
+    judge: dict | None = None  # the newest judgement's attributes (curation.signals.judge), when the judge read it
 
     @property
     def reply_index(self) -> int | None:

@@ -20,6 +20,7 @@ from curation.engine.ray_pool import add_counts, id_pages
 from curation.errors import ConfigError
 from curation.signals.base import ConversationView, Detector, Signal
 from curation.signals.feedback import feedback_detectors
+from curation.signals.judge import JudgeVerdict, judge_verdicts
 from curation.signals.response import response_detectors
 from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import failure_scores, rewards
@@ -30,7 +31,7 @@ BATCH = 2_000
 
 
 def default_detectors() -> list[Detector]:
-    return feedback_detectors() + response_detectors()
+    return feedback_detectors() + response_detectors() + [JudgeVerdict()]
 
 
 def combine(signals: Iterable[Signal], weights: dict[str, float]) -> float:
@@ -173,11 +174,12 @@ def _views(store: Store, ids: list[str], version: str | None, sorted_rewards: np
             events.setdefault(cid, []).append({"type": kind, "value": loads(value), "turn": turn, "at": at})
         reward_of = dict(conn.execute(sa.select(rewards.c.conversation_id, rewards.c.reward).where(
             rewards.c.model_version == version, rewards.c.conversation_id.in_(ids))).all()) if version is not None else {}
+    verdicts = judge_verdicts(store, ids)
     views = []
     for cid, messages in rows:
         reward = reward_of.get(cid)
         pct = None if reward is None else reward_percentile(sorted_rewards, reward)
-        views.append(ConversationView(cid, loads(messages), events.get(cid, []), reward, pct))
+        views.append(ConversationView(cid, loads(messages), events.get(cid, []), reward, pct, verdicts.get(cid)))
     return views
 
 

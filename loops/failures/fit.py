@@ -36,6 +36,9 @@ from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
 from curation.store.model_tables import failure_model_scores, failure_models
 from curation.store.tables import conversations, feedback
+from loops.failures.judge_features import COLUMNS as JUDGE_COLUMNS
+from loops.failures.judge_features import has_judgements, judge_columns, uses_judge
+from loops.failures.metrics import calibration_bins, lift_at
 from loops.failures.model import EMBEDDING, RATE, FailureModel, grouped_folds
 
 DEFAULT_RULE = "helpfulness <= 1 or correctness <= 1"
@@ -103,17 +106,20 @@ def digest(seen: list[tuple[str, str]]) -> str:
 
 
 def build_features(store: Store, ids: list[str] | None = None, signal_names: list[str] | None = None,
-                   shared: dict | None = None) -> Features:
+                   shared: dict | None = None, judge: bool | None = None) -> Features:
     """Features of the given conversations (all scored ones when None). Signal columns: `signal_names`, or every
-    signal seen in `failure_scores` (a fit fixes them; scoring reuses the fit's). `shared` (from `shared_inputs`)
-    saves reading the rewards and the embedding spaces again for each chunk."""
+    signal seen in `failure_scores` (a fit fixes them; scoring reuses the fit's). The judge's columns come last when
+    `judge` (None: when the store holds judgements). `shared` (from `shared_inputs`) saves reading the rewards and
+    the embedding spaces again for each chunk."""
     shared = shared if shared is not None else shared_inputs(store)
+    judge = has_judgements(store) if judge is None else judge
     scores = load_scores(store, ids)
     ids = sorted(scores) if ids is None else [i for i in ids if i in scores]
     if signal_names is None:
         signal_names = sorted({s["name"] for _, sig in scores.values() for s in sig})
     col = {n: j for j, n in enumerate(signal_names)}
-    names = ["prior failure score", *signal_names, *(f"{t} count" for t in FEEDBACK), "has reward", "reward percentile"]
+    names = ["prior failure score", *signal_names, *(f"{t} count" for t in FEEDBACK), "has reward", "reward percentile",
+             *(JUDGE_COLUMNS if judge else [])]
     tab = np.zeros((len(ids), len(names)), dtype=np.float32)
     for i, cid in enumerate(ids):
         score, sig = scores[cid]
@@ -122,15 +128,22 @@ def build_features(store: Store, ids: list[str] | None = None, signal_names: lis
             if s["name"] in col:
                 tab[i, 1 + col[s["name"]]] = s["value"]
     tab[:, 1 + len(signal_names) : 1 + len(signal_names) + len(FEEDBACK)] = _feedback_counts(store, ids)
-    reward = shared["reward"]
+    reward, at = shared["reward"], 1 + len(signal_names) + len(FEEDBACK)
     if reward:
         for i, cid in enumerate(ids):
             if cid in reward:
-                tab[i, -2:] = (1.0, reward[cid])
+                tab[i, at : at + 2] = (1.0, reward[cid])
+    if judge:
+        tab[:, at + 2 :] = judge_columns(store, ids)
     cluster = _clusters_of(store, ids)
     emb = _embeddings(store, ids, shared["space"])
     X = np.column_stack([tab, cluster.astype(np.float32), emb])
     return Features(ids, X, names, tab[:, 0].astype(float))
+
+
+def signals_of(names: list[str]) -> list[str]:
+    """A fit's signal columns: those between the prior and the first feedback count."""
+    return names[1 : names.index(f"{FEEDBACK[0]} count")]
 
 
 def _feedback_counts(store: Store, ids: list[str]) -> np.ndarray:
@@ -202,21 +215,6 @@ def contexts(store: Store, ids: list[str]) -> np.ndarray:
                                               .where(conversations.c.id.in_(ids[start : start + 5_000]))):
                 keys[cid] = context_key(loads(messages)) or cid
     return np.array([keys.get(i, i) for i in ids])
-
-
-def lift_at(scores: np.ndarray, y: np.ndarray, k: int) -> float | None:
-    """The failure rate among the k highest scores over the overall rate (ties broken by position)."""
-    if k > len(y) or y.sum() == 0:
-        return None
-    top = np.argsort(-scores, kind="stable")[:k]
-    return round(float(y[top].mean() / y.mean()), 4)
-
-
-def calibration_bins(p: np.ndarray, y: np.ndarray, bins: int = 5) -> list[dict]:
-    edges = np.quantile(p, np.linspace(0, 1, bins + 1))
-    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
-    return [{"predicted": round(float(p[which == b].mean()), 4), "observed": round(float(y[which == b].mean()), 4),
-             "n": int((which == b).sum())} for b in range(bins) if (which == b).any()]
 
 
 def cross_validate(model: FailureModel, X: np.ndarray, y: np.ndarray, groups: np.ndarray, prior: np.ndarray) -> dict:
@@ -296,13 +294,13 @@ def _clear_scores(store: Store) -> int:
 
 def score_with(store: Store, version: int, model: FailureModel, names: list[str], chunk: int = CHUNK) -> int:
     """Replace `failure_model_scores` with this model's P(failure) of every scored conversation, `chunk` at a time."""
-    signal_names = names[1 : -2 - len(FEEDBACK)]
+    signal_names = signals_of(names)
     with store.connect() as conn:
         ids = sorted(conn.execute(sa.select(failure_scores.c.conversation_id)).scalars())
     _clear_scores(store)
     now, done, shared = utcnow(), 0, shared_inputs(store)
     for start in range(0, len(ids), chunk):
-        feats = build_features(store, ids[start : start + chunk], signal_names, shared)
+        feats = build_features(store, ids[start : start + chunk], signal_names, shared, uses_judge(names))
         with threadpool_limits(limits=1):
             p = model.predict_proba(feats.X)[:, 1]
         rows = [{"conversation_id": c, "model_version": version, "probability": round(float(q), 6),
@@ -369,7 +367,7 @@ def explain(store: Store, conversation_id: str, top: int = 3) -> dict:
     if last is None or not last["promoted"]:
         raise FailureModelError("no learned failure model is in force; the prior ranks (see `curate clusters --json`)")
     model, names = load_model(last)
-    feats = build_features(store, [conversation_id], names[1 : -2 - len(FEEDBACK)])
+    feats = build_features(store, [conversation_id], signals_of(names), judge=uses_judge(names))
     if not feats.ids:
         raise FailureModelError(f"conversation {conversation_id!r} has no failure score yet; run `curate cluster`")
     push = model.contributions(feats.X)[0]

@@ -46,6 +46,7 @@ def write_run_report(store: Store, run_id: str, out: str | Path) -> dict:
         "<h2>Reward models</h2>",
         _models_section(models),
         _scorer(store),
+        _judge(store),
     ]
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Curate loop report {_e(run_id[:8])}</title>
 <style>body{{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}}
@@ -66,6 +67,14 @@ def _scorer(store: Store) -> str:
     from curation.report.html import scorer_section
 
     return scorer_section(active_scorer(store), fit_history(store))
+
+
+def _judge(store: Store) -> str:
+    """The LLM judge against people (κ per attribute, failure confusion), when both rated some conversations."""
+    from curation.report.html import judge_section
+    from loops.failures.agreement import judge_agreement
+
+    return judge_section(judge_agreement(store))
 
 
 def _status(run: dict) -> str:
