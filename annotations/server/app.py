@@ -179,7 +179,7 @@ def prepare(settings: ServerSettings) -> None:
     """Configure, migrate, and make the owner and the configured users match the settings (idempotent)."""
     configure(settings)
     migrate()
-    import annotations.server.engine  # registers the "curate" search engine
+    import annotations.server.search  # registers the "curate" search engine
 
     from annotations.server import bulk, responses
 
