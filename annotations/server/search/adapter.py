@@ -11,6 +11,7 @@ import numpy as np
 from annotations.server.index import STATUS_CODES, DatasetIndex
 from annotations.server.search.documents import dataset_schema, enum_value, record_doc, response_doc, suggestion_doc
 from annotations.server.search.filters import default_order, filter_mask, order_key
+from annotations.server.search.holds import behind_holds, forget, hold, is_user_queue, min_submitted, release
 from annotations.server.search.rebuild import INDEXES, dataset_index, rebuild_from_database
 from argilla_server.enums import SimilarityOrder
 from argilla_server.models import Dataset, MetadataProperty, Record, Response, Suggestion, User, VectorSettings
@@ -67,6 +68,7 @@ class CurateSearchEngine(SearchEngine):
 
     async def delete_index(self, dataset: Dataset) -> None:
         INDEXES.pop(dataset.id, None)
+        forget(dataset.id)
 
     async def configure_metadata_property(self, dataset: Dataset, metadata_property: MetadataProperty) -> None:
         index = self._index(dataset.id)
@@ -99,11 +101,13 @@ class CurateSearchEngine(SearchEngine):
         index, slot = self._slot(response.record)
         if slot is not None:
             index.set_response(slot, response_doc(response))
+            release(response.record.dataset_id, slot, str(response.user_id))
 
     async def delete_record_response(self, response: Response) -> None:
         index, slot = self._slot(response.record)
         if slot is not None:
             index.remove_response(slot, str(response.user_id))
+            release(response.record.dataset_id, slot, str(response.user_id))
 
     async def update_record_suggestion(self, suggestion: Suggestion) -> None:
         index, slot = self._slot(suggestion.record)
@@ -179,8 +183,14 @@ class CurateSearchEngine(SearchEngine):
             order = np.lexsort([np.arange(index.size), -scores])
         else:
             order = default_order(index, user_id)
+        user = str(user_id) if user_id is not None else None
+        queue = user is not None and scores is None and is_user_queue(filter, user)
+        if queue:  # spread a team over the queue (annotations/server/search/holds.py)
+            order = behind_holds(order, index, dataset.id, user, min_submitted(dataset))
         hits = order[mask[order]]
         page = hits[offset : offset + limit]
+        if queue:
+            hold(dataset.id, page, user)
         items = [
             SearchResponseItem(record_id=index.ids[slot], score=float(scores[slot]) if scores is not None else 1.0)
             for slot in page
