@@ -233,11 +233,16 @@ def check(team: Team, db_path: Path, dataset_id: str, names: dict[str, str], pul
             acked_at[record].append((at, user))
     late = [(record, user) for record, user, fetched in team.served
             if len([at for at, other in acked_at[record] if other != user and at < fetched]) >= 2]
+    over = [record for record, users in submitted.items() if len(users) > 2]
+    started = min((at for _, _, at in team.served), default=0.0)
+    timeline = {record: sorted([(round(at - started, 2), user, "served") for r, user, at in team.served if r == record]
+                               + [(round(at - started, 2), user, "acked") for at, user in acked_at[record]])
+                for record in over[:2]}
     out = {"acknowledged": len(team.acked), "acknowledged_submitted": sum(s == "submitted" for s, _ in team.acked.values()),
            "in_database": len(stored), "lost": len(lost), "duplicated": len(twice),
            "served_after_two_submitted": len(late),
-           "records_over_min_submitted_by_race": sum(len(users) > 2 for users in submitted.values()),
-           "examples": {"lost": lost[:3], "late": late[:3]}}
+           "records_over_min_submitted_by_race": len(over),
+           "examples": {"lost": lost[:3], "late": late[:3], "over_min": timeline}}
     if pulled is not None:
         missing = [(record, user) for (record, user), (status, _) in team.acked.items()
                    if status == "submitted" and (external.get(record), user) not in pulled]

@@ -5,14 +5,57 @@ killed (SIGKILL) mid-run and restarted, with the index rebuilt from the database
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
+import textwrap
 
 import httpx
 import pytest
 
 from benchmarks.annotators import PENDING, check, make_team, pulled_responses, run_team, setup
 
-pytestmark = pytest.mark.slow
 RECORDS, ANNOTATORS = 150, 6
+
+
+HOLDS = textwrap.dedent("""
+    import tempfile, uuid
+    import numpy as np
+    import os
+    os.environ["ARGILLA_HOME_PATH"] = tempfile.mkdtemp()  # argilla-server reads it at import; nothing is written
+    from annotations.server import jobs
+    jobs.install()
+    from annotations.server.index import DatasetIndex
+    from annotations.server.search.holds import behind_holds, hold, responded
+    index = DatasetIndex({"t": "text"}, {}, [])
+    for i in range(4):
+        index.upsert({"id": uuid.uuid4(), "status": "pending", "inserted_at": i, "updated_at": i, "text": {"t": "x"}})
+    dataset, users = uuid.uuid4(), [str(uuid.uuid4()) for _ in range(5)]
+
+    def serve(user):  # what the queue request does: the order, then a hold on the page it serves
+        top = int(behind_holds(np.arange(4), index, dataset, user, 2)[0])
+        hold(dataset, [top], user)
+        return top
+
+    def answer(user, slot, status):  # what the engine does when a response is written
+        index.set_response(slot, {"id": user, "user_id": user, "status": status, "values": {}})
+        responded(dataset, slot, user, status)
+
+    served = [serve(u) for u in users[:3]]
+    assert served == [0, 0, 1], served  # two on the first record, the third annotator on the next
+    answer(users[0], 0, "draft")
+    answer(users[1], 0, "draft")
+    assert serve(users[3]) == 1 and serve(users[4]) == 2  # two drafts still keep a record from a third annotator
+    answer(users[0], 0, "discarded")  # a discard frees a place
+    assert serve(users[2]) == 0
+    print("ok")
+""")
+
+
+def test_the_queue_spreads_a_team_and_drafts_keep_their_place():
+    """The holds (annotations/server/search/holds.py), in a process of their own: argilla-server's modules must not
+    be imported into the test process."""
+    out = subprocess.run([sys.executable, "-c", HOLDS], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
 @pytest.fixture
@@ -38,6 +81,7 @@ def _names(url: str, api_key: str) -> dict[str, str]:
     return {u["id"]: u["username"] for u in users}
 
 
+@pytest.mark.slow
 def test_a_team_loses_nothing_and_no_record_goes_to_a_third_annotator(team_server):
     home, server, dataset_id, api_key, restart = team_server
     users = make_team(server.url, api_key, ANNOTATORS, secrets.token_hex(8))
@@ -51,6 +95,7 @@ def test_a_team_loses_nothing_and_no_record_goes_to_a_third_annotator(team_serve
     assert checks["pull"]["responses_in_store"] >= checks["acknowledged_submitted"]
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_run_keeps_every_acknowledged_response_and_rebuilds_its_index(team_server):
     home, server, dataset_id, api_key, restart = team_server
     users = make_team(server.url, api_key, ANNOTATORS, secrets.token_hex(8))

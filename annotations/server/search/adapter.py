@@ -11,7 +11,15 @@ import numpy as np
 from annotations.server.index import STATUS_CODES, DatasetIndex
 from annotations.server.search.documents import dataset_schema, enum_value, record_doc, response_doc, suggestion_doc
 from annotations.server.search.filters import default_order, filter_mask, order_key
-from annotations.server.search.holds import behind_holds, forget, hold, is_user_queue, min_submitted, release
+from annotations.server.search.holds import (
+    behind_holds,
+    forget,
+    hold,
+    is_user_queue,
+    min_submitted,
+    release,
+    responded,
+)
 from annotations.server.search.rebuild import INDEXES, dataset_index, rebuild_from_database
 from argilla_server.enums import SimilarityOrder
 from argilla_server.models import Dataset, MetadataProperty, Record, Response, Suggestion, User, VectorSettings
@@ -100,8 +108,9 @@ class CurateSearchEngine(SearchEngine):
     async def update_record_response(self, response: Response) -> None:
         index, slot = self._slot(response.record)
         if slot is not None:
-            index.set_response(slot, response_doc(response))
-            release(response.record.dataset_id, slot, str(response.user_id))
+            doc = response_doc(response)
+            index.set_response(slot, doc)
+            responded(response.record.dataset_id, slot, doc["user_id"], doc["status"])
 
     async def delete_record_response(self, response: Response) -> None:
         index, slot = self._slot(response.record)

@@ -4,7 +4,8 @@ others' queues.
 The priority queue serves every annotator the same record first (the highest failure score), so a team of 20 with
 `min_submitted` = 2 would all rate that record at once, and all but two of them would do it for nothing. When the
 queue page is served to a user, its records are *held* for that user for HOLD_S seconds, or until that user
-answers. For another user, a record whose holds by others plus others' submitted or draft responses reach its
+submits or discards (a draft renews the hold: only the slots held are looked at, and a record with two drafts is
+still pending). For another user, a record whose holds by others plus others' submitted or draft responses reach its
 dataset's `min_submitted` comes after every other match. Nothing is hidden: with fewer records than annotators, held records
 are still served, and an explicit sort or filter keeps its meaning among the records that are not held.
 """
@@ -57,6 +58,15 @@ def release(dataset_id: UUID, slot: int, user: str) -> None:
         users.pop(user, None)
         if not users:
             del _HOLDS[dataset_id][slot]
+
+
+def responded(dataset_id: UUID, slot: int, user: str, status: str) -> None:
+    """A response was written: a draft renews the user's hold (a record with two drafts is still pending, and only
+    held records are looked at), a submission or a discard ends it."""
+    if status == "draft":
+        hold(dataset_id, [slot], user)
+    else:
+        release(dataset_id, slot, user)
 
 
 def forget(dataset_id: UUID) -> None:
