@@ -100,7 +100,8 @@ def timed(client: httpx.Client, method: str, path: str, repeat: int, **kwargs) -
         samples.append((time.perf_counter() - started) * 1000)
         response.raise_for_status()
     samples.sort()
-    return {"median_ms": round(statistics.median(samples), 1), "p95_ms": round(samples[int(0.95 * (len(samples) - 1))], 1)}
+    return {"median_ms": round(statistics.median(samples), 1), "p95_ms": round(samples[int(0.95 * (len(samples) - 1))], 1),
+            "p99_ms": round(samples[int(0.99 * (len(samples) - 1))], 1)}
 
 
 def measure(url: str, headers: dict, dataset_id: str, repeat: int) -> dict:

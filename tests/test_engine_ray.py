@@ -6,8 +6,12 @@ These tests bring their own PostgreSQL (CURATE_TEST_DATABASE_URL, else scripts/t
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -21,10 +25,21 @@ import sqlalchemy as sa
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'curate[ray]'")
 REPO = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).with_name("ray"))  # the CLI beside this Python
 THREADS = 160  # real conversations; chunks of CHUNK give both workers several, and a node can be lost half-way
 CHUNK = 16
 
 
+@pytest.fixture(scope="module", autouse=True)
+def ray_home(tmp_path_factory):
+    """HOME for every Ray process these tests start: Ray 2.60 writes ~/.ray/auth_token at a local `ray.init()`,
+    and a test must leave nothing in the user's home."""
+    home = tmp_path_factory.mktemp("ray-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        patch.delenv("RAY_AUTH_MODE", raising=False)
+        patch.delenv("RAY_AUTH_TOKEN", raising=False)
+        yield home
 
 
 @pytest.fixture(scope="session")
@@ -182,6 +197,101 @@ def test_sqlite_with_ray_is_a_usage_error(tmp_path, monkeypatch):
     assert CliRunner().invoke(cli, ["embed"]).exit_code == 2  # curate.toml [engine] counts too
     monkeypatch.setenv("CURATE_ENGINE_KIND", "local")  # and the environment beats it
     assert CliRunner().invoke(cli, ["embed", "--json"]).exit_code == 0
+
+
+def test_curate_joins_a_cluster_started_by_the_ray_cli_after_a_local_ray_init(pg_homes, monkeypatch, oasst_file,
+                                                                              tmp_path, ray_home):
+    """docs/scale.md's recipe on a machine where a local `ray.init()` ran (it wrote HOME/.ray/auth_token): a head and
+    one node started by `ray start`, RAY_AUTH_MODE=token on both, and `curate embed --engine ray` on them. Without
+    RAY_AUTH_MODE the node is refused, as the issue found; Curate's refusals are one line naming the fix."""
+    from annotations.server.settings import free_port
+
+    home, url = pg_homes("cli")
+    _ingest(monkeypatch, home, url, oasst_file, tmp_path)
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 characters
+    env = {**os.environ, "HOME": str(ray_home)}
+    secured = {**env, "RAY_AUTH_MODE": "token"}
+    nodes: list[int] = []  # `ray start` ids: each node's processes are in that process group
+
+    def ray_start(*args, node_env=secured):
+        out = subprocess.run([RAY, "start", "--disable-usage-stats", "--dashboard-agent-listen-port", str(free_port()),
+                              "--temp-dir", str(temp / f"n{len(nodes)}"), *args], env=node_env, capture_output=True,
+                             text=True, timeout=180, start_new_session=True)
+        return out
+
+    try:
+        subprocess.run([sys.executable, "-c", "import ray\nray.init(num_cpus=1, include_dashboard=False, "
+                        f"_temp_dir={str(temp / 'local')!r})\nray.shutdown()"], env=env, check=True, timeout=180)
+        assert (ray_home / ".ray" / "auth_token").is_file()  # what Ray 2.60 leaves behind
+        port = free_port()
+        head = ray_start("--head", "--port", str(port), "--num-cpus", "0", "--include-dashboard=false",
+                         "--dashboard-port", str(free_port()))
+        nodes.append(_group_of(temp / "n0"))
+        assert head.returncode == 0, head.stderr[-2000:]
+        refused = ray_start("--address", f"127.0.0.1:{port}", "--num-cpus", "1", node_env=env)
+        nodes.append(_group_of(temp / "n1"))
+        assert refused.returncode != 0 and "InvalidAuthToken" in refused.stdout + refused.stderr
+        joined = ray_start("--address", f"127.0.0.1:{port}", "--num-cpus", "1")
+        nodes.append(_group_of(temp / "n2"))
+        assert joined.returncode == 0, joined.stderr[-2000:]
+
+        address = f"127.0.0.1:{port}"
+        # first the refusals, while there is work to do (a run with nothing to embed never connects)
+        for run_env, args, expected in (
+            (env, (), "RAY_AUTH_MODE=token"),  # no token mode: refused, and told how to fix it
+            (secured, ("--ray-address", f"127.0.0.1:{free_port()}"), "cannot reach the Ray cluster"),
+        ):
+            failed = _curate_process(home, url, run_env, "embed", "--engine", "ray",
+                                     *(args or ("--ray-address", address)), "--json")
+            assert failed.returncode == 1 and failed.stdout == "", failed.stderr[-2000:]
+            lines = [line for line in failed.stderr.splitlines() if expected in line]  # Ray's C++ logs its own
+            assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr[-2000:]
+        mismatch = _curate_process(home, url, secured, "embed", "--engine", "ray", "--ray-address", address,
+                                   fault="import ray._private.utils as u\nu.compute_version_info = lambda: "
+                                         "('2.0.0', '3.9.0')\n")  # an injected fault: another Ray on the driver
+        assert mismatch.returncode == 1 and "this process Ray 2.0.0 on Python 3.9.0" in mismatch.stderr, mismatch.stderr
+        done = _curate_process(home, url, secured, "embed", "--engine", "ray", "--ray-address", address, "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        out = orjson.loads(done.stdout)
+        assert out["workers"] == 1 and out["embedded"] == THREADS  # the head has no CPU: the joined node did it all
+        assert _count_vectors(url) == THREADS
+    finally:
+        _stop_nodes(nodes)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _curate_process(home, url, env, *args, fault: str = ""):
+    """`curate ARGS` in its own process (this one may already be connected to the module's Ray cluster)."""
+    env = {**env, "CURATE_HOME": str(home), "CURATE_DATABASE_URL": url, "CURATE_EMBED_CHUNK_SIZE": str(CHUNK)}
+    return subprocess.run([sys.executable, "-c", f"{fault}from curation.cli.main import main\nmain()", *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def _group_of(temp: Path) -> int | None:
+    """The process group of the node whose Ray processes run under `temp` (None when none started)."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(temp) in part for part in process.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                return os.getpgid(process.pid)
+    return None
+
+
+def _stop_nodes(groups: list[int | None]) -> None:
+    """Stop the nodes these tests started, and only them (`ray stop` would stop every Ray on the machine)."""
+    import psutil
+
+    groups = [g for g in groups if g is not None and g != os.getpgid(0)]  # never this test's own group
+    found = set()
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(process.pid) in groups:
+                found |= {process, *process.children(recursive=True)}
+    for process in found:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(list(found), timeout=30)
 
 
 def test_a_worker_node_lost_mid_embed_leaves_one_vector_per_conversation(pg_homes, monkeypatch, oasst_file, tmp_path,

@@ -7,6 +7,7 @@ A process serves one home; `background.start_background` and the CLI start a fre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -69,6 +70,18 @@ def migrate() -> None:
     config = Config()
     config.set_main_option("script_location", os.path.join(os.path.dirname(ALEMBIC_CONFIG_FILE), "alembic"))
     command.upgrade(config, "head")
+    write_ahead_log()
+
+
+def write_ahead_log() -> None:
+    """Put argilla.db in WAL mode (it stays so): readers no longer block the writer, nor the writer them, and a
+    commit is one append to the log. In the default rollback-journal mode a team of annotators saw "database is
+    locked" (HTTP 500) on submissions, each commit waiting for every reader. Durability is unchanged: a committed
+    response survives `kill -9` (synchronous stays FULL, SQLite's default)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(os.path.join(os.environ["ARGILLA_HOME_PATH"], "argilla.db"))) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 async def _prepare(settings: ServerSettings) -> None:
@@ -179,7 +192,7 @@ def prepare(settings: ServerSettings) -> None:
     """Configure, migrate, and make the owner and the configured users match the settings (idempotent)."""
     configure(settings)
     migrate()
-    import annotations.server.engine  # registers the "curate" search engine
+    import annotations.server.search  # registers the "curate" search engine
 
     from annotations.server import bulk, responses
 

@@ -43,7 +43,7 @@ class FastUpsertRecordsBulk(UpsertRecordsBulk):
     """argilla-server's bulk upsert, with a direct path for batches of new records (see the module docstring)."""
 
     async def upsert_records_bulk(self, dataset: Dataset, bulk_upsert: RecordsBulkUpsert, raise_on_error: bool = True):
-        from annotations.server.engine import CurateSearchEngine, dataset_index, document, suggestion_document
+        from annotations.server.search import CurateSearchEngine, dataset_index, document, suggestion_document
 
         items = bulk_upsert.items
         if (not isinstance(self._search_engine, CurateSearchEngine) or any(item.responses for item in items)

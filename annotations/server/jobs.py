@@ -65,12 +65,6 @@ class _NoRedis:
         return True
 
 
-async def drain() -> None:
-    """Wait for the jobs still running (used at shutdown)."""
-    if _TASKS:
-        await asyncio.gather(*list(_TASKS), return_exceptions=True)
-
-
 def install() -> None:
     """Must run before the first `import argilla_server`."""
     name = "argilla_server.jobs.queues"

@@ -131,6 +131,9 @@ class ServerSettings:
             "ARGILLA_HOME_PATH": str(folder),
             "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'argilla.db'}?check_same_thread=False",
             "ARGILLA_SEARCH_ENGINE": "curate",
+            # SQLite's busy timeout: under a team's writes on a busy machine, argilla-server's 5 s made submissions
+            # fail with "database is locked"
+            "ARGILLA_DATABASE_SQLITE_TIMEOUT": "30",
             "ARGILLA_AUTH_SECRET_KEY": self.auth_secret(),
             "ARGILLA_AUTH_OAUTH_CFG": str(folder / "oauth.yaml"),
             "ARGILLA_CORS_ORIGINS": "[]",  # annotations.server.guard decides which origins get CORS headers

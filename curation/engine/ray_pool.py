@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import tempfile
 from collections import deque
 from typing import Any, Callable, Iterator
@@ -68,12 +70,53 @@ def connect(address: str | None) -> bool:
         raise CurateError("--engine ray needs Ray: pip install 'curate[ray]'") from None
     if ray.is_initialized():
         return False
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    check_reachable(target)
     try:
         ray.init(address=address or None, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise RayRunError(f"cannot connect to the Ray cluster at {address or '$RAY_ADDRESS or a local one'}: "
-                          f"{str(exc).strip().splitlines()[0]}; start it with `ray start --head`, or fix --ray-address")
+        raise RayRunError(explain_connect_error(exc, target)) from None
     return True
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when HOST:PORT does not answer: Ray's own client retries for minutes."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address or "")
+    if match is None:  # auto, or no address: Ray looks for a local cluster and says so when it finds none
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayRunError(f"cannot reach the Ray cluster at {address} ({reason}): start it there with "
+                          f"`ray start --head --port={port}`, or fix --ray-address (RAY_ADDRESS, curate.toml "
+                          "[engine] address)") from None
+
+
+def explain_connect_error(exc: BaseException, address: str | None) -> str:
+    """One line naming the cause and the fix of a failed `ray.init`: a refused token, another Ray or Python
+    version, or a cluster that cannot be found. Ray keeps the cause in the exception's chain."""
+    where = address or "$RAY_ADDRESS or a local one"
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    text = "\n".join(chain)
+    if any(mark in text for mark in ("InvalidAuthToken", "Unauthenticated", "AuthenticationError")):
+        mode = os.environ.get("RAY_AUTH_MODE") or "unset"
+        return (f"the Ray cluster at {where} refused this process's token (RAY_AUTH_MODE is {mode}): set "
+                "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token) here, "
+                "as on every node; docs/scale.md, 'Token authentication'")
+    if "Version mismatch" in text:
+        versions = re.findall(r"Ray: (\S+)\s+Python: (\S+)", text)
+        if len(versions) >= 2:
+            (ray_there, py_there), (ray_here, py_here) = versions[:2]
+            return (f"the Ray cluster at {where} runs Ray {ray_there} on Python {py_there}, this process Ray "
+                    f"{ray_here} on Python {py_here}: install the same Ray and Python versions here and on every node")
+        return f"the Ray cluster at {where} runs another Ray or Python version: install the same ones everywhere"
+    return (f"cannot connect to the Ray cluster at {where}: {str(exc).strip().splitlines()[0]}; start it with "
+            "`ray start --head`, or fix --ray-address")
 
 
 def run(store: Store, job: Callable[[Store, list[str]], dict], where: sa.ColumnElement[bool] | None, total: int,
