@@ -47,15 +47,18 @@ def package_files(root: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_installed_wheel_has_every_package_file_and_loads_its_data(tmp_path):
+    # nothing from the checkout on the path: pip would take its metadata for an installed curate
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CURATE_HOME", "CURATE_DATABASE_URL")}
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)], env=env,
+                   check=True)
     wheel = next(dist.glob("curate-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], env=env, check=True)
     target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                 capture_output=True, text=True, check=True).stdout.strip())
+                                 env=env, capture_output=True, text=True, check=True).stdout.strip())
     # The dependencies come from this interpreter's site-packages, listed after the venv's own: the wheel's copy of
     # curate comes first, and this checkout's editable install (a finder that only a site dir's .pth runs) stays off.
     (target / "zz_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
@@ -64,8 +67,15 @@ def test_installed_wheel_has_every_package_file_and_loads_its_data(tmp_path):
     assert not missing, f"files the wheel leaves out (add their suffix to package-data in pyproject.toml): {sorted(missing)}"
     work = tmp_path / "elsewhere"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CURATE_HOME", "CURATE_DATABASE_URL")}
     out = subprocess.run([str(python), "-c", CHECK, str(target)], cwd=work, env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
     cli = subprocess.run([str(env_dir / "bin" / "curate"), "--help"], cwd=work, env=env, capture_output=True, text=True)
     assert cli.returncode == 0 and "ingest" in cli.stdout, cli.stderr[-3000:]
+
+
+def test_the_all_extra_is_every_other_extra():
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    others = {req for name, reqs in extras.items() if name not in ("all", "dev") for req in reqs}
+    assert set(extras["all"]) == others
