@@ -32,7 +32,8 @@ fi
 echo "# pip $("$tmp/base/bin/python" -m pip --version | cut -d' ' -f2), $(date -u '+%Y-%m-%d %H:%M UTC'),"\
      "$(grep -o -w -E 'avx512_vnni|avx512f|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')$(nproc) cores,"\
      "load average:$(uptime | sed 's/.*load average://')"
-printf '%-8s %8s %4s  %s\n' extra seconds rc "picked"
+# seconds: wall clock; cpu: pip's own CPU seconds (user + system, GNU time), which a busy machine stretches far less
+printf '%-8s %8s %6s %4s  %s\n' extra seconds cpu rc "picked"
 for extra in "${extras[@]}"; do
   # A dry run leaves the venv as it was, so each extra starts from the same fresh one; a real install gets a copy
   env="$tmp/base"
@@ -41,9 +42,11 @@ for extra in "${extras[@]}"; do
   [ "$extra" = core ] || spec="$wheel[$extra]"
   args=(--dry-run --report "$tmp/$extra.json")
   [ -z "$install" ] || args=()
+  timer=()
+  [ ! -x /usr/bin/time ] || timer=(/usr/bin/time -f '%U %S' -o "$tmp/$extra.cpu")
   start=$(date +%s.%N)
   # No constraints file, no machine-wide pip config: what `pip install` does on a user's machine
-  env -u PIP_CONSTRAINT -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null timeout 900 \
+  env -u PIP_CONSTRAINT -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null "${timer[@]}" timeout 900 \
     "$env/bin/python" -m pip install --no-cache-dir -q "${args[@]}" "$spec" >"$tmp/$extra.log" 2>&1
   rc=$?
   seconds=$(echo "$(date +%s.%N) - $start" | bc)
@@ -61,6 +64,7 @@ PY
       | tr -s ' ' '=' | tr '\n' ' ')
     rm -rf "$env"
   fi
-  printf '%-8s %8.1f %4s  %s\n' "$extra" "$seconds" "$rc" "$picked"
+  cpu=$(awk '{printf "%.0f", $1 + $2}' "$tmp/$extra.cpu" 2>/dev/null || echo "?")
+  printf '%-8s %8.1f %6s %4s  %s\n' "$extra" "$seconds" "$cpu" "$rc" "$picked"
   [ "$rc" = 0 ] || grep -v WARNING "$tmp/$extra.log" | tail -5 | sed 's/^/    /'
 done
