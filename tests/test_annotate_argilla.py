@@ -324,6 +324,7 @@ def _responses_endpoint_matches_the_records_listing(conn, dataset: str, monkeypa
     assert len(page["items"]) == 4 and page["next"]
 
 
+@pytest.mark.smoke
 def test_cli_push_pull_status_json(cli, store, oasst_file, argilla_env):
     prepare_store(store, oasst_file, vectors=False)
     dataset = unique("cli")

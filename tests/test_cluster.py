@@ -183,6 +183,7 @@ def test_without_user_ids_the_privacy_rule_is_off(store):
     assert all(not r["hidden"] and r["label"] for r in rank_clusters(store))
 
 
+@pytest.mark.smoke
 def test_cli_on_real_prompts_with_the_bundled_model(cli, tmp_path, shared_data, store):
     """ingest → embed (torch, bundled MiniLM) → cluster → clusters → clusters show → cluster again: same ids."""
     questions = [json.loads(line) for line in (shared_data / "arena-hard-v0.1" / "question.jsonl").open()][:60]

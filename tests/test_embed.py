@@ -152,6 +152,7 @@ def test_no_vectors_says_what_to_do(store):
         load_vectors(store)
 
 
+@pytest.mark.smoke
 def test_cli_embed_json(cli, home, store, threads):
     insert(store, threads[:8])
     out = cli.json("embed", "--home", str(home), "--backend", "torch")

@@ -20,6 +20,7 @@ def reference(texts: list[str]) -> np.ndarray:
     return Embedder(backend="torch").encode(texts)
 
 
+@pytest.mark.smoke
 def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CURATE_CACHE_DIR", str(cache))
@@ -48,6 +49,7 @@ def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, t
     assert not list(cache.glob("models/*/*/.export-*"))
 
 
+@pytest.mark.smoke
 @pytest.mark.slow
 def test_openvino_int8_calibrates_on_local_text_offline(tmp_path, texts, monkeypatch):
     # with the hub unreachable, the library's default calibration set (glue/sst2) would fail: ours is local

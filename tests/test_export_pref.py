@@ -39,6 +39,7 @@ def test_pair_rules_and_disagreement(store, rated):
     assert weighted == []  # coherence was never rated, so no weighted score exists
 
 
+@pytest.mark.smoke
 def test_export_formats_split_manifest(store, rated, tmp_path):
     from datasets import load_dataset, load_from_disk
 

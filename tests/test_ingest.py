@@ -26,6 +26,7 @@ def quarantine_entries(summary):
     return [orjson.loads(line) for line in open(summary["quarantine_file"], "rb")]
 
 
+@pytest.mark.smoke
 def test_oasst_every_message_accounted_threads_and_thumbs(cli, store, oasst_file):
     first = cli.json("ingest", oasst_file)
     source = [orjson.loads(line) for line in open(oasst_file, "rb")]

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 import sqlalchemy as sa
 
 from reward_support import seed_ratings
 
 
+@pytest.mark.smoke
 def test_export_train_eval_promote_score(cli, store, oasst_file, tmp_path):
     from curation.store.failure_tables import rewards
 

@@ -259,3 +259,20 @@ def test_batched_rendering_equals_one_by_one(dev):
     responses = [p["rejected"][0] for p in pairs] + [{"role": "assistant", "content": "no context at all"}]
     renderer = Renderer(AutoTokenizer.from_pretrained(dev / "bt"), max_length=128)
     assert renderer.encode_many(prompts, responses) == [renderer.encode(p, r) for p, r in zip(prompts, responses)]
+
+
+def test_plain_rendering_is_the_tokenizers_own_sentence_pair_encoding():
+    """On transformers 4 and 5 alike (5 dropped `build_inputs_with_special_tokens`): short enough not to be cut, a
+    rendered pair is exactly what the tokenizer makes of (context, response) as a sentence pair."""
+    from transformers import AutoTokenizer
+
+    from loops.reward.render import Renderer, plain_context
+    from loops.reward.trainer import default_base
+
+    tokenizer = AutoTokenizer.from_pretrained(default_base())
+    prompt = [{"role": "user", "content": "How do I boil an egg?"}]
+    response = {"role": "assistant", "content": "Put it in boiling water for eight minutes."}
+    for context in (prompt, []):
+        expected = tokenizer(plain_context(context), response["content"])
+        got = Renderer(tokenizer, max_length=128).encode(context, response)
+        assert got == {"input_ids": expected["input_ids"], "token_type_ids": expected["token_type_ids"]}

@@ -145,6 +145,9 @@ def _environment(config: LoopConfig) -> LoopConfig:
 
 def _load_file(path: str | Path) -> LoopConfig:
     path = Path(path)
+    shipped = Path(__file__).resolve().parent.parent / path.name
+    if not path.is_file() and path.parent == Path("loops") and shipped.is_file():
+        path = shipped  # `loops/nightly.toml` outside a checkout: the example the installed package ships
     if not path.is_file():
         raise SettingError(f"{path}: loop file not found; see loops/nightly.toml for an example")
     try:

@@ -94,7 +94,8 @@ def fit(model: Any, tokenizer: Any, rows: list[dict], objective: Any, cfg: Train
             num_train_epochs=epochs,
             max_steps=cfg.max_steps,
             learning_rate=cfg.learning_rate or (2e-4 if cfg.lora else 5e-5 if trainable_layers(model) > 1 else 3e-4),
-            warmup_ratio=0.1,
+            # transformers 5 dropped warmup_ratio: there a warmup_steps below 1 is the fraction of the steps
+            **({"warmup_ratio": 0.1} if "warmup_ratio" in TrainingArguments.__dataclass_fields__ else {"warmup_steps": 0.1}),
             weight_decay=0.0,
             lr_scheduler_type="linear",
             seed=cfg.seed,

@@ -32,6 +32,21 @@ def length_feature(response: dict) -> float:
     return math.log1p(len(content_text(response)))
 
 
+def pair_frame(tokenizer: Any) -> tuple[tuple[list[int], ...], tuple]:
+    """Where the tokenizer puts its special tokens around a sentence pair, read off one encoded pair: the ids before
+    segment A, between A and B and after B, and the token type of each part. (transformers 5 tokenizers no longer have
+    `build_inputs_with_special_tokens`, which did this for ids; the tokenizer's own pair encoding works on 4 and 5.)"""
+    a = tokenizer("a", add_special_tokens=False)["input_ids"]
+    b = tokenizer("b", add_special_tokens=False)["input_ids"]
+    pair = tokenizer("a", "b")
+    ids = pair["input_ids"]
+    i = next(k for k in range(len(ids)) if ids[k:k + len(a)] == a)
+    j = next(k for k in range(i + len(a), len(ids)) if ids[k:k + len(b)] == b)
+    types = pair.get("token_type_ids") or [0] * len(ids)
+    parts = (ids[:i], ids[i + len(a):j], ids[j + len(b):])
+    return parts, (types[:i], types[i], types[i + len(a):j], types[j], types[j + len(b):])
+
+
 class Renderer:
     """Token ids for reward-model inputs. `rendering` is "chat_template" or "plain" (see the module docstring)."""
 
@@ -41,7 +56,8 @@ class Renderer:
         self.context_share = context_share
         self.rendering = rendering or ("chat_template" if getattr(tokenizer, "chat_template", None) else "plain")
         # Sentence-pair encoders add [CLS] a [SEP] b [SEP]; a chat template carries its own special tokens.
-        self.n_special = tokenizer.num_special_tokens_to_add(pair=True) if self.rendering == "plain" else 0
+        self.frame = pair_frame(tokenizer) if self.rendering == "plain" else None
+        self.n_special = sum(len(part) for part in self.frame[0]) if self.frame else 0
         self.uses_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
 
     def pieces(self, prompt: list[dict], response: dict) -> tuple[list[int], list[int]]:
@@ -64,10 +80,10 @@ class Renderer:
     def _join(self, ctx: list[int], resp: list[int]) -> dict[str, list[int]]:
         if self.rendering == "chat_template":
             return {"input_ids": ctx + resp}
-        tok = self.tokenizer
-        out = {"input_ids": tok.build_inputs_with_special_tokens(ctx, resp)}
+        (before, between, after), (t_before, t_ctx, t_between, t_resp, t_after) = self.frame
+        out = {"input_ids": before + ctx + between + resp + after}
         if self.uses_token_types:
-            out["token_type_ids"] = tok.create_token_type_ids_from_sequences(ctx, resp)
+            out["token_type_ids"] = t_before + [t_ctx] * len(ctx) + t_between + [t_resp] * len(resp) + t_after
         return out
 
     def encode(self, prompt: list[dict], response: dict) -> dict[str, list[int]]:

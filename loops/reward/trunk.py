@@ -23,13 +23,26 @@ from loops.reward.padding import pad
 
 def supports(model: Any) -> bool:
     base = model.base_model
-    return (all(hasattr(base, a) for a in ("embeddings", "encoder", "get_extended_attention_mask"))
+    return (all(hasattr(base, a) for a in ("embeddings", "encoder"))
             and hasattr(base.encoder, "layer") and getattr(base, "pooler", None) is not None
             and hasattr(model, "dropout") and hasattr(model, "classifier"))
 
 
-def _mask(model: Any, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return model.base_model.get_extended_attention_mask(attention_mask, attention_mask.shape, dtype=dtype)
+def _mask(model: Any, attention_mask: torch.Tensor, hidden: torch.Tensor) -> Any:
+    """The mask the layers take, as the model's own forward builds it (transformers 4 and 5 differ)."""
+    base = model.base_model
+    if hasattr(base, "get_extended_attention_mask"):  # transformers 4
+        return base.get_extended_attention_mask(attention_mask, attention_mask.shape, dtype=hidden.dtype)
+    from transformers.masking_utils import create_bidirectional_mask
+
+    return create_bidirectional_mask(config=base.config, inputs_embeds=hidden, attention_mask=attention_mask)
+
+
+def _run(layers: Any, hidden: torch.Tensor, mask: Any) -> torch.Tensor:
+    for layer in layers:
+        out = layer(hidden, attention_mask=mask)
+        hidden = out[0] if isinstance(out, tuple) else out  # a transformers 5 layer returns the tensor itself
+    return hidden
 
 
 class FrozenTrunk:
@@ -62,9 +75,7 @@ class FrozenTrunk:
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in pad([inputs[i] for i in idx], pad_id).items()}
             hidden = base.embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
-            mask = _mask(self.model, batch["attention_mask"], hidden.dtype)
-            for layer in base.encoder.layer[: self.n_layers]:
-                hidden = layer(hidden, attention_mask=mask)[0]
+            hidden = _run(base.encoder.layer[: self.n_layers], hidden, _mask(self.model, batch["attention_mask"], hidden))
             hidden = hidden.to(torch.float16).cpu()
             for row, i in enumerate(idx):
                 out[i] = hidden[row, : len(inputs[i]["input_ids"])].clone()
@@ -84,9 +95,7 @@ class TopModel(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> SequenceClassifierOutput:
         model, base = self.model, self.model.base_model
         hidden = hidden_states.to(next(model.classifier.parameters()).dtype)
-        mask = _mask(model, attention_mask, hidden.dtype)
-        for layer in base.encoder.layer[self.n_frozen :]:
-            hidden = layer(hidden, attention_mask=mask)[0]
+        hidden = _run(base.encoder.layer[self.n_frozen :], hidden, _mask(model, attention_mask, hidden))
         return SequenceClassifierOutput(logits=model.classifier(model.dropout(base.pooler(hidden))))
 
 
