@@ -34,4 +34,6 @@ def embed(model, backend, view, batch_size, threads, engine, ray_address, home, 
              f"skipped {result['skipped']} already embedded, in {result['seconds']}s [{result['space']}]")
     if "workers" in result:
         human += f" on {result['workers']} Ray workers"
+    if "notice" in result:
+        human += f"\nnote: {result['notice']}"
     return result, human

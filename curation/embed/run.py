@@ -18,7 +18,9 @@ from curation.config import layered, load_config_file
 from curation.engine import resolve_engine
 from curation.errors import ConfigError
 from curation.embed.embedder import Embedder, resolve_backend
-from curation.embed.vectors import ensure_space, find_space, space_name, vectors_by_hash, write_vectors
+from curation.embed.vectors import (
+    ensure_space, find_space, old_recipe_notice, space_name, vectors_by_hash, write_vectors,
+)
 from curation.embed.views import DEFAULT_VIEW, View, get_view
 from curation.store import Store, loads
 from curation.store.embedding_tables import embeddings
@@ -90,6 +92,9 @@ def embed(
     missing = _count_missing(store, space["id"] if space else None, total)
     result = {"embedded": 0, "skipped": total - missing, "model": embedder.label, "seconds": 0.0,
               "backend": embedder.backend_label, "view": chosen_view.name, "space": name, "reused": 0}
+    notice = old_recipe_notice(store, embedder.label, chosen_view.name, name)
+    if notice:
+        result["notice"] = notice
     if missing == 0:  # the common periodic case: no model load, no run row
         result["seconds"] = round(time.perf_counter() - started, 3)
         return result
