@@ -226,6 +226,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-e2e", action="store_true", help="part 1 only")
     parser.add_argument("--tune", action="store_true", help="part 3: the settings tried, against the default")
+    parser.add_argument("--tune-texts", type=int, default=100, help="texts for part 3 (default 100)")
+    parser.add_argument("--tune-runs", type=int, default=1, help="runs per setting in part 3 (default 1)")
     args = parser.parse_args()
 
     cpu = cpu_facts()

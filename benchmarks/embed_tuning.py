@@ -1,7 +1,8 @@
 """Part 3 of embed_throughput.py (`--tune`): each setting tried to bring the int8 backends closer to the CPU's peak,
-against the default in the same run, on the first 200 texts of part 1.
+against the default in the same run, on the first `--tune-texts` texts of part 1, `--tune-runs` runs each.
 
-- streams: N copies of the model with one thread each, texts spread over them, against one copy using every core;
+- streams: N copies of the model with one thread each, texts spread over them (ONNX's default), against one copy
+  whose session uses every core;
 - batching: ONNX on batches of 16 (length-sorted: little padding, but the per-batch scales of issue 21) against one
   text at a time (no padding at all); OpenVINO the same; the padding share that sorted batches of 16 leave;
 - OpenVINO's performance hints: LATENCY (the default) against THROUGHPUT;
@@ -35,10 +36,27 @@ def streams(make, n: int):
 
 def openvino_model(folder: Path, batch_size: int, **config):
     """An OpenVINO model of the export in `folder` with these properties (`ov_config`), and its encode."""
+    from curation.console import quiet
     from curation.embed.int8 import OPENVINO_FILE, sentence_transformer
 
-    model = sentence_transformer(str(folder), "openvino", {"file_name": OPENVINO_FILE, "ov_config": config})
+    with quiet():  # optimum guesses aloud whether the folder was already converted
+        model = sentence_transformer(str(folder), "openvino", {"file_name": OPENVINO_FILE, "ov_config": config})
     return model, lambda texts: model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+
+
+def onnx_model(folder: Path, threads: int):
+    """The ONNX export in `folder` as one model whose session runs `threads` threads."""
+    import onnxruntime
+
+    from curation.console import quiet
+    from curation.embed.int8 import onnx_file, sentence_transformer
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = threads
+    with quiet():
+        return sentence_transformer(str(folder), "onnx", {"file_name": onnx_file(folder), "session_options": options,
+                                                          "provider": "CPUExecutionProvider"})
 
 
 def padding_share(counts: list[int], batch_size: int) -> float:
@@ -57,7 +75,7 @@ def tune(args, texts: list[str], cpu: dict, cache: Path) -> None:
     from curation.embed import Embedder
     from curation.embed.embedder import resolve_model
 
-    texts = texts[:200]
+    texts = texts[: args.tune_texts]
     source = resolve_model(None)[1]
     tokenizer = AutoTokenizer.from_pretrained(source)
     counts = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
@@ -66,14 +84,15 @@ def tune(args, texts: list[str], cpu: dict, cache: Path) -> None:
     print(f"part 3: settings on {len(texts)} texts, load {load()}; sorted batches of 16 pad "
           f"{padding_share(counts, 16):.1%} of the real tokens, unsorted {_unsorted(counts, 16):.1%}")
 
-    onnx = Embedder(backend="onnx", cache_dir=cache, batch_size=16)
+    onnx = Embedder(backend="onnx", cache_dir=cache)  # the default: one text per run, one-thread copies
     onnx.load(texts)
+    pooled = onnx_model(onnx.export("onnx", texts), cores)
     runners = {"torch fp32": Embedder(backend="torch").encode,
-               "onnx, one text at a time, all cores": onnx.encode,
-               f"onnx, one text at a time, {cores} streams of 1 thread":
-                   streams(lambda: _loaded(Embedder(backend="onnx", cache_dir=cache, threads=1), texts), cores),
-               "onnx, batches of 16 (per-batch scales)":
-                   lambda t: onnx.model_.encode(t, batch_size=16, normalize_embeddings=True)}
+               f"onnx, one text at a time, {cores} one-thread copies (default)": onnx.encode,
+               f"onnx, one text at a time, one copy with {cores} threads":
+                   lambda t: pooled.encode(t, batch_size=1, normalize_embeddings=True),
+               f"onnx, batches of 16, one copy with {cores} threads (per-batch scales)":
+                   lambda t: pooled.encode(t, batch_size=16, normalize_embeddings=True)}
     folder = Embedder(backend="openvino", cache_dir=cache).export("openvino", texts)
     for hint in ("LATENCY", "THROUGHPUT"):
         for size in (16, 1):
@@ -83,7 +102,7 @@ def tune(args, texts: list[str], cpu: dict, cache: Path) -> None:
                                         ENABLE_CPU_PINNING="NO")[1]), cores)
     for runner in runners.values():
         runner(texts[:4])
-    compare(runners, texts, args.runs, "torch fp32", flops, cpu)
+    compare(runners, texts, args.tune_runs, "torch fp32", flops, cpu)
 
     # tokenisation: what a pipeline that tokenises ahead, on another core, could take off the critical path
     _, token_s, _ = timed(lambda: [tokenizer(t, truncation=True, max_length=256) for t in texts])
@@ -108,11 +127,6 @@ def tune(args, texts: list[str], cpu: dict, cache: Path) -> None:
 class _Wrapped:
     def __init__(self, encode):
         self.encode = encode
-
-
-def _loaded(embedder, texts):
-    embedder.load(texts)
-    return embedder
 
 
 def _unsorted(counts: list[int], batch_size: int) -> float:

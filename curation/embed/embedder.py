@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -145,17 +146,37 @@ class Embedder:
         model = self.load(unique)
         if not unique:
             return np.empty((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-        vectors = model.encode(
-            unique,
-            batch_size=1 if resolve_backend(self.backend) in PER_TEXT else self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress_bar,
-        ).astype(np.float32, copy=False)
+        if resolve_backend(self.backend) in PER_TEXT:
+            vectors = self._per_text(unique, show_progress_bar)
+        else:
+            vectors = model.encode(unique, batch_size=self.batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=show_progress_bar)
+        vectors = vectors.astype(np.float32, copy=False)
         if len(unique) == len(texts):
             return vectors
         index = {text: i for i, text in enumerate(unique)}
         return vectors[[index[text] for text in texts]]
+
+    def _per_text(self, texts: list[str], show_progress_bar: bool) -> np.ndarray:
+        """One text per run, on `streams_` one-thread copies of the model at once: runs this small leave a shared
+        thread pool waiting on itself between ops, while one thread per copy never waits (docs/performance.md)."""
+        streams = self.streams_[: len(texts)]
+        if len(streams) == 1:
+            return streams[0].encode(texts, batch_size=1, normalize_embeddings=True, convert_to_numpy=True,
+                                     show_progress_bar=show_progress_bar)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = [order[k :: len(streams)] for k in range(len(streams))]  # about the same work for each copy
+
+        def run(stream: int) -> np.ndarray:
+            return streams[stream].encode([texts[i] for i in parts[stream]], batch_size=1, normalize_embeddings=True,
+                                          convert_to_numpy=True)
+
+        with ThreadPoolExecutor(len(streams)) as pool:
+            done = list(pool.map(run, range(len(streams))))
+        vectors = np.empty((len(texts), done[0].shape[1]), dtype=np.float32)
+        for part, rows in zip(parts, done):
+            vectors[part] = rows
+        return vectors
 
     # loading and exporting
     def load(self, first_texts: Sequence[str] = ()) -> Any:
@@ -170,18 +191,21 @@ class Embedder:
             torch.set_num_threads(self.threads)
         try:
             if backend == "torch":
-                model = sentence_transformer(source)
+                self.streams_ = [sentence_transformer(source)]
             else:
                 folder = self.export(backend, self.calibration_texts or first_texts)
+                copies = (self.threads or os.cpu_count() or 1) if backend in PER_TEXT else 1
                 with quiet():  # optimum guesses aloud whether the folder was already converted
-                    model = sentence_transformer(str(folder), backend, self._model_kwargs(backend, folder))
+                    self.streams_ = [sentence_transformer(str(folder), backend, self._model_kwargs(backend, folder))
+                                     for _ in range(copies)]
         except (OSError, ValueError, RuntimeError) as exc:
             raise EmbedError(f"cannot load model {self.label!r} on backend {backend!r}: {exc}; "
                              "check --model, or use --backend torch") from None
-        if self.max_seq_length:
-            model.max_seq_length = self.max_seq_length
-        self.model_ = model
-        return model
+        for model in self.streams_:
+            if self.max_seq_length:
+                model.max_seq_length = self.max_seq_length
+        self.model_ = self.streams_[0]
+        return self.model_
 
     def _model_kwargs(self, backend: str, folder: Path) -> dict:
         if backend == "openvino":
@@ -200,7 +224,9 @@ class Embedder:
         # ONNX Runtime's pool threads spin while they wait for work, which takes CPU from every other process on a
         # shared machine (periodic jobs run beside other work); sleeping costs little on batches this size
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.threads:
+        if backend in PER_TEXT:  # `threads` one-thread copies (`_per_text`)
+            options.intra_op_num_threads = 1
+        elif self.threads:
             options.intra_op_num_threads = self.threads
         return {"file_name": onnx_file(folder), "provider": "CPUExecutionProvider", "session_options": options}
 

@@ -34,7 +34,7 @@ class EmbedSettings:
     model: str | None = field(default=None, metadata={"help": "model name or path (default: bundled all-MiniLM-L6-v2)"})
     backend: str = field(default="auto", metadata={"help": "auto, torch, onnx or openvino (int8 for the last two)"})
     view: str = field(default=DEFAULT_VIEW, metadata={"help": "what text is embedded: thread, last_turn or request"})
-    batch_size: int = field(default=16, metadata={"help": "texts per forward pass (small batches pad less)"})
+    batch_size: int = field(default=16, metadata={"help": "texts per forward pass, torch and openvino (onnx: one)"})
     chunk_size: int = field(default=2_048, metadata={"help": "conversations read, embedded and written per transaction"})
     threads: int | None = field(default=None, metadata={"help": "CPU threads for the backend (default: all cores)"})
 
