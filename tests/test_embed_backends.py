@@ -7,6 +7,8 @@ import orjson
 import pytest
 
 from curation.embed import Embedder, embed, load_vectors
+from curation.embed.embedder import fastest_backend
+from curation.embed.vectors import ensure_space
 from curation.embed.views import thread
 from test_embed import insert, oasst_threads
 
@@ -26,9 +28,12 @@ def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, t
     monkeypatch.setenv("CURATE_CACHE_DIR", str(cache))
     threads = oasst_threads(oasst_file, 24)
     insert(store, threads)
+    old = "all-MiniLM-L6-v2|thread|onnx-int8"  # written by the per-batch recipe before issue 21
+    ensure_space(store, old, "all-MiniLM-L6-v2", "thread", "onnx-int8", 384, store.start_run("embed", {}))
     result = embed(store, backend="onnx", progress=False)
-    assert result["embedded"] == 24 and result["backend"] == "onnx-int8"
-    assert result["space"] == "all-MiniLM-L6-v2|thread|onnx-int8"
+    assert result["embedded"] == 24 and result["backend"] == "onnx-int8-pertext"
+    assert result["space"] == "all-MiniLM-L6-v2|thread|onnx-int8-pertext"
+    assert old in result["notice"] and "per batch" in result["notice"] and "curate embed" in result["notice"]
     assert not (home / "models").exists()  # once per machine, not once per home
     exported = list(cache.glob("models/all-MiniLM-L6-v2-*/*-onnxruntime-*/onnx-int8/onnx/model_*int8_*.onnx"))
     # attention, LayerNorm and GELU fused before quantising (the fp32 intermediate is not kept)
@@ -77,3 +82,23 @@ def test_openvino_with_fewer_threads_than_cores_does_not_pin_them(tmp_path, monk
     compiled = one.model_[0].auto_model.request
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
     assert compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
+INSTALLED = {"onnxruntime", "optimum.onnxruntime", "openvino", "optimum.intel"}
+
+
+@pytest.mark.parametrize("flags, machine, installed, expected", [
+    # AVX2 (AMD EPYC here): ONNX one text at a time, measured fastest of the exact int8 backends
+    ({"avx", "avx2", "fma"}, "x86_64", INSTALLED, "onnx"),
+    ({"avx", "avx2", "fma"}, "x86_64", {"openvino", "optimum.intel"}, "openvino"),
+    # AVX-512 VNNI and AMX: OpenVINO's static int8 (earlier figures, other machines: docs/performance.md)
+    ({"avx2", "avx512f", "avx512_vnni"}, "x86_64", INSTALLED, "openvino"),
+    ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}, "x86_64", INSTALLED,
+     "openvino"),
+    ({"avx2", "avx512f", "avx512_vnni"}, "x86_64", {"onnxruntime", "optimum.onnxruntime"}, "onnx"),
+    (set(), "aarch64", INSTALLED, "torch"),
+    ({"avx2"}, "x86_64", set(), "torch"),
+])
+def test_auto_picks_the_fastest_exact_backend_per_cpu_class(flags, machine, installed, expected, monkeypatch):
+    monkeypatch.setattr("curation.embed.embedder.installed", lambda module: module in installed)
+    assert fastest_backend(flags, machine) == expected

@@ -431,3 +431,17 @@ def test_a_driver_killed_mid_embed_leaves_one_vector_per_conversation(pg_homes, 
     traffic = _traffic_ids(url)
     assert len(ids) == len(set(ids)) and set(ids) == traffic and len(traffic) > 0
     assert rerun["embedded"] == len(traffic) - rerun["skipped"] and rerun["skipped"] >= at_kill
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
+def test_embed_on_ray_gives_each_text_its_local_vector_whatever_the_batch(pair, monkeypatch, backend):
+    """Issue 21: a text's vector does not depend on its batch, chunk, engine or threads. Local embeds in batches of 5
+    with every core; Ray in batches of 16 on one-thread workers, each given other chunks."""
+    (local_home, local_url), (ray_home, ray_url) = pair
+    local = _json(monkeypatch, local_home, local_url, "embed", "--backend", backend, "--batch-size", "5")
+    on_ray = _json(monkeypatch, ray_home, ray_url, "embed", "--backend", backend, "--engine", "ray")
+    assert on_ray["space"] == local["space"] and on_ray["embedded"] == local["embedded"] > 0
+    a, b = dict(_vectors(local_url)), dict(_vectors(ray_url))
+    assert a.keys() == b.keys()
+    cosine = [float(np.dot(np.frombuffer(a[k], "<f4"), np.frombuffer(b[k], "<f4"))) for k in a]
+    assert min(cosine) >= 0.9999, (backend, min(cosine))

@@ -15,7 +15,8 @@ from curation.cli.engine import engine_options, engine_usage
 @click.option("--view", type=click.Choice(["thread", "last_turn", "request"]), default=None,
               help="What is embedded: the whole thread (default), the last user turn and its reply, or that "
                    "user turn alone. Each view is its own embedding space.")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Texts per forward pass (default 16).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Texts per forward pass (default 16; the onnx backend runs one text at a time).")
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores; with --engine ray, per worker, default 1).")
 @engine_options
@@ -34,4 +35,6 @@ def embed(model, backend, view, batch_size, threads, engine, ray_address, home, 
              f"skipped {result['skipped']} already embedded, in {result['seconds']}s [{result['space']}]")
     if "workers" in result:
         human += f" on {result['workers']} Ray workers"
+    if "notice" in result:
+        human += f"\nnote: {result['notice']}"
     return result, human

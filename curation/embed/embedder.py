@@ -3,11 +3,15 @@
 `backend` is a parameter, as in `SentenceTransformer(…, backend=…)`, not a class hierarchy:
 - `torch`: the model as published, fp32.
 - `onnx`: ONNX Runtime, the graph's attention/LayerNorm/GELU fused by its transformer optimizer, then the weights
-  of its matrix products quantised to int8 (dynamic quantisation; see `_quantise_onnx`).
+  of its matrix products quantised to int8 (`curation.embed.int8.quantise_onnx`). Its activations are quantised
+  when it runs, with one scale per input: run on a batch, a text's vector depended on the other texts of the batch
+  (cosine down to 0.96 to the same text alone), so each text runs alone (`PER_TEXT`), which also pads nothing.
 - `openvino`: int8 by OpenVINO's static quantisation (`export_static_quantized_openvino_model`), calibrated on the
   caller's own texts written to a local folder, because the library's default calibration set is downloaded from the
   hub and Curate never downloads what the user did not name.
-- `auto`: the fastest that keeps cosine ≥ 0.99 to fp32 on this kind of CPU (see `_fastest_backend`).
+- `auto`: the fastest that keeps cosine ≥ 0.99 to fp32 on this class of CPU (see `fastest_backend`).
+The backend's label names the recipe that wrote a space's vectors (`BACKEND_LABELS`), so vectors of an old recipe
+are never mixed with a new one's (`OLD_LABELS`).
 Exports are written once per model, backend and machine under `cache_dir/<model>/<machine>/<backend>-int8/`, where
 `cache_dir` defaults to the user cache (`curation.config.resolve_cache`: `$CURATE_CACHE_DIR`, else `~/.cache/curate`),
 so that OpenVINO's calibration (about 30 s) runs once per machine, not once per home. `<machine>` names the CPU's int8
@@ -17,28 +21,34 @@ instruction set and the runtime's version, which decide what the export contains
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from curation.console import quiet
-from curation.errors import ConfigError, CurateError
+from curation.embed.int8 import (
+    OPENVINO_FILE, EmbedError, cpu_class, export_openvino, installed, machine_key, onnx_file, onnx_quantization_config,
+    quantise_onnx, sentence_transformer,
+)
+from curation.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BACKENDS = ("auto", "torch", "onnx", "openvino")
-CALIBRATION_SAMPLES = 300
-OPENVINO_FILE = "openvino_model_qint8_quantized.xml"
-
-
-class EmbedError(CurateError):
-    """The embedding model cannot be loaded or exported."""
+# the recipe each backend writes, as named in embedding spaces; a recipe that changes its vectors gets a new label
+BACKEND_LABELS = {"torch": "torch", "onnx": "onnx-int8-pertext", "openvino": "openvino-int8"}
+# labels of recipes no longer written, and what was wrong with their vectors
+OLD_LABELS = {"onnx-int8": "its int8 scales were computed per batch, so a text's vector depended on the batch it "
+                           "was embedded in (cosine down to 0.96 to the same text alone)"}
+# backends whose vectors depend on the other texts of a batch: they run one text at a time
+PER_TEXT = {"onnx"}
+REQUIRES = {"onnx": ("onnxruntime", "optimum.onnxruntime"), "openvino": ("openvino", "optimum.intel")}
 
 
 def resolve_model(model: str | os.PathLike | None) -> tuple[str, str]:
@@ -59,13 +69,13 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str]:
 
 
 def resolve_backend(backend: str | None) -> str:
+    """The backend that runs: `auto` becomes `fastest_backend()`; a named one must be installed."""
     backend = backend or "auto"
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "auto":
-        return _fastest_backend()
-    needs = {"onnx": ("onnxruntime", "optimum.onnxruntime"), "openvino": ("openvino", "optimum.intel")}.get(backend, ())
-    missing = [name for name in needs if not _has(name)]
+        return fastest_backend()
+    missing = [name for name in REQUIRES.get(backend, ()) if not installed(name)]
     if missing:
         raise ConfigError(
             f"backend {backend!r} needs {', '.join(missing)}: pip install 'curate[fast]', or use --backend torch"
@@ -73,51 +83,19 @@ def resolve_backend(backend: str | None) -> str:
     return backend
 
 
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+# the fastest backend that keeps mean cosine ≥ 0.99 and p1 ≥ 0.97 to fp32 on each CPU class, and exact per text
+# (docs/performance.md, "Embedding per CPU class"): AMX and VNNI from earlier runs on other machines, AVX2 measured
+FASTEST = {"amx": ("openvino", "onnx"), "avx512_vnni": ("openvino", "onnx"), "avx512": ("onnx", "openvino"),
+           "avx2": ("onnx", "openvino"), "arm64": ()}
 
 
-def _fastest_backend() -> str:
-    """The fastest backend that keeps cosine ≥ 0.99 to fp32, as measured (docs/performance.md): OpenVINO's static
-    int8 where the CPU has VNNI (int8 dot products), ONNX Runtime's dynamic int8 on other x86 CPUs, where OpenVINO's
-    int8 ran slower than its fp32; torch when neither is installed."""
-    onnx_ok = _has("onnxruntime") and _has("optimum.onnxruntime")
-    openvino_ok = _has("openvino") and _has("optimum.intel")
-    if openvino_ok and onnx_quantization_config() == "avx512_vnni":
-        return "openvino"
-    if onnx_ok and onnx_quantization_config() != "arm64":
-        return "onnx"
+def fastest_backend(flags: Iterable[str] | None = None, machine: str | None = None) -> str:
+    """`auto`'s choice for a CPU with these flags (default: this one's): the first installed of its class's
+    `FASTEST`, else torch."""
+    for backend in FASTEST[cpu_class(flags, machine)]:
+        if all(installed(name) for name in REQUIRES[backend]):
+            return backend
     return "torch"
-
-
-def machine_key(backend: str) -> str:
-    """What an int8 export depends on besides the model: the CPU's int8 preset and the runtime's version."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    runtime = {"onnx": "onnxruntime", "openvino": "openvino"}.get(backend, backend)
-    try:
-        runtime_version = version(runtime)
-    except PackageNotFoundError:
-        runtime_version = "none"
-    return f"{onnx_quantization_config()}-{runtime}-{runtime_version}"
-
-
-def onnx_quantization_config() -> str:
-    """The ONNX Runtime int8 preset that matches this CPU's instruction set."""
-    import platform
-
-    if platform.machine().lower() in ("arm64", "aarch64"):
-        return "arm64"
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return "avx2"
-    if "avx512_vnni" in flags:
-        return "avx512_vnni"
-    return "avx512" if "avx512f" in flags else "avx2"
 
 
 class Embedder:
@@ -153,35 +131,56 @@ class Embedder:
 
     @property
     def backend_label(self) -> str:
-        """What actually runs: `torch`, `onnx-int8` or `openvino-int8` (what `auto` resolves to on this machine)."""
-        backend = resolve_backend(self.backend)
-        return backend if backend == "torch" else f"{backend}-int8"
+        """The recipe that runs, as named in spaces (`BACKEND_LABELS`; what `auto` resolves to on this machine)."""
+        return BACKEND_LABELS[resolve_backend(self.backend)]
 
     @property
     def dim(self) -> int:
-        return self._load([]).get_sentence_embedding_dimension()
+        return self.load([]).get_sentence_embedding_dimension()
 
     def encode(self, texts: Sequence[str], show_progress_bar: bool = False) -> np.ndarray:
-        """One row per text. Identical texts are embedded once; sentence-transformers sorts the rest by length."""
+        """One row per text, the same whatever else is in `texts`. Identical texts are embedded once;
+        sentence-transformers sorts the rest by length; `PER_TEXT` backends run each text alone."""
         texts = list(texts)
         unique = list(dict.fromkeys(texts))
-        model = self._load(unique)
+        model = self.load(unique)
         if not unique:
             return np.empty((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-        vectors = model.encode(
-            unique,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress_bar,
-        ).astype(np.float32, copy=False)
+        if resolve_backend(self.backend) in PER_TEXT:
+            vectors = self._per_text(unique, show_progress_bar)
+        else:
+            vectors = model.encode(unique, batch_size=self.batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=show_progress_bar)
+        vectors = vectors.astype(np.float32, copy=False)
         if len(unique) == len(texts):
             return vectors
         index = {text: i for i, text in enumerate(unique)}
         return vectors[[index[text] for text in texts]]
 
+    def _per_text(self, texts: list[str], show_progress_bar: bool) -> np.ndarray:
+        """One text per run, on `streams_` one-thread copies of the model at once: runs this small leave a shared
+        thread pool waiting on itself between ops, while one thread per copy never waits (docs/performance.md)."""
+        streams = self.streams_[: len(texts)]
+        if len(streams) == 1:
+            return streams[0].encode(texts, batch_size=1, normalize_embeddings=True, convert_to_numpy=True,
+                                     show_progress_bar=show_progress_bar)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = [order[k :: len(streams)] for k in range(len(streams))]  # about the same work for each copy
+
+        def run(stream: int) -> np.ndarray:
+            return streams[stream].encode([texts[i] for i in parts[stream]], batch_size=1, normalize_embeddings=True,
+                                          convert_to_numpy=True)
+
+        with ThreadPoolExecutor(len(streams)) as pool:
+            done = list(pool.map(run, range(len(streams))))
+        vectors = np.empty((len(texts), done[0].shape[1]), dtype=np.float32)
+        for part, rows in zip(parts, done):
+            vectors[part] = rows
+        return vectors
+
     # loading and exporting
-    def _load(self, first_texts: Sequence[str]) -> Any:
+    def load(self, first_texts: Sequence[str] = ()) -> Any:
+        """The sentence-transformers model, loaded once; an int8 backend exports it first (`export`)."""
         if getattr(self, "model_", None) is not None:
             return self.model_
         _, source = resolve_model(self.model)
@@ -192,18 +191,21 @@ class Embedder:
             torch.set_num_threads(self.threads)
         try:
             if backend == "torch":
-                model = _sentence_transformer(source)
+                self.streams_ = [sentence_transformer(source)]
             else:
-                folder = self._export(source, backend, self.calibration_texts or first_texts)
+                folder = self.export(backend, self.calibration_texts or first_texts)
+                copies = (self.threads or os.cpu_count() or 1) if backend in PER_TEXT else 1
                 with quiet():  # optimum guesses aloud whether the folder was already converted
-                    model = _sentence_transformer(str(folder), backend, self._model_kwargs(backend, folder))
+                    self.streams_ = [sentence_transformer(str(folder), backend, self._model_kwargs(backend, folder))
+                                     for _ in range(copies)]
         except (OSError, ValueError, RuntimeError) as exc:
             raise EmbedError(f"cannot load model {self.label!r} on backend {backend!r}: {exc}; "
                              "check --model, or use --backend torch") from None
-        if self.max_seq_length:
-            model.max_seq_length = self.max_seq_length
-        self.model_ = model
-        return model
+        for model in self.streams_:
+            if self.max_seq_length:
+                model.max_seq_length = self.max_seq_length
+        self.model_ = self.streams_[0]
+        return self.model_
 
     def _model_kwargs(self, backend: str, folder: Path) -> dict:
         if backend == "openvino":
@@ -222,9 +224,11 @@ class Embedder:
         # ONNX Runtime's pool threads spin while they wait for work, which takes CPU from every other process on a
         # shared machine (periodic jobs run beside other work); sleeping costs little on batches this size
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.threads:
+        if backend in PER_TEXT:  # `threads` one-thread copies (`_per_text`)
+            options.intra_op_num_threads = 1
+        elif self.threads:
             options.intra_op_num_threads = self.threads
-        return {"file_name": _onnx_file(folder), "provider": "CPUExecutionProvider", "session_options": options}
+        return {"file_name": onnx_file(folder), "provider": "CPUExecutionProvider", "session_options": options}
 
     def _export_dir(self, backend: str) -> Path:
         from curation.config import resolve_cache
@@ -234,8 +238,10 @@ class Embedder:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(label).name).strip("-") or "model"
         return root / f"{slug}-{hashlib.sha1(label.encode()).hexdigest()[:8]}" / machine_key(backend) / f"{backend}-int8"
 
-    def _export(self, source: str, backend: str, calibration: Sequence[str]) -> Path:
-        """Export and quantise once; concurrent callers each build in a temporary folder and the first rename wins."""
+    def export(self, backend: str, calibration: Sequence[str]) -> Path:
+        """The int8 export's folder, exported and quantised the first time on this machine; concurrent callers each
+        build in a temporary folder and the first rename wins. OpenVINO calibrates on `calibration`."""
+        source = resolve_model(self.model)[1]
         target = self._export_dir(backend)
         if (target / "DONE").exists():
             return target
@@ -243,12 +249,12 @@ class Embedder:
         work = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
         try:
             with quiet():  # tracer warnings, calibration progress bars: nothing the user can act on
-                model = _sentence_transformer(source, backend)
+                model = sentence_transformer(source, backend)
                 model.save_pretrained(str(work))
                 if backend == "onnx":
-                    _quantise_onnx(work / "onnx", onnx_quantization_config())
+                    quantise_onnx(work / "onnx", onnx_quantization_config())
                 else:
-                    _export_openvino(model, work, calibration)
+                    export_openvino(model, work, calibration)
             (work / "DONE").write_text(json.dumps({"source": source}))
             try:
                 work.rename(target)
@@ -259,87 +265,3 @@ class Embedder:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return target
-
-
-def _quantise_onnx(folder: Path, preset: str) -> None:
-    """Fuse the transformer's ops, then quantise the weights of its matrix products to int8 (dynamic).
-
-    ONNX Runtime's transformer optimizer fuses each layer's attention, LayerNorm and GELU into single kernels; only
-    MatMul and the fused Attention are quantised (the embedding lookup and LayerNorms stay fp32, which keeps cosine
-    to fp32 ≥ 0.99), per output channel, signed. Without VNNI (AVX2), int8 products of uint8 activations saturate
-    16-bit sums, so weights use 7 bits there (`reduce_range`). Models the optimizer does not know are quantised
-    unfused. The quantiser's shape inference fails on the fused ops, so tensors of unknown type are taken as fp32.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    source = folder / "model.onnx"
-    fused = folder / "model_fused.onnx"
-    try:
-        from onnxruntime.transformers.optimizer import optimize_model
-
-        optimize_model(str(source), model_type="bert", num_heads=0, hidden_size=0).save_model_to_file(str(fused))
-    except Exception:  # an architecture the fusions do not cover: quantise the plain graph
-        fused = source
-    import logging
-
-    root = logging.getLogger()
-    level, root.level = root.level, logging.ERROR  # the quantiser logs advice for image models on the root logger
-    try:
-        quantize_dynamic(str(fused), str(folder / f"model_fused_qint8_{preset}.onnx"), per_channel=True,
-                         reduce_range=preset in ("avx2", "avx512"), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Attention"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
-    if fused != source:
-        fused.unlink()
-
-
-def _onnx_file(folder: Path) -> str:
-    found = sorted((folder / "onnx").glob("model_*int8_*.onnx"))  # qint8, or quint8 for avx2
-    if not found:
-        raise EmbedError(f"no quantised ONNX model in {folder}; delete that folder and run again to re-export it")
-    return f"onnx/{found[0].name}"
-
-
-def _export_openvino(model: Any, out: Path, calibration: Sequence[str]) -> None:
-    """Static int8 quantisation calibrated on the caller's texts, spread over them, in a local throwaway folder."""
-    from optimum.intel import OVQuantizationConfig
-    from sentence_transformers.backend import export_static_quantized_openvino_model
-
-    texts = [t for t in dict.fromkeys(calibration) if t.strip()]
-    if not texts:
-        raise EmbedError("OpenVINO quantisation needs some text to calibrate on; embed some conversations first")
-    step = max(1, len(texts) // CALIBRATION_SAMPLES)
-    texts = texts[::step][:CALIBRATION_SAMPLES]
-    with tempfile.TemporaryDirectory(prefix="calibration-") as folder:
-        with open(Path(folder) / "train.jsonl", "w", encoding="utf-8") as handle:
-            for text in texts:
-                handle.write(json.dumps({"text": text}) + "\n")
-        export_static_quantized_openvino_model(
-            model,
-            OVQuantizationConfig(num_samples=len(texts)),
-            str(out),
-            dataset_name=folder,
-            dataset_config_name="default",
-            dataset_split="train",
-            column_name="text",
-        )
-
-
-def _sentence_transformer(source: str, backend: str = "torch", model_kwargs: dict | None = None) -> Any:
-    import logging
-
-    from sentence_transformers import SentenceTransformer
-
-    # the backends log a warning for every export they do on purpose here; keep the user's terminal for the bar
-    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
-    # transformers warns that the bundled model's config.json still says `torch_dtype`: nothing for our user to do
-    config_log = logging.getLogger("transformers.configuration_utils")
-    level = config_log.level
-    config_log.setLevel(logging.ERROR)
-    try:
-        return SentenceTransformer(source, device="cpu", backend=backend, model_kwargs=model_kwargs)
-    finally:
-        config_log.setLevel(level)

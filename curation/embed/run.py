@@ -18,7 +18,9 @@ from curation.config import resolve_fields
 from curation.engine import resolve_engine
 from curation.errors import ConfigError
 from curation.embed.embedder import Embedder, resolve_backend
-from curation.embed.vectors import ensure_space, find_space, space_name, vectors_by_hash, write_vectors
+from curation.embed.vectors import (
+    ensure_space, find_space, old_recipe_notice, space_name, vectors_by_hash, write_vectors,
+)
 from curation.embed.views import DEFAULT_VIEW, View, get_view
 from curation.store import Store, loads
 from curation.store.embedding_tables import embeddings
@@ -32,7 +34,7 @@ class EmbedSettings:
     model: str | None = field(default=None, metadata={"help": "model name or path (default: bundled all-MiniLM-L6-v2)"})
     backend: str = field(default="auto", metadata={"help": "auto, torch, onnx or openvino (int8 for the last two)"})
     view: str = field(default=DEFAULT_VIEW, metadata={"help": "what text is embedded: thread, last_turn or request"})
-    batch_size: int = field(default=16, metadata={"help": "texts per forward pass (small batches pad less)"})
+    batch_size: int = field(default=16, metadata={"help": "texts per forward pass, torch and openvino (onnx: one)"})
     chunk_size: int = field(default=2_048, metadata={"help": "conversations read, embedded and written per transaction"})
     threads: int | None = field(default=None, metadata={"help": "CPU threads for the backend (default: all cores)"})
 
@@ -85,6 +87,9 @@ def embed(
     missing = _count_missing(store, space["id"] if space else None, total)
     result = {"embedded": 0, "skipped": total - missing, "model": embedder.label, "seconds": 0.0,
               "backend": embedder.backend_label, "view": chosen_view.name, "space": name, "reused": 0}
+    notice = old_recipe_notice(store, embedder.label, chosen_view.name, name)
+    if notice:
+        result["notice"] = notice
     if missing == 0:  # the common periodic case: no model load, no run row
         result["seconds"] = round(time.perf_counter() - started, 3)
         return result

@@ -21,6 +21,19 @@ def space_name(model: str, view: str, backend: str) -> str:
     return f"{model}|{view}|{backend}"
 
 
+def old_recipe_notice(store: Store, model: str, view: str, name: str) -> str | None:
+    """One line about a space of this model and view written by a recipe no longer used (`OLD_LABELS`), if any."""
+    from curation.embed.embedder import OLD_LABELS
+
+    for label, why in OLD_LABELS.items():
+        old = find_space(store, space_name(model, view, label))
+        if old is not None:
+            return (f"space {old['name']!r} was written by an old recipe whose vectors are not reliable: {why}; "
+                    f"`curate embed` writes {name!r} instead, which `curate cluster` reads once it is the newest; "
+                    f"to re-embed with the same backend, run `curate embed --backend {label.split('-')[0]}`")
+    return None
+
+
 def spaces(store: Store) -> list[dict]:
     """Every embedding space with its vector count, newest first."""
     counts = (

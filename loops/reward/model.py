@@ -27,7 +27,7 @@ def resolve_backend(backend: str | None, path: str | Path | None = None) -> str:
 
     With `path`, the exported backends are for the BERT-style encoders their recipe was measured on: `auto` picks
     torch for a decoder (Llama, Qwen, Mistral, …) or a kept LoRA adapter, and asking for onnx/openvino is an error."""
-    from curation.embed.embedder import _has
+    from curation.embed.int8 import installed
 
     backend = backend or "auto"
     if backend not in BACKENDS:
@@ -42,7 +42,7 @@ def resolve_backend(backend: str | None, path: str | Path | None = None) -> str:
 
     if torch.cuda.is_available() or not exportable:
         return "torch"
-    return "onnx" if _has("onnxruntime") and _has("optimum.onnxruntime") else "torch"
+    return "onnx" if installed("onnxruntime") and installed("optimum.onnxruntime") else "torch"
 
 
 def _exportable(path: Path) -> bool:
@@ -167,7 +167,7 @@ def _export_once(path: Path, name: str, export: Callable[[Path], None]) -> Path:
 
 class _OnnxInt8:
     """The checkpoint as an ONNX Runtime model with int8 weights, exported once into `path/onnx-int8-fused`: the
-    embedder's recipe (`curation.embed.embedder._quantise_onnx`): attention, LayerNorm and GELU fused, then the
+    embedder's recipe (`curation.embed.int8.quantise_onnx`): attention, LayerNorm and GELU fused, then the
     matrix products' weights quantised per channel for this CPU's instruction set. Against sentence-transformers'
     unfused preset it scores about 1.2x faster and closer to fp32 (Spearman 0.993 instead of 0.975 with torch's
     rewards on oasst1, docs/performance.md). Called like the torch model: `model(**batch).logits`."""
@@ -180,11 +180,11 @@ class _OnnxInt8:
             raise InputError("the onnx backend needs optimum's ONNX Runtime support: pip install 'curate[fast]'") from None
         from transformers import AutoConfig
 
-        from curation.embed.embedder import _quantise_onnx, onnx_quantization_config
+        from curation.embed.int8 import onnx_quantization_config, quantise_onnx
 
         def export(tmp: Path) -> None:
             ORTModelForSequenceClassification.from_pretrained(path, export=True).save_pretrained(tmp)
-            _quantise_onnx(tmp, onnx_quantization_config())
+            quantise_onnx(tmp, onnx_quantization_config())
             (tmp / "model.onnx").unlink()  # the float32 graph: only its int8 copy is used
 
         folder = _export_once(path, "onnx-int8-fused", export)
