@@ -65,7 +65,7 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
         # the next pull must reach back to responses it skipped: their record may be recorded as pushed by then
         # (a push cut off after the server stored a batch records it on resume)
         _mark_synced(store, dataset, newest, run_id, cap=min(unknown.values(), default=None))
-        stats = agreement(_submitted(store, dataset))
+        stats = agreement(submitted_responses(store, dataset))
     except BaseException as exc:  # a failed or interrupted run is recorded as failed; its committed batches stay
         store.finish_run(run_id, "failed", {"error": str(exc)[:500] or type(exc).__name__})
         if isinstance(exc, CurateError) or not isinstance(exc, Exception):
@@ -215,7 +215,7 @@ def _write(store: Store, rows: list[dict], dataset: str, run_id: str) -> None:
 
 
 def write_responses(conn: sa.Connection, rows: list[dict], dataset: str, run_id: str) -> None:
-    """`_write` inside the caller's transaction (`annotations.imports` commits a whole file in one)."""
+    """`_write` inside the caller's transaction (`annotations.rating_import` commits a whole file in one)."""
     records = sorted({r["record_id"] for r in rows})
     _upsert(conn, rating_responses, rows, "id")
     current = _submitted_rows(conn, dataset, records)
@@ -250,7 +250,8 @@ def _submitted_rows(conn: sa.Connection, dataset: str, records: list[str]) -> li
     return out
 
 
-def _submitted(store: Store, dataset: str) -> Iterable[dict]:
+def submitted_responses(store: Store, dataset: str) -> Iterable[dict]:
+    """Every submitted response of `dataset` in the store: record_id, annotator and the attributes."""
     r = rating_responses.c
     with store.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(

@@ -126,7 +126,7 @@ def simulate(base_home: str, strategy, rounds: int, per_round: int, k: int, low:
     """Route, rate, import and refit `rounds` times; per round the figures among the unrated (the issue's measure)
     and, when `held_out` is given, on those fixed conversations that routing never picks (lift@k_held and AP).
     `rates` ({conversation_id: rating row}) is the simulated annotator; None = the oasst1 labels (oasst_ratings)."""
-    from annotations.imports import import_ratings
+    from annotations.rating_import import import_ratings
     from annotations.routing import load_candidates
     from curation.signals import load_scores
     from curation.store import Store
