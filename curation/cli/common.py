@@ -10,6 +10,7 @@ import click
 import orjson
 
 from curation.console import stdout_to_stderr
+from curation.disk import disk_full_message, store_location
 from curation.errors import CurateError
 
 home_option = click.option(
@@ -44,6 +45,11 @@ def reports(func: Callable) -> Callable:
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted; work committed so far is kept, run the same command again to resume", code=130)
+        except Exception as exc:  # a full disk is said in one line, whichever layer reports it
+            full = disk_full_message(exc, store_location(kwargs.get("home")), [kwargs.get("out")])
+            if full is None:
+                raise
+            fail(full)
         if out is None:
             return
         result, human, *error = out if isinstance(out, tuple) else (out, None)
