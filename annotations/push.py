@@ -70,6 +70,7 @@ def push(
     resume: bool = True,
     generator: Any = None,
     ab_seed: int = 0,
+    run_params: dict | None = None,
 ) -> dict:
     """Route conversations into `dataset`; returns {"pushed", "skipped", "dataset", "url", "by_strategy", "run_id"}.
 
@@ -83,7 +84,8 @@ def push(
     its champion); by default the newest version that wrote attributes.
     With `pairs` and a `generator`, chosen conversations without a sibling get a generated one first; the result
     then also holds "generated", "generation_failed" and the generator's summary as "generation". `ab_seed` (stored
-    in the run) randomises which response of a record with a generated B is shown first.
+    in the run) randomises which response of a record with a generated B is shown first. `run_params` are recorded
+    with the push's run too (the loop names its own run there, to count its own pushes).
     """
     if (budget is None) == (ids is None):
         raise CurateError("say what to push: --budget N (routing chooses) or --ids ID... (exactly these)")
@@ -93,7 +95,7 @@ def push(
     command = {"budget": budget, "strategy": getattr(strategy, "name", "ids"), "pairs": pairs}
     owed = _owed(store, dataset, command) if budget is not None and resume else budget
     run_id = store.start_run("push", {"dataset": dataset, "ids": len(ids or []), **command, "owed": owed,
-                                      **({"ab_seed": ab_seed} if pairs else {})})
+                                      **({"ab_seed": ab_seed} if pairs else {}), **(run_params or {})})
     generation = None
     try:
         picks, skipped = _choose(store, dataset, owed, ids, strategy)
