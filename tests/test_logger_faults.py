@@ -26,7 +26,9 @@ def ask(i: int) -> list[dict]:
     return [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
 
 
-def test_deleting_the_home_under_the_logger_spools_instead_of_writing_into_the_deleted_file(tmp_path, cli, caplog):
+def test_deleting_the_home_under_the_logger_spools_instead_of_writing_into_the_deleted_file(tmp_path, cli, caplog,
+                                                                                           monkeypatch):
+    monkeypatch.delenv("CURATE_DATABASE_URL", raising=False)  # a SQLite store, on either test pass
     home = tmp_path / "home"
     logger = ConversationLogger(home, batch_size=5, flush_interval=0.05)
     with serve() as url, caplog.at_level("WARNING", logger="curate.logger"):
