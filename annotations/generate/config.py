@@ -61,6 +61,9 @@ class Endpoint:
         """What to check when the endpoint refuses the key (HTTP 401): the variable Curate reads it from, if any."""
         if self.api_key_env:
             return f"check the API key in ${self.api_key_env}, the variable this endpoint's key is read from"
+        if urllib.parse.urlsplit(self.url).query:
+            return ("check the key in the URL's query string, or send one as a Bearer token: name its variable with "
+                    "api_key_env in [[generate.endpoints]], or --api-key-env NAME with --url")
         return ("the endpoint wants an API key and Curate sends none: name the variable that holds it with "
                 "api_key_env in [[generate.endpoints]], or --api-key-env NAME with --url")
 
