@@ -215,7 +215,7 @@ def _write(store: Store, rows: list[dict], dataset: str, run_id: str) -> None:
 
 
 def write_responses(conn: sa.Connection, rows: list[dict], dataset: str, run_id: str) -> None:
-    """`_write` inside the caller's transaction (`annotations.imports` commits a whole file in one)."""
+    """`_write` inside the caller's transaction (`annotations.rating_import` commits a whole file in one)."""
     records = sorted({r["record_id"] for r in rows})
     _upsert(conn, rating_responses, rows, "id")
     current = _submitted_rows(conn, dataset, records)

@@ -60,6 +60,7 @@ def push(
     resume: bool = True,
     generator: Any = None,
     ab_seed: int = 0,
+    run_params: dict | None = None,
 ) -> dict:
     """Route conversations into `dataset`; returns {"pushed", "skipped", "dataset", "url", "by_strategy", "run_id"}.
 
@@ -74,7 +75,8 @@ def push(
     where suggestions come from (annotations.suggestions); "judge" prefers the LLM judge's values, else the reward model's.
     With `pairs` and a `generator`, chosen conversations without a sibling get a generated one first; the result
     then also holds "generated", "generation_failed" and the generator's summary as "generation". `ab_seed` (stored
-    in the run) randomises which response of a record with a generated B is shown first.
+    in the run) randomises which response of a record with a generated B is shown first. `run_params` are recorded
+    with the push's run too (the loop names its own run there, to count its own pushes).
     """
     if (budget is None) == (ids is None):
         raise CurateError("say what to push: --budget N (routing chooses) or --ids ID... (exactly these)")
@@ -86,7 +88,7 @@ def push(
     generation = None
     try:
         with store.run("push", {"dataset": dataset, "ids": len(ids or []), **command, "owed": owed,
-                                **({"ab_seed": ab_seed} if pairs else {})}) as run:
+                                **({"ab_seed": ab_seed} if pairs else {}), **(run_params or {})}) as run:
             picks, skipped = choose(store, dataset, owed, ids, strategy)
             if pairs:
                 picks = pair_siblings(store, dataset, picks)

@@ -128,7 +128,7 @@ def simulate(base_home: str, strategy, rounds: int, per_round: int, k: int, low:
     and, when `held_out` is given, on those fixed conversations that routing never picks (lift@k_held and AP).
     `rates` ({conversation_id: rating row}) is the simulated annotator; None = the oasst1 labels (oasst_ratings).
     `others` ({name: {conversation_id: score}}): more fixed rankings measured among the unrated, each row[name]."""
-    from annotations.imports import import_ratings
+    from annotations.rating_import import import_ratings
     from annotations.routing import load_candidates
     from curation.signals import load_scores
     from curation.store import Store

@@ -1,7 +1,9 @@
 """Consensus, quadratic κ, Krippendorff's ordinal α and per-annotator offsets, checked against published values."""
 from __future__ import annotations
 
+import itertools
 import random
+import time
 
 import numpy as np
 import pytest
@@ -77,3 +79,61 @@ def test_agreement_with_single_annotations_is_empty_not_an_error():
     report = agreement([{"record_id": "r1", "annotator": "ann", **{n: 2 for n in ATTRIBUTES}}])
     assert report["before_filter"]["overall"] == {"kappa": None, "alpha": None}
     assert report["annotators"] == {"ann": {"count": 1, "mean_offset": None}}
+
+
+def _crowd(annotators: int, records: int, per_record: tuple[int, int], seed: int = 1) -> list[dict]:
+    """Records rated by a few annotators each, drawn at random, near a hidden quality."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(records):
+        who = rng.choice(annotators, size=int(rng.integers(*per_record)), replace=False)
+        truth = rng.integers(0, 5, size=5)
+        for annotator in who:
+            values = np.clip(truth + rng.integers(-1, 2, size=5), 0, 4)
+            rows.append({"record_id": f"r{i}", "annotator": f"a{annotator}", **dict(zip(ATTRIBUTES, values.tolist()))})
+    return rows
+
+
+def _kappa_pair_by_pair(rows: list[dict], name: str) -> float:
+    """The definition, one scikit-learn call per annotator pair: κ averaged over pairs, weighted by shared records."""
+    by_record: dict = {}
+    for r in rows:
+        by_record.setdefault(r["record_id"], []).append((r["annotator"], r[name]))
+    pairs: dict = {}
+    for rated in by_record.values():
+        for (x, a), (y, b) in itertools.combinations(sorted(rated), 2):
+            pairs.setdefault((x, y), ([], []))
+            pairs[(x, y)][0].append(a)
+            pairs[(x, y)][1].append(b)
+    total = weight = 0.0
+    for a, b in pairs.values():
+        if len(a) >= 2:
+            kappa = cohen_kappa_score(a, b, weights="quadratic", labels=list(range(5)))
+            if not np.isnan(kappa):
+                total, weight = total + kappa * len(a), weight + len(a)
+    return total / weight
+
+
+def test_pairwise_kappa_equals_scikit_learn_pair_by_pair():
+    rows = _crowd(annotators=12, records=400, per_record=(2, 5))
+    report = agreement(rows)
+    assert report["before_filter"]["kappa_sample"] == 1.0
+    for name in ATTRIBUTES:
+        assert report["before_filter"]["attributes"][name]["kappa"] == pytest.approx(_kappa_pair_by_pair(rows, name), abs=1e-9)
+
+
+def test_520_annotators_take_seconds_and_a_bound_samples(monkeypatch):
+    import annotations.agreement as module
+
+    rows = [{"record_id": f"r{i}", "annotator": f"a{a}", **{n: (i + a % 3) % 5 for n in ATTRIBUTES}}
+            for i in range(12) for a in range(520)]  # everyone rates the same 12 records: 1.6 million pairs
+    started = time.perf_counter()
+    exact = agreement(rows)
+    assert time.perf_counter() - started < 120  # scikit-learn pair by pair: 134,940 pairs × 10, many minutes
+    assert exact["before_filter"]["kappa_sample"] == 1.0 and exact["annotators"]["a7"]["count"] == 12
+    monkeypatch.setattr(module, "MAX_PAIR_RATINGS", 100_000)
+    sampled = agreement(rows)
+    share = sampled["before_filter"]["kappa_sample"]
+    assert 0.03 < share < 0.07  # 12 records × at most 129 of their 520 annotators
+    assert sampled["before_filter"]["overall"]["kappa"] == pytest.approx(exact["before_filter"]["overall"]["kappa"], abs=0.03)
+    assert sampled["before_filter"]["overall"]["alpha"] == exact["before_filter"]["overall"]["alpha"]  # α is exact

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from annotations.imports import import_ratings, imported_runs
+from annotations.rating_import import import_ratings, imported_runs
 from annotations.tables import annotation_records, rating_responses, ratings
 from curation.store import loads
 
@@ -230,7 +230,7 @@ def test_real_oasst1_ratings_from_the_human_labels(store, cli, oasst_file, tmp_p
 
 
 def test_a_failure_mid_write_commits_nothing_of_the_file(store, convs, tmp_path, monkeypatch):
-    import annotations.imports as imports
+    import annotations.rating_import as imports
     from curation.store.tables import runs
 
     def write_then_fail(conn, rows, dataset, run_id):  # the disk fills after the rows went in
@@ -246,3 +246,53 @@ def test_a_failure_mid_write_commits_nothing_of_the_file(store, convs, tmp_path,
     assert [r["status"] for r in rows_of(store, runs) if r["kind"] == "import"] == ["failed"]
     monkeypatch.setattr(imports, "write_responses", real_write)
     assert import_ratings(store, path, "labels")["imported"] == 3  # run again: all of it
+
+
+def test_a_decimal_parquet_rating_is_a_whole_number_like_any_other(store, convs, tmp_path):
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "decimal.parquet"
+    values = [decimal.Decimal("3.0"), decimal.Decimal("2.5")]
+    pq.write_table(pa.table({"conversation_id": ["c1", "c2"], "helpfulness": pa.array(values, pa.decimal128(3, 1))}), path)
+    result = import_ratings(store, path, "labels")
+    assert result["imported"] == 1 and result["quarantined"] == 1
+    assert {r["record_id"]: r["helpfulness"] for r in rows_of(store, rating_responses)} == {"c1": 3}
+    reasons = [orjson.loads(line)["reason"] for line in open(result["quarantine_file"], "rb")]
+    assert reasons == ["helpfulness 2.5 is not an integer; ratings are whole numbers 0–4 (blank when not rated)"]
+
+
+def test_a_rated_at_at_the_calendars_edge_quarantines_its_row_only(store, convs, tmp_path):
+    path = jsonl(tmp_path / "edge.jsonl", [
+        {"conversation_id": "c1", "helpfulness": 3, "annotator": "a", "rated_at": "0001-01-01T00:00:00+05:00"},
+        {"conversation_id": "c2", "helpfulness": 2, "annotator": "a", "rated_at": "9999-12-31T23:59:59-05:00"},
+        {"conversation_id": "c3", "helpfulness": 4, "annotator": "a", "rated_at": "0001-01-01T00:00:00Z"},
+    ])
+    result = import_ratings(store, path, "labels")
+    assert result["imported"] == 1 and result["quarantined"] == 2
+    assert [r["record_id"] for r in rows_of(store, rating_responses)] == ["c3"]
+    reasons = [orjson.loads(line)["reason"] for line in open(result["quarantine_file"], "rb")]
+    assert all("outside the years 1–9999 in UTC" in r for r in reasons)
+
+
+def test_a_long_field_in_an_ignored_csv_column_is_fine(store, convs, tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("conversation_id,helpfulness,comment\nc1,4," + "x" * 200_000 + "\nc2,1,short\n")
+    result = import_ratings(store, path, "labels")
+    assert result["imported"] == 2 and result["quarantined"] == 0
+
+
+def test_the_run_is_done_once_the_ratings_are_committed(store, convs, tmp_path, monkeypatch):
+    import annotations.rating_import as rating_import
+    from curation.store.tables import runs
+
+    def interrupted(responses):  # as when agreement is stopped (Ctrl-C) after the ratings went in
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rating_import, "agreement", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_ratings(store, jsonl(tmp_path / "r.jsonl", [{"conversation_id": "c1", "helpfulness": 3}]), "labels")
+    assert [r["status"] for r in rows_of(store, runs) if r["kind"] == "import"] == ["done"]
+    assert len(rows_of(store, rating_responses)) == 1

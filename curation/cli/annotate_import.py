@@ -25,7 +25,7 @@ def import_command(file, dataset, annotator, workspace, home, as_json):
     rows that cannot be used (unknown conversation, a value outside 0–4, no rating, a malformed line, the same
     conversation and annotator rated otherwise before) go to a quarantine file with their line and reason.
     """
-    from annotations.imports import import_ratings
+    from annotations.rating_import import import_ratings
     from curation.store import Store
 
     r = import_ratings(Store.open(home), file, dataset, workspace=workspace, annotator=annotator)

@@ -11,6 +11,7 @@ import orjson
 
 from curation.console import stdout_to_stderr
 from curation.config import SettingError, config_scope
+from curation.disk import disk_full_message, store_location
 from curation.errors import CurateError
 
 home_option = click.option(
@@ -38,7 +39,7 @@ def reports(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         as_json = kwargs.get("as_json", False)
-        with handled(as_json):
+        with handled(as_json, home=kwargs.get("home"), out=kwargs.get("out")):
             out = func(*args, **kwargs)
         if out is None:
             return
@@ -56,10 +57,12 @@ def reports(func: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def handled(as_json: bool, own: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+def handled(as_json: bool, own: tuple[type[BaseException], ...] = (), home: Any = None,
+            out: Any = None) -> Iterator[None]:
     """The error handling every command shares, around its work: a bad setting (curate.toml, a loop file, the
     environment) is a usage error, one line and exit 2; any other CurateError one line and exit 1; Ctrl+C exit 130.
-    Errors of the types in `own` pass through to the command, which reports them itself.
+    Errors of the types in `own` pass through to the command, which reports them itself. A full disk is one line
+    naming the file system, whichever layer reports it (`home`: the store's home, `out`: the command's output path).
     Inside, curate.toml is read once (`config_scope`), and with --json stdout is stderr (`json_guard`)."""
     try:
         with config_scope(), json_guard(as_json):
@@ -72,6 +75,11 @@ def handled(as_json: bool, own: tuple[type[BaseException], ...] = ()) -> Iterato
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted; work committed so far is kept, run the same command again to resume", code=130)
+    except Exception as exc:  # a full disk is said in one line, whichever layer reports it
+        full = disk_full_message(exc, store_location(home), [out])
+        if full is None:
+            raise
+        fail(full)
 
 
 def json_guard(as_json: bool) -> contextlib.AbstractContextManager:

@@ -127,13 +127,17 @@ def _annotation(ctx: RunContext, action: str) -> dict:
         if action == "push":
             from annotations.push import push
             from annotations.tables import annotation_records
+            from curation.store.tables import runs
 
-            # the budget is per run: what this run pushed before it was cut off counts, so a resumed run tops up to
-            # the same total (push's own resume is off: this count already covers it)
+            # the budget is per run: what this run's own pushes sent before it was cut off counts (not a push someone
+            # ran beside it), so a resumed run tops up to the same total (push's own resume is off: this covers it)
             with ctx.store.connect() as conn:
+                ours = [run for run, params in conn.execute(sa.select(runs.c.id, runs.c.params).where(
+                    runs.c.kind == "push", runs.c.params.contains(ctx.run_id))) if loads(params).get("loop_run") == ctx.run_id]
                 done = conn.execute(sa.select(sa.func.count()).select_from(annotation_records).where(
-                    annotation_records.c.dataset == cfg.dataset, annotation_records.c.pushed_at >= ctx.started_at)).scalar_one()
+                    annotation_records.c.dataset == cfg.dataset, annotation_records.c.run_id.in_(ours))).scalar_one()
             result = push(ctx.store, cfg.dataset, budget=max(0, cfg.budget - done), strategy=cfg.strategy,
+                          run_params={"loop_run": ctx.run_id},
                           workspace=cfg.workspace, min_submitted=cfg.min_submitted, pairs=cfg.pairs,
                           suggestions_from=(ctx.figures.get("score") or {}).get("model"), progress=ctx.progress,
                           resume=False, generator=_generator(ctx) if cfg.pairs else None)

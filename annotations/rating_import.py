@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import math
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,6 +41,7 @@ from curation.store.tables import conversations, runs
 KIND = "import"  # the runs.kind of an import, and the annotation_records.strategy of the records it created
 CHUNK = 5_000  # ids per IN (…) query
 MAX_NAME = 200  # annotation_records.conversation_id and rating_responses.annotator are String(200)
+MAX_FIELD = 16 << 20  # characters in one CSV field: a long text in a column the import ignores is fine
 
 
 def import_ratings(store: Store, path: str | Path, dataset: str, *, workspace: str | None = None,
@@ -79,9 +81,9 @@ def import_ratings(store: Store, path: str | Path, dataset: str, *, workspace: s
                    "quarantine_file": str(quarantine) if quarantine else None, "read": len(items),
                    "conversations": len({r["conversation_id"] for r in rows}), "new_records": len(records),
                    "dataset": dataset, "file": str(path), "source": source, "run_id": run_id}
-        stats = agreement(submitted_responses(store, dataset))
         run.finish(summary)
-    return {**summary, "agreement": stats}
+    # the ratings are committed and the run is done when the block ends: agreement comes after, whatever happens to it
+    return {**summary, "agreement": agreement(submitted_responses(store, dataset))}
 
 
 def imported_runs(conn: sa.Connection) -> dict[str, str]:
@@ -112,6 +114,9 @@ def _read(path: Path) -> Iterator[Item]:
 
 def _read_csv(path: Path) -> Iterator[Item]:
     """Rows of a CSV file with a header line, as items numbered by the file line each row starts on."""
+    limit = csv.field_size_limit()
+    if limit < MAX_FIELD:  # the csv module's default, 131,072, refuses a whole file for one long comment
+        csv.field_size_limit(MAX_FIELD)
     with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte order mark is skipped
         reader = csv.reader(handle)
         try:
@@ -182,6 +187,8 @@ def _score(value: Any) -> tuple[int | None, str | None]:
     if isinstance(value, bool):
         return None, f"{value!r} is not an integer"
     number, shown = value, repr(value)
+    if isinstance(value, Decimal):  # a Parquet decimal column
+        number, shown = float(value), str(value)
     if isinstance(value, str):
         try:
             number, shown = float(value.strip()), value.strip()  # a CSV cell: shown as written, without quotes
@@ -202,7 +209,10 @@ def _time(value: Any) -> tuple[str | None, str | None]:
         when = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
     except ValueError:
         return None, f"rated_at {value!r} is not an ISO 8601 time; write it like 2024-05-01T12:00:00Z, or leave it blank"
-    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    try:
+        when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+05:00 is in year 0 in UTC
+        return None, f"rated_at {value!r} falls outside the years 1–9999 in UTC; give the time it was rated"
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), None
 
 
