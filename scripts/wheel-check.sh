@@ -32,5 +32,7 @@ cd "$work/check"
 export HF_HUB_OFFLINE=1 CURATE_HOME="$work/home"
 unset PYTHONPATH CURATE_DATABASE_URL
 "$work/venv/bin/curate" demo --no-serve --conversations 300
+# OpenVINO int8 for the smoke tests' embedding (the cluster test calibrates and exports it); the ONNX test and its torch
+# reference cover the other two backends
 CURATE_EMBED_BACKEND=openvino "$py" -m pytest -q -p no:cacheprovider -m smoke tests
 echo "wheel check: install $((installed - start)) s, all $(($(date +%s) - start)) s"

@@ -54,7 +54,6 @@ def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, t
     assert not list(cache.glob("models/*/*/.export-*"))
 
 
-@pytest.mark.smoke
 @pytest.mark.slow
 def test_openvino_int8_calibrates_on_local_text_offline(tmp_path, texts, monkeypatch):
     # with the hub unreachable, the library's default calibration set (glue/sst2) would fail: ours is local
