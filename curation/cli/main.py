@@ -19,6 +19,7 @@ COMMANDS = [
     ("curation.cli.reward", "reward"),
     ("curation.cli.loop", "loop"),
     ("curation.cli.demo", "demo"),
+    ("curation.cli.collect", "collect"),
 ]
 
 

@@ -28,7 +28,7 @@ from curation.ingest.records import CONVERSATION_COLUMNS, FEEDBACK_COLUMNS, Conv
 from curation.store import Store, among, existing_ids, insert_tuples, loads, utcnow
 from curation.store.tables import conversations, feedback
 
-__all__ = ["ingest", "ingest_records"]
+__all__ = ["IngestJob", "ingest", "ingest_records"]
 
 PARALLEL_MIN_BYTES = 8 << 20  # below this, starting worker processes costs more than it saves
 CHUNK_LINES = 2_000
@@ -54,7 +54,7 @@ def ingest(
     sources = expand([str(p) for p in paths], fmt)
     settings = settings or IngestSettings.resolve(store.home)
     run_id = store.start_run("ingest", {"paths": [s.path for s in sources], "format": fmt})
-    job = _Job(store, run_id, settings)
+    job = IngestJob(store, run_id, settings)
     total = sum(s.size for s in sources if s.kind == "jsonl") or None
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=None if progress is None else not progress)
     extra: dict[str, int] = {}
@@ -87,7 +87,7 @@ def ingest_records(store: Store, records: Iterable[dict], source: str = "api", s
     """Ingest in-memory records (chat, ShareGPT or feedback events); used by the logging API and tests."""
     settings = settings or IngestSettings.resolve(store.home)
     run_id = store.start_run("ingest", {"source": source})
-    job = _Job(store, run_id, settings)
+    job = IngestJob(store, run_id, settings)
     items = (Item(source, i, orjson.dumps(r, default=str), r) for i, r in enumerate(records, 1))
     try:
         job.run_items(items, "auto", source)
@@ -99,7 +99,7 @@ def ingest_records(store: Store, records: Iterable[dict], source: str = "api", s
     return summary
 
 
-class _Job:
+class IngestJob:
     """One ingest run: validates items, batches inserts (one transaction per batch), writes the quarantine.
 
     Counting: a one-line conversation is ingested when its insert adds a row (the driver's rowcount says how many
@@ -163,14 +163,18 @@ class _Job:
     def run_otel(self, sources: list[Source], on_bytes) -> dict[str, int]:
         """OTLP/JSON trace files: one record per GenAI span; returns the counts of what was skipped."""
         reader = otel.Reader(self.limits)
-        for found, rejected, n_read in reader.conversations(sources, on_bytes, self._damaged):
-            self.counts["read"] += n_read
-            for item, reason in rejected:
-                self.reject(item, reason)
-            for conv, path in found:
-                self.threads.append((conv, self._tail(path)))
-            self._maybe_flush()
+        for found in reader.conversations(sources, on_bytes, self._damaged):
+            self.take_found(*found)
         return {"skipped_spans": reader.skipped_spans, "skipped_records": reader.skipped_records}
+
+    def take_found(self, found: list[tuple[Conversation, str]], rejected: list[tuple[Item, str]], n_read: int) -> None:
+        """What otel.Reader found in one export request: conversations to write, spans to quarantine."""
+        self.counts["read"] += n_read
+        for item, reason in rejected:
+            self.reject(item, reason)
+        for conv, path in found:
+            self.threads.append((conv, self._tail(path)))
+        self._maybe_flush()
 
     def run_items(self, items: Iterable[Item], fmt: str, source: str) -> None:
         items = iter(items)
@@ -188,7 +192,7 @@ class _Job:
                 self._maybe_flush()
             return
         for item in items:
-            self._take(source, item.line, item.raw, *parse_item(item, fmt, self.limits))
+            self.take(source, item.line, item.raw, *parse_item(item, fmt, self.limits))
 
     def _run_parallel(self, path: str, lines, fmt: str) -> None:
         """Validate chunks of lines in worker processes while this one writes batches; at most a few chunks in flight."""
@@ -209,9 +213,9 @@ class _Job:
                     chunk = []
                 while window and (len(window) > 2 * self.workers or entry is None):
                     for number, raw, kind, payload in window.popleft().result():
-                        self._take(path, number, raw, kind, payload)
+                        self.take(path, number, raw, kind, payload)
 
-    def _take(self, source: str, line: int, raw: bytes | None, kind: str, payload: Any) -> None:
+    def take(self, source: str, line: int, raw: bytes | None, kind: str, payload: Any) -> None:
         self.counts["read"] += 1
         if kind == "conv":
             self.rows.append(payload.row + self._tail(source))
@@ -295,6 +299,12 @@ class _Job:
                         f"record {new}); give this record an id of its own, or leave 'id' out to use its content hash",
                         conflict={"id": row[0], "stored": stored, "new": new})
 
+    def commit(self) -> None:
+        """Write what is pending and wait until it is committed, keeping the job open (`curate collect` acknowledges
+        after this); raises what the writer raised."""
+        self.flush()
+        self._writer.wait()
+
     def finish(self) -> None:
         """Write what is pending and wait until every batch is committed; raises what the writer raised."""
         self.flush()
@@ -342,6 +352,14 @@ class _Writer:
             raise self._error
         self._queue.put(batch)
 
+    def wait(self) -> None:
+        """Wait until the batches submitted so far are written; then raise the error, if any."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        if self._error is not None:
+            raise self._error
+
     def close(self, raise_error: bool = True) -> None:
         """Wait until the submitted batches are written (after an error, the rest are skipped); then raise the error."""
         if self._thread.is_alive():
@@ -355,7 +373,9 @@ class _Writer:
         with contextlib.ExitStack() as stack:
             conn = None
             while (batch := self._queue.get()) is not None:
-                if self._error is None:
+                if isinstance(batch, threading.Event):  # wait(): everything before it is written
+                    batch.set()
+                elif self._error is None:
                     try:
                         conn = conn or stack.enter_context(self._connect())
                         self._write(conn, batch)

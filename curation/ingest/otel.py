@@ -72,7 +72,13 @@ class Reader:
                 raise InputError(f"{source.path}: --format otel reads OTLP/JSON files (.json, .jsonl, plain or .gz)")
             for number, raw in jsonl_lines(source.path, on_bytes, damaged(source.path)):
                 yield self._line(source.path, number, raw)
-        for group in self._groups.values():  # conversation ids: merged once every file is read
+        yield from self.merged()  # conversation ids: merged once every file is read
+
+    def merged(self) -> Iterator[Found]:
+        """The conversations of the spans read so far that carry `gen_ai.conversation.id`, each group merged; the
+        groups are then forgotten (`curate collect` calls this after each request)."""
+        groups, self._groups = self._groups, {}
+        for group in groups.values():
             yield self._conversation(sorted(group, key=lambda s: (s.start, s.number)))
 
     def _line(self, path: str, number: int, raw: bytes) -> Found:
@@ -80,6 +86,11 @@ class Reader:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             return [], [(Item(path, number, raw), f"malformed JSON: {str(exc).splitlines()[0][:120]}")], 1
+        return self.export(obj, path, number, raw)
+
+    def export(self, obj: Any, path: str, number: int, raw: bytes = b"") -> Found:
+        """One export request, parsed from OTLP/JSON (`raw` is its text, for the quarantine); spans with a
+        conversation id wait for `merged`."""
         if not isinstance(obj, dict) or not isinstance(obj.get("resourceSpans"), list):
             if isinstance(obj, dict) and ("resourceLogs" in obj or "resourceMetrics" in obj):
                 self.skipped_records += 1
