@@ -34,25 +34,33 @@ ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "
 
 @contextlib.contextmanager
 def collecting(home: Path, *args: str, env: dict | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`curate collect` on a free loopback port; yields (process, base URL); SIGTERM and a clean exit at the end."""
-    proc = subprocess.Popen([sys.executable, "-m", "curation.cli.main", "collect", "--home", str(home), "--port", "0",
-                             "--json", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    """`curate collect` on a free loopback port; yields (process, base URL); SIGTERM and a clean exit at the end.
+    Its stderr goes to HOME/../collect-N.log (a pipe nobody reads could fill and stall it)."""
+    home.parent.mkdir(parents=True, exist_ok=True)
+    log = home.parent / f"collect-{time.monotonic_ns()}.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "curation.cli.main", "collect", "--home", str(home), "--port",
+                                 "0", "--json", *args], stdout=subprocess.PIPE, stderr=err, env={**os.environ, **(env or {})})
     url = None
     try:
         deadline = time.monotonic() + 60
         while url is None and time.monotonic() < deadline:
-            line = proc.stderr.readline().decode()
-            if not line and proc.poll() is not None:
-                raise AssertionError(f"curate collect exited {proc.returncode}: {proc.stderr.read().decode()}")
-            if match := re.search(r"listening on (http://\S+)", line):
+            if match := re.search(r"listening on (http://\S+)", log.read_text()):
                 url = match[1]
+            elif proc.poll() is not None:
+                raise AssertionError(f"curate collect exited {proc.returncode}: {log.read_text()}")
+            else:
+                time.sleep(0.05)
         assert url, "curate collect did not say where it listens"
         yield proc, url
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise AssertionError(f"curate collect did not stop on SIGTERM: {log.read_text()}") from None
 
 
 def post(url: str, body: bytes, content_type: str = "application/json", token: str | None = None,
