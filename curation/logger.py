@@ -1,8 +1,11 @@
 """Production logging: call from the app that serves the model. It never blocks the caller and never raises.
 
 Records go onto an in-memory queue; a background thread writes them to the store in batches. When the store cannot
-be written, the batch is appended to a spool JSONL file instead (mode 0600, in a 0700 folder), which
-`curate ingest SPOOL` loads later with nothing lost (records and feedback events are both valid ingest input).
+be written (down, locked, full, or its SQLite file deleted or replaced under the logger), the batch goes to a spool
+(`curation.spool`: JSON lines, fsync'd, 0600 files in 0700 folders) which `curate ingest SPOOL` loads later with
+nothing lost. The spool is HOME/spool/logger-PID.jsonl, else the same name in a fallback folder (see
+`curation.spool.fallback_dirs`); when no place takes a batch it waits in a bounded buffer in memory and is retried,
+and whatever is still unwritten at `close()` (or pushed out of that buffer) is counted in `lost` and logged as an error.
 
     logger = ConversationLogger()
     cid = logger.log(messages, model="my-model-v3", user_id=user.id)
@@ -11,42 +14,63 @@ be written, the batch is appended to a spool JSONL file instead (mode 0600, in a
 from __future__ import annotations
 
 import atexit
+import collections
 import datetime as dt
 import logging
 import os
 import queue
 import threading
+import time
 from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import Any, Iterable
 
 from curation.config import resolve_home
-from curation.home import ensure_home, open_private, private_dir
+from curation.errors import StoreError
 from curation.ingest.records import content_hash
+from curation.spool import Spool, fallback_dirs
 
 log = logging.getLogger("curate.logger")
 _STOP = object()
 
 
 class ConversationLogger:
-    """Buffered, background writer of conversations and feedback events."""
+    """Buffered, background writer of conversations and feedback events.
+
+    `written`, `spooled` and `lost` count records (conversations and feedback events) that reached the store, a
+    spool file, or nowhere. `max_pending` bounds the records kept in memory while neither store nor spool takes them.
+    """
 
     def __init__(self, home: str | os.PathLike | None = None, url: str | None = None, batch_size: int = 500,
-                 flush_interval: float = 1.0, max_queue: int = 100_000, spool: str | os.PathLike | None = None):
+                 flush_interval: float = 1.0, max_queue: int = 100_000, spool: str | os.PathLike | None = None,
+                 spool_fallbacks: Iterable[str | os.PathLike] | None = None, max_pending: int = 100_000,
+                 retry_interval: float = 5.0):
         self.home = resolve_home(home)
         self.url = url
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.spool_path = Path(spool) if spool else self.home / "spool" / f"logger-{os.getpid()}.jsonl"
+        self.retry_interval = retry_interval
+        self.max_pending = max_pending
+        path = Path(spool) if spool else self.home / "spool" / f"logger-{os.getpid()}.jsonl"
+        self.spool = Spool(path, fallback_dirs() if spool_fallbacks is None else spool_fallbacks)
         self.written = 0
         self.spooled = 0
+        self.lost = 0
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._spool_lock = threading.Lock()
+        self._pending: collections.deque = collections.deque()  # neither store nor spool took these yet
+        self._pending_lock = threading.Lock()
+        self._retried = 0.0
+        self._outage: str | None = None  # why the store is not being written, while it is not
+        self._fallback: Path | None = None  # the fallback spool last warned about
         self._store = None
+        self._database: tuple[Path, int, int] | None = None  # the SQLite file the open store writes: path, dev, inode
         self._thread = threading.Thread(target=self._run, name="curate-logger", daemon=True)
         self._thread.start()
         atexit.register(self.close)
+
+    @property
+    def spool_path(self) -> Path:
+        """The spool file this logger writes first (`spool.files()` lists every file it wrote)."""
+        return self.spool.path
 
     def log(self, messages: list[dict], id: str | None = None, model: str | None = None,
             user_id: str | None = None, session_id: str | None = None, metadata: dict | None = None,
@@ -71,12 +95,13 @@ class ConversationLogger:
         self._put({k: v for k, v in event.items() if v is not None})
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait until everything queued so far is written (or spooled)."""
+        """Wait until everything queued so far is written (or spooled, or held in memory for a retry)."""
         done = threading.Event()
         self._put(done)
         done.wait(timeout)
 
     def close(self) -> None:
+        """Write what is queued, retry what is held in memory once more, and stop; what is still unwritten is lost."""
         if self._thread.is_alive():
             self._put(_STOP)
             self._thread.join(timeout=30)
@@ -102,39 +127,116 @@ class ConversationLogger:
             if batch:
                 self._write(batch)
                 batch = []
+            if self._pending and (item is not None or time.monotonic() - self._retried >= self.retry_interval):
+                self._retry()
             if isinstance(item, threading.Event):
                 item.set()
             elif item is _STOP:
+                self._give_up()
                 return
 
     def _write(self, batch: list[dict]) -> None:
         try:
             from curation.ingest import ingest_records
-            from curation.store import Store
 
-            if self._store is None:
-                self._store = Store.open(self.home, self.url)
-            ingest_records(self._store, batch, source="logger")
+            ingest_records(self._open_store(), batch, source="logger")
+            self._check_database()  # deleted while the batch went in: it went into a file no one can open
             self.written += len(batch)
-        except Exception as exc:  # the store is down or full: keep the data on local disk
-            log.warning("curate: store unavailable (%s); spooling %d records to %s", _reason(exc), len(batch),
-                        self.spool_path)
-            self._store = None
-            self._spool(batch)
+            if self._outage is not None:
+                log.warning("curate: the store is written again; records spooled meanwhile are in %s "
+                            "(`curate ingest FILE` loads them)", ", ".join(str(p) for p in self.spool.files()))
+                self._outage = None
+        except Exception as exc:  # the store is down, full or gone: keep the data on local disk
+            self._close_store()
+            self._spool(batch, store_reason(exc))
 
-    def _spool(self, batch: list[dict]) -> None:
+    def _open_store(self):
+        from curation.store import Store
+
+        if self._store is not None:
+            try:
+                self._check_database()
+                return self._store
+            except StoreError as exc:  # deleted or replaced: what is at the path now is the store
+                log.warning("curate: %s; the logger reopens the store", exc)
+                self._close_store()
+        if self._database is not None and not self._database[0].exists():
+            # never create an empty store where the user deleted one: spool until a store is there again
+            raise StoreError(f"the database {self._database[0]} was deleted")
+        self._store = Store.open(self.home, self.url)
+        database = self._store.engine.url.database if self._store.dialect == "sqlite" else None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            info = os.stat(database)
+            self._database = (Path(database), info.st_dev, info.st_ino)
+        return self._store
+
+    def _check_database(self) -> None:
+        if self._database is None:
+            return
+        path, dev, ino = self._database
         try:
-            with self._spool_lock:
-                folder = self.spool_path.parent
-                if folder.parent == self.home:  # HOME/spool: the home and the folder are private, like the store
-                    ensure_home(self.home)
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                private_dir(folder)
-                with open_private(self.spool_path) as out:
-                    out.write(b"".join(orjson.dumps(r, default=str) + b"\n" for r in batch))
-                self.spooled += len(batch)
-        except Exception:
-            log.exception("curate: could not spool %d records", len(batch))
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise StoreError(f"the database {path} was deleted while the logger wrote to it") from None
+        if (info.st_dev, info.st_ino) != (dev, ino):
+            raise StoreError(f"the database {path} was replaced by another file while the logger wrote to it")
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.dispose()
+            except Exception:  # a store that broke may not close cleanly either
+                log.debug("curate: could not close the store", exc_info=True)
+        self._store = None
+
+    def _spool(self, batch: list[dict], reason: str | None = None) -> None:
+        try:
+            where = self.spool.append(batch)
+            self.spooled += len(batch)
+        except Exception as exc:
+            self._hold(batch, f"{reason or 'the writer is behind'}; {exc}")
+            return
+        if reason is not None and self._outage is None:  # once an outage: its end is logged too
+            log.warning("curate: store unavailable (%s); spooling %d records to %s (`curate ingest %s` loads them)",
+                        reason, len(batch), where, where)
+            self._outage = reason
+        if where != self.spool.path and where != self._fallback:
+            log.warning("curate: spooling to %s, as %s", where, "; ".join(self.spool.skipped))
+            self._fallback = where
+
+    def _hold(self, batch: list[dict], reason: str) -> None:
+        """Keep `batch` in memory for a retry; past `max_pending` the oldest records are lost, loudly."""
+        with self._pending_lock:
+            self._pending.extend(batch)
+            dropped = max(0, len(self._pending) - self.max_pending)
+            for _ in range(dropped):
+                self._pending.popleft()
+            self.lost += dropped
+            held = len(self._pending)
+        if dropped:
+            log.error("curate: LOST %d logged records: neither the store nor any spool location takes them (%s), "
+                      "and %d more wait in memory", dropped, reason, held)
+        else:
+            log.error("curate: could not store or spool %d records (%s); holding %d in memory to retry",
+                      len(batch), reason, held)
+
+    def _retry(self) -> None:
+        self._retried = time.monotonic()
+        with self._pending_lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        if batch:
+            self._write(batch)
+
+    def _give_up(self) -> None:
+        self._retry()
+        with self._pending_lock:
+            left = len(self._pending)
+            self._pending.clear()
+        if left:
+            self.lost += left
+            log.error("curate: LOST %d logged records at close: neither the store nor any spool location (%s) "
+                      "took them", left, ", ".join(str(p) for p in self.spool.locations))
 
 
 def _now() -> str:
@@ -164,7 +266,7 @@ def log_feedback(conversation_id: str, type: str, **kwargs: Any) -> None:
     default_logger().feedback(conversation_id, type, **kwargs)
 
 
-def _reason(exc: BaseException) -> str:
+def store_reason(exc: BaseException) -> str:
     """The driver's one-line reason, never the statement: SQLAlchemy's message carries the SQL and its parameters,
     which are the users' conversations."""
     cause = getattr(exc, "orig", None) or exc

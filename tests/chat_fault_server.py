@@ -4,7 +4,7 @@ Each request takes the next action of its `plan` (then `default`):
   "ok"    a JSON chat completion with `usage`
   "sse"   the answer as an SSE stream without `usage` or `[DONE]`, as `transformers serve` 4.57 sends it
   "429"   429 with `Retry-After: <retry_after>`
-  "500"   500 with an OpenAI-style error body
+  "500"   500 with an OpenAI-style error body ("401" likewise: a refused key)
   "hang"  answers after `hang` seconds (longer than the client's timeout)
   "die"   the process exits at once, mid-request (only in a process of its own)
 Every answer waits `delay` seconds first. The reply is "candidate from <model> for: <last user message>".
@@ -84,6 +84,8 @@ def _handler(server: FaultServer) -> type:
             if action == "429":
                 return self._send(429, "application/json", b'{"error": {"message": "slow down"}}',
                                   {"Retry-After": server.retry_after})
+            if action == "401":
+                return self._send(401, "application/json", b'{"error": {"message": "invalid api key"}}')
             if action == "500":
                 return self._send(500, "application/json", b'{"error": {"message": "injected 500"}}')
             last = next((m.get("content") for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")

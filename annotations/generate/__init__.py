@@ -28,7 +28,9 @@ from tqdm import tqdm
 from annotations.generate.client import Budget, Capped, ChatClient, Completion, GenerationFailed
 from annotations.generate.config import Endpoint, GenerateSettings, public_url
 from annotations.pii import Redactor
+from curation.config import IngestSettings
 from curation.errors import CurateError
+from curation.ingest.records import Limits, Reject, check_messages
 from curation.messages import content_text
 from curation.store import Store, dumps, existing_ids, insert_rows, loads, utcnow
 from curation.store.tables import GENERATED, conversations
@@ -77,7 +79,8 @@ class Generator:
         state = _RunState(settings, Budget(settings.max_requests, settings.max_total_tokens))
         try:
             jobs, wanted, existing, skipped = self._jobs(store, conversation_ids)
-            self._run(store, jobs, state, run_id, keys, progress)
+            ingest = IngestSettings.resolve(store.home)  # a candidate must be one that ingest would store
+            self._run(store, jobs, state, run_id, keys, Limits(ingest.max_messages, ingest.max_chars), progress)
         except BaseException as exc:
             store.finish_run(run_id, "failed", {**state.summary(), "error": str(exc)[:500] or type(exc).__name__})
             raise
@@ -118,7 +121,7 @@ class Generator:
         return [j for j in planned if j.id not in done], wanted, len(done), skipped
 
     def _run(self, store: Store, jobs: list[_Job], state: "_RunState", run_id: str, keys: dict[str, str | None],
-             progress: bool | None) -> None:
+             limits: Limits, progress: bool | None) -> None:
         if not jobs:
             return
         stop = threading.Event()
@@ -132,7 +135,7 @@ class Generator:
             # at most `concurrency` jobs are submitted at a time, so a stopped endpoint or a cap ends the run quickly
             running: dict[Future, _Job] = {}
             for job in queue:
-                running[pool.submit(self._one, client, state, job)] = job
+                running[pool.submit(self._one, client, state, job, limits)] = job
                 if len(running) >= self.settings.concurrency:
                     break
             while running:
@@ -145,7 +148,7 @@ class Generator:
                     bar.update(1)
                     nxt = next(queue, None)
                     if nxt is not None:
-                        running[pool.submit(self._one, client, state, nxt)] = nxt
+                        running[pool.submit(self._one, client, state, nxt, limits)] = nxt
                 if pending_rows and (len(pending_rows) >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_S):
                     _flush(store, pending_rows)
                     last_flush = time.monotonic()
@@ -158,12 +161,17 @@ class Generator:
             finally:
                 client.close()
 
-    def _one(self, client: ChatClient, state: "_RunState", job: _Job) -> Completion | Exception:
+    def _one(self, client: ChatClient, state: "_RunState", job: _Job, limits: Limits) -> Completion | Exception:
         """Runs in a worker: the completion, or the exception that stopped it (never raises)."""
         if state.stopped(job.endpoint):
             return GenerationFailed("endpoint no longer called in this run")
         try:
-            return client.complete(job.endpoint, job.sent, job.seed)
+            completion = client.complete(job.endpoint, job.sent, job.seed)
+            try:  # the size limits of ingest ([ingest] max_chars, max_messages) hold for what is generated too
+                check_messages([*job.context, {"role": "assistant", "content": completion.text}], limits)
+            except Reject as exc:
+                return GenerationFailed(f"the reply is not stored: {exc}")
+            return completion
         except (GenerationFailed, Capped) as exc:
             return exc
         except Exception as exc:  # an unexpected fault fails this candidate, not the run

@@ -106,10 +106,15 @@ class ChatClient:
                    **({"Authorization": f"Bearer {key}"} if key else {})}
         body = orjson.dumps(payload)
         prompt_chars = sum(len(m.get("content") or "") for m in messages)
-        attempt = 0
+        attempt, failure = 0, ""
         while True:
             self._wait_turn(endpoint.key)
-            self.budget.take_request()
+            try:
+                self.budget.take_request()
+            except Capped as cap:  # after a failed attempt, the candidate failed: the cap only stopped its retries
+                if attempt:
+                    raise GenerationFailed(f"{failure} (the per-run {cap.kind} cap stopped its retries)") from None
+                raise
             try:
                 completion = self._send(endpoint, body, headers, prompt_chars)
                 self.budget.add_tokens(completion.tokens)
@@ -124,7 +129,7 @@ class ChatClient:
                 if retry.after is not None:
                     delay = max(delay, retry.after)
                     self._hold(endpoint.key, retry.after)
-                attempt += 1
+                attempt, failure = attempt + 1, retry.reason
                 log.debug("generator %s: %s; retry %d in %.2fs", endpoint.key, retry.reason, attempt, delay)
                 if self.stop.wait(delay):
                     raise GenerationFailed("run stopped") from None
@@ -152,7 +157,7 @@ class ChatClient:
                     if response.status_code in RETRYABLE:
                         raise _Retry(f"HTTP {response.status_code}{detail}", _retry_after(response))
                     fatal = response.status_code in (401, 403, 404)
-                    hint = {401: "; check the key in $" + (endpoint.api_key_env or "API_KEY"),
+                    hint = {401: "; " + endpoint.key_hint(),
                             403: "; check the key's permissions", 404: "; check the URL (the API base, often ending in "
                             "/v1) and that the model is served"}.get(response.status_code, "")
                     raise GenerationFailed(f"HTTP {response.status_code}{detail}{hint}", fatal=fatal)

@@ -52,8 +52,17 @@ class Endpoint:
 
     @property
     def chat_url(self) -> str:
-        url = self.url.rstrip("/")
-        return url if url.endswith("/chat/completions") else url + "/chat/completions"
+        """The URL requests go to: the API base's path plus /chat/completions, its query string kept."""
+        parts = urllib.parse.urlsplit(self.url)
+        path = parts.path.rstrip("/")
+        return parts._replace(path=path if path.endswith("/chat/completions") else path + "/chat/completions").geturl()
+
+    def key_hint(self) -> str:
+        """What to check when the endpoint refuses the key (HTTP 401): the variable Curate reads it from, if any."""
+        if self.api_key_env:
+            return f"check the API key in ${self.api_key_env}, the variable this endpoint's key is read from"
+        return ("the endpoint wants an API key and Curate sends none: name the variable that holds it with "
+                "api_key_env in [[generate.endpoints]], or --api-key-env NAME with --url")
 
 
 # field name -> environment variable (scalars only; endpoints come from the file or the command line)
@@ -109,9 +118,10 @@ class GenerateSettings:
 
 
 def public_url(url: str) -> str:
-    """The URL without user:password@, for logs and provenance."""
+    """The URL without credentials of any kind, for logs, run params and provenance: no user:password@, and no
+    query string or fragment (where keys and signatures travel: ?key=…, ?api-key=…, ?sig=…)."""
     parts = urllib.parse.urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
 
 
 def _typed(cls: type, values: dict, where: str) -> dict:

@@ -7,14 +7,19 @@ from curation.cli.common import home_option, json_option, reports
 from curation.errors import CurateError
 
 
-def generate_settings(home: str | None, url: str | None, model: str | None, **overrides):
-    """curate.toml `[generate]` with the command line's overrides; `url` + `model` replace its endpoints."""
+def generate_settings(home: str | None, url: str | None, model: str | None, api_key_env: str | None = None,
+                      **overrides):
+    """curate.toml `[generate]` with the command line's overrides; `url` + `model` (+ `api_key_env`) replace its
+    endpoints."""
     from annotations.generate.config import Endpoint, GenerateSettings, check_endpoint
     from curation.config import resolve_home
 
     if bool(url) != bool(model):
         raise click.UsageError("give both the endpoint's URL and its model name, or neither (then curate.toml [generate])")
-    endpoints = [check_endpoint(Endpoint(url=url, model=model), "the command-line endpoint")] if url else None
+    if api_key_env and not url:
+        raise click.UsageError("--api-key-env names the key variable of --url; give --url and --model with it")
+    endpoint = Endpoint(url=url, model=model, api_key_env=api_key_env or "") if url else None
+    endpoints = [check_endpoint(endpoint, "the command-line endpoint")] if endpoint else None
     return GenerateSettings.resolve(resolve_home(home), endpoints=endpoints, **overrides).require_endpoints()
 
 
@@ -38,6 +43,8 @@ def human(result: dict) -> str:
               help="Routing strategy used with --budget.")
 @click.option("--url", default=None, help="One endpoint's API base URL instead of curate.toml [[generate.endpoints]].")
 @click.option("--model", default=None, help="The model name to request from --url.")
+@click.option("--api-key-env", default=None, metavar="NAME",
+              help="The environment variable holding --url's API key (sent as a Bearer token; never stored).")
 @click.option("--concurrency", type=click.IntRange(1), default=None, help="Requests in flight at once (default 8).")
 @click.option("--max-requests", type=click.IntRange(0), default=None, help="Cap on requests in this run, retries included.")
 @click.option("--max-total-tokens", type=click.IntRange(0), default=None, help="Cap on tokens in this run.")
@@ -45,8 +52,8 @@ def human(result: dict) -> str:
 @home_option
 @json_option
 @reports
-def generate(ids, budget, dataset, strategy, url, model, concurrency, max_requests, max_total_tokens, timeout, home,
-             as_json):
+def generate(ids, budget, dataset, strategy, url, model, api_key_env, concurrency, max_requests, max_total_tokens,
+             timeout, home, as_json):
     """Write candidate replies to routed conversations, stored as generated siblings for `annotate push --pairs`.
 
     Endpoints come from curate.toml [[generate.endpoints]] (url, model, api_key_env, temperature, max_tokens, n),
@@ -59,7 +66,7 @@ def generate(ids, budget, dataset, strategy, url, model, concurrency, max_reques
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
     if (budget is None) == (wanted is None):
         raise click.UsageError("say what to generate for: --budget N (routing chooses) or --ids ID... (exactly these)")
-    settings = generate_settings(home, url, model, concurrency=concurrency, max_requests=max_requests,
+    settings = generate_settings(home, url, model, api_key_env, concurrency=concurrency, max_requests=max_requests,
                                  max_total_tokens=max_total_tokens, timeout=timeout)
     result = run_generate(Store.open(home), ids=wanted, budget=budget, dataset=dataset, strategy=strategy,
                           settings=settings)

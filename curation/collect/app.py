@@ -111,6 +111,8 @@ class App:
         unit.done = lambda outcome: loop.call_soon_threadsafe(done.set_result, outcome)
         self.collector.submit(unit)
         outcome = await done
+        if outcome == "full":
+            raise Busy("the store is unavailable and the spool is full")
         if outcome == "failed":
             raise Busy("neither the store nor the spool could take the data")
         return outcome
@@ -128,8 +130,8 @@ class App:
                 raise BadRequest(400, "not an OTLP trace export: expected an object with 'resourceSpans'", "not_otlp")
             reader = otel.Reader(self.limits)
             try:
-                found, rejected, read = reader.export(request, "collect", number)
-                for more, bad, _ in reader.merged():
+                found, rejected, read = reader.read_export(request, "collect", number)
+                for more, bad, _ in reader.finish():
                     found, rejected = found + more, rejected + bad
             except RecursionError:
                 raise BadRequest(400, "OTLP attribute values nested too deep", "too_deep") from None
@@ -143,7 +145,7 @@ class App:
         count("rejected_spans", len(rejected))
         if found or rejected:
             await self._store(Unit(otel=True, apply=lambda job: job.take_found(found, rejected, read),
-                                   spool_lines=lambda: [orjson.dumps(request)], size=len(body)))
+                                   spool_records=[request], size=len(body)))
             count("conversations", len(found))
         message = "; ".join(reason for _, reason in rejected[:5])[:1000]
         content = b"application/x-protobuf" if protobuf else b"application/json"
@@ -185,8 +187,8 @@ class App:
             for raw, outcome, payload in good:
                 job.take("collect", number, raw, outcome, payload)
 
-        durable = await self._store(Unit(otel=False, apply=apply, spool_lines=lambda: [raw for raw, _, _ in good],
-                                         size=len(body)))
+        records = [orjson.loads(raw) for raw, _, _ in good]
+        durable = await self._store(Unit(otel=False, apply=apply, spool_records=records, size=len(body)))
         self.collector.count(counter, len(good))
         return 200, orjson.dumps({"accepted": len(good), "rejected": bad, "durable": durable}), b"application/json"
 

@@ -10,6 +10,7 @@ bytes waiting for the writer, turns new requests away (429) until there is room.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,14 +23,15 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from curation.home import ensure_home, open_private, private_dir
 from curation.collect.auth import active_hashes
 from curation.config import IngestSettings
 from curation.ingest import IngestJob, ingest
+from curation.logger import store_reason
+from curation.spool import Spool, SpoolFull, SpoolUnavailable, fallback_dirs
 from curation.store import Store
 
 log = logging.getLogger("curate.collect")
-SPOOL_NAME = re.compile(r"collect-(\d+)(\.otel)?\.jsonl")
+SPOOL_NAME = re.compile(r"collect-(\d+)-(otel|records)(\.[^/]+)?\.jsonl")  # open, or sealed for a drain
 TOKEN_REFRESH = 5.0  # seconds between reloads of the active token hashes
 
 
@@ -39,12 +41,12 @@ class Busy(Exception):
 
 @dataclass
 class Unit:
-    """One request's accepted data. `apply(job)` hands it to the ingest job; `spool_lines()` is what the spool keeps
-    if the store cannot take it (OTLP/JSON export requests for traces, ingest records for the JSON API)."""
+    """One request's accepted data. `apply(job)` hands it to the ingest job; `spool_records` is what the spool keeps
+    if the store cannot take it (the OTLP/JSON export request for traces, ingest records for the JSON API)."""
 
     otel: bool
     apply: Callable[[IngestJob], None]
-    spool_lines: Callable[[], list[bytes]]
+    spool_records: list[dict]
     size: int
     done: Callable[[str], None] = field(default=lambda outcome: None)
 
@@ -63,6 +65,8 @@ class Collector:
         self.counts: Counter = Counter()
         self.hashes: frozenset[str] | None = frozenset()  # nobody until the store has been read
         self.spool_dir = home / "spool"
+        self._spools = {kind: Spool(self.spool_dir / f"collect-{os.getpid()}-{kind}.jsonl", fallback_dirs(), max_spool)
+                        for kind in ("otel", "records")}
         self.spool_bytes = 0
         self.run_id: str | None = None
         self._store: Store | None = None
@@ -102,7 +106,7 @@ class Collector:
     # --- lifecycle
     def start(self) -> None:
         """Open the store (a store that is down is retried in the background), then start the writer."""
-        self.spool_bytes = sum(p.stat().st_size for p in self._spool_files())
+        self.spool_bytes = self._spool_size()
         self._connect()
         self._thread.start()
 
@@ -122,7 +126,7 @@ class Collector:
                 self._totals.update(job.counts)
                 self._store.finish_run(self.run_id, "done", self.summary())
             except Exception as exc:  # noqa: BLE001 - whatever the store raised, the data goes to the spool
-                log.warning("curate collect: could not finish the run: %s", _reason(exc))
+                log.warning("curate collect: could not finish the run: %s", store_reason(exc))
         if self._store is not None:
             self._store.dispose()
         return self.summary()
@@ -175,7 +179,7 @@ class Collector:
             outcome = self._spool(units)
         elif self.spool_bytes:
             self._drain()
-        self.count(f"acknowledged_{outcome}" if outcome != "failed" else "failed_batches", len(units))
+        self.count(f"acknowledged_{outcome}" if outcome in ("store", "spool") else f"refused_{outcome}", len(units))
         for unit in units:
             unit.done(outcome)
 
@@ -207,7 +211,7 @@ class Collector:
     def _down(self, exc: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
-            log.warning("curate collect: store unavailable (%s); spooling to %s", _reason(exc), self.spool_dir)
+            log.warning("curate collect: store unavailable (%s); spooling to %s", store_reason(exc), self.spool_dir)
             self.count("store_outages")
         if self._job is not None:
             self._job.close()
@@ -222,44 +226,61 @@ class Collector:
         self._tokens_at = time.monotonic()
 
     def _spool(self, units: list[Unit]) -> str:
-        """Append the units to this process's spool files; "failed" when even that is impossible (the client retries)."""
-        pid = os.getpid()
+        """Append the units to this process's spools: "spool", "full" (429: the client retries later) or "failed"."""
         try:
-            for otel, path in ((True, self.spool_dir / f"collect-{pid}.otel.jsonl"),
-                               (False, self.spool_dir / f"collect-{pid}.jsonl")):
-                lines = [line for unit in units if unit.otel == otel for line in unit.spool_lines()]
-                if lines:
-                    self.spool_bytes += _append(path, lines, self.home)
-        except OSError as exc:
-            log.error("curate collect: cannot spool %d requests (%s); they are answered 503", len(units), exc)
+            for otel, spool in ((True, self._spools["otel"]), (False, self._spools["records"])):
+                records = [record for unit in units if unit.otel == otel for record in unit.spool_records]
+                if records:
+                    spool.append(records)
+        except SpoolFull as exc:
+            log.error("curate collect: %s; answering 429", exc)
+            return "full"
+        except SpoolUnavailable as exc:
+            log.error("curate collect: cannot spool %d requests (%s); answering 503", len(units), exc)
             return "failed"
+        finally:
+            self.spool_bytes = self._spool_size()
         self.count("spooled_requests", len(units))
         return "spool"
 
     def _drain(self) -> None:
-        """Ingest the spool files of this process and of processes that are gone, then remove them."""
+        """Ingest the sealed spool files of this process, and every spool file of processes that are gone, then
+        remove them (an ingest that stops half-way is repeated: what it stored counts as duplicates)."""
+        for spool in self._spools.values():
+            spool.seal()
         for path in self._spool_files():
-            fmt = "otel" if path.name.endswith(".otel.jsonl") else "auto"
-            size = path.stat().st_size
+            fmt = "otel" if SPOOL_NAME.fullmatch(path.name)[2] == "otel" else "auto"
             try:
                 summary = ingest(self._store, [path], fmt=fmt, progress=False)
-            except Exception as exc:  # noqa: BLE001 - whatever the store raised, the data goes to the spool
+            except Exception as exc:  # noqa: BLE001 - whatever the store raised, the data stays in the spool
                 self._down(exc)
                 return
             path.unlink()
-            self.spool_bytes = max(0, self.spool_bytes - size)
             self.count("drained_records", summary["read"])
             log.warning("curate collect: drained %s: %s", path.name, {k: summary[k] for k in ("ingested", "duplicates")})
+        self.spool_bytes = self._spool_size()
 
     def _spool_files(self) -> list[Path]:
-        if not self.spool_dir.is_dir():
-            return []
+        """Sealed files of this process and any file of a process that is gone, in every spool location."""
         found = []
-        for path in sorted(self.spool_dir.iterdir()):
-            match = SPOOL_NAME.fullmatch(path.name)
-            if match and (int(match[1]) == os.getpid() or not _alive(int(match[1]))):
-                found.append(path)
+        open_now = {path for spool in self._spools.values() for path in spool.locations}
+        for folder in [self.spool_dir, *fallback_dirs()]:
+            try:
+                paths = sorted(folder.iterdir())
+            except OSError:
+                continue
+            for path in paths:
+                match = SPOOL_NAME.fullmatch(path.name)
+                if match and path not in open_now and (int(match[1]) == os.getpid() or not _alive(int(match[1]))):
+                    found.append(path)
         return found
+
+    def _spool_size(self) -> int:
+        total = 0
+        for path in [*(p for spool in self._spools.values() for p in spool.locations), *self._spool_files()]:
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
 
 
 def _alive(pid: int) -> bool:
@@ -284,19 +305,3 @@ def _short_lock_wait(store: Store, seconds: float) -> None:
 
     store.engine.dispose()  # connections opened while migrating keep the old timeout
 
-
-def _append(path: Path, lines: list[bytes], home: Path) -> int:  # stand-in until the logger's spool module lands
-    folder = path.parent
-    if folder.parent == home:
-        ensure_home(home)
-    private_dir(folder)
-    data = b"".join(line + b"\n" for line in lines)
-    with open_private(path) as out:
-        out.write(data)
-    return len(data)
-
-
-def _reason(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0][:200] if lines else ''}"

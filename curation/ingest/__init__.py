@@ -167,13 +167,16 @@ class IngestJob:
             self.take_found(*found)
         return {"skipped_spans": reader.skipped_spans, "skipped_records": reader.skipped_records}
 
-    def take_found(self, found: list[tuple[Conversation, str]], rejected: list[tuple[Item, str]], n_read: int) -> None:
+    def take_found(self, found: list[tuple[Conversation, str, int]], rejected: list[tuple[Item, str]], n_read: int) -> None:
         """What otel.Reader found in one export request: conversations to write, spans to quarantine."""
         self.counts["read"] += n_read
         for item, reason in rejected:
             self.reject(item, reason)
-        for conv, path in found:
-            self.threads.append((conv, self._tail(path)))
+        for conv, path, line in found:
+            if len(conv.lines) == 1:  # one span: a stored id with other content is a conflict, as in other formats
+                self._add_row(path, line, conv)
+            else:
+                self.threads.append((conv, self._tail(path)))
         self._maybe_flush()
 
     def run_items(self, items: Iterable[Item], fmt: str, source: str) -> None:
@@ -218,16 +221,19 @@ class IngestJob:
     def take(self, source: str, line: int, raw: bytes | None, kind: str, payload: Any) -> None:
         self.counts["read"] += 1
         if kind == "conv":
-            self.rows.append(payload.row + self._tail(source))
-            self.lines.append(line)
-            self.fb_start.append(len(self.feedback))
-            if payload.feedback:
-                self.feedback.extend(payload.feedback)
+            self._add_row(source, line, payload)
         elif kind == "event":
             self.events.append((payload, (source, line)))
         else:
             self.reject(Item(source, line, raw or b""), payload)
         self._maybe_flush()
+
+    def _add_row(self, source: str, line: int, conv: Conversation) -> None:
+        self.rows.append(conv.row + self._tail(source))
+        self.lines.append(line)
+        self.fb_start.append(len(self.feedback))
+        if conv.feedback:
+            self.feedback.extend(conv.feedback)
 
     def reject(self, item: Item, reason: str, **extra: Any) -> None:
         entry = {"file": item.source, "line": item.line, "reason": reason, "raw": item.raw.decode("utf-8", "backslashreplace"),

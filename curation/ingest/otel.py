@@ -12,9 +12,15 @@ Each span is one conversation; spans that share `gen_ai.conversation.id` (in eve
 time order into one, each later span adding the messages its context does not share with what came before. The id
 is `otel:<trace id>:<span id of the last span>`, so ingesting the same traces again adds nothing.
 
-Counting: a GenAI chat span is one record read (ingested, duplicate or quarantined with the reason); other spans are
-`skipped_spans`, and lines of other signals (`resourceLogs`, `resourceMetrics`) `skipped_records`.
+Counting: a GenAI chat span is one record read (ingested, duplicate, conflict or quarantined with the reason);
+other spans are `skipped_spans`, and lines of other signals (`resourceLogs`, `resourceMetrics`) `skipped_records`.
+A span that cannot be read (a value of the wrong type, `attributes` that are not a list, a resource that is not an
+object, values nested deeper than `MAX_DEPTH`) is quarantined with its reason; the other spans of its line are kept.
 Not read: GenAI events exported as log records (resourceLogs), which instrumentations write in their default mode.
+
+One export request at a time (an OTLP receiver): `Reader(limits).read_export(request, source)` gives the
+conversations and the rejected spans with their reasons (what OTLP's `partial_success.rejected_spans` counts);
+`Reader.finish()` then gives the conversations whose spans share a `gen_ai.conversation.id`.
 """
 from __future__ import annotations
 
@@ -27,15 +33,18 @@ from typing import Any, Callable, Iterator
 import orjson
 
 from curation.errors import InputError
+from curation.ingest.genai_messages import event_messages, indexed_messages, parts_messages
 from curation.ingest.readers import Item, OnDamage, Source, jsonl_lines
 from curation.ingest.records import Conversation, Limits, Reject, check_messages, hash_user, parse_time
 
 CHAT_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
-EVENT_ROLES = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
-               "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
-INDEXED = re.compile(r"gen_ai\.(prompt|completion)\.(\d+)\.(.+)")
 USER_KEYS = ("user.id", "enduser.id", "gen_ai.request.user")
-Found = tuple[list[tuple[Conversation, str]], list[tuple[Item, str]], int]  # (conversations and their file, rejected, read)
+USAGE_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")
+MAX_DEPTH = 32  # OTLP values (arrays, key/value lists) nested deeper than this make their span unreadable
+# (conversations with their file and line, rejected spans with their reasons, spans read)
+Found = tuple[list[tuple[Conversation, str, int]], list[tuple[Item, str]], int]
+# what reading a malformed span can raise besides Reject: each becomes that span's quarantine reason
+UNREADABLE = (TypeError, ValueError, AttributeError, KeyError, RecursionError)
 
 
 @dataclass
@@ -72,11 +81,10 @@ class Reader:
                 raise InputError(f"{source.path}: --format otel reads OTLP/JSON files (.json, .jsonl, plain or .gz)")
             for number, raw in jsonl_lines(source.path, on_bytes, damaged(source.path)):
                 yield self._line(source.path, number, raw)
-        yield from self.merged()  # conversation ids: merged once every file is read
+        yield from self.finish()
 
-    def merged(self) -> Iterator[Found]:
-        """The conversations of the spans read so far that carry `gen_ai.conversation.id`, each group merged; the
-        groups are then forgotten (`curate collect` calls this after each request)."""
+    def finish(self) -> Iterator[Found]:
+        """The conversations of spans that share a `gen_ai.conversation.id`, once every export is read."""
         groups, self._groups = self._groups, {}
         for group in groups.values():
             yield self._conversation(sorted(group, key=lambda s: (s.start, s.number)))
@@ -86,43 +94,63 @@ class Reader:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             return [], [(Item(path, number, raw), f"malformed JSON: {str(exc).splitlines()[0][:120]}")], 1
-        return self.export(obj, path, number, raw)
-
-    def export(self, obj: Any, path: str, number: int, raw: bytes = b"") -> Found:
-        """One export request, parsed from OTLP/JSON (`raw` is its text, for the quarantine); spans with a
-        conversation id wait for `merged`."""
         if not isinstance(obj, dict) or not isinstance(obj.get("resourceSpans"), list):
             if isinstance(obj, dict) and ("resourceLogs" in obj or "resourceMetrics" in obj):
                 self.skipped_records += 1
                 return [], [], 0
             return [], [(Item(path, number, raw), "not an OTLP/JSON trace export: expected 'resourceSpans'")], 1
-        found: list[tuple[Conversation, str]] = []
+        return self.read_export(obj, path, number, raw)
+
+    def read_export(self, request: dict, source: str, number: int = 0, raw: bytes = b"") -> Found:
+        """One OTLP/JSON export request (`{"resourceSpans": [...]}`): its conversations, and each GenAI span that
+        cannot be read with its reason. One bad span never stops the others. `raw` (the request's text) is what the
+        quarantine keeps for a span too deep to encode again."""
+        found: list[tuple[Conversation, str, int]] = []
         rejected: list[tuple[Item, str]] = []
         read = 0
-        for resource in obj["resourceSpans"]:
+        for resource in request.get("resourceSpans") or ():
             resource = resource if isinstance(resource, dict) else {}
-            service = attributes((resource.get("resource") or {}).get("attributes")).get("service.name")
+            try:
+                about = resource.get("resource")
+                if about is not None and not isinstance(about, dict):
+                    raise Reject(f"'resource' must be an object, not {_kind(about)}")
+                service, trouble = attributes((about or {}).get("attributes")).get("service.name"), None
+            except (Reject, *UNREADABLE) as exc:
+                service, trouble = None, f"its resource cannot be read: {_why(exc)}"
             for scope in resource.get("scopeSpans") or ():
                 for span in (scope.get("spans") if isinstance(scope, dict) else None) or ():
-                    if not _is_chat(span):
-                        self.skipped_spans += 1
-                        continue
-                    read += 1
-                    self._numbers += 1
-                    item = Item(path, number, orjson.dumps(span))
-                    try:
-                        parsed = _read_span(span, item, self._numbers, service)
-                    except Reject as exc:
-                        rejected.append((item, f"span {_hex((span or {}).get('spanId'))}: {exc}"))
-                        continue
-                    conv_id = parsed.attrs.get("gen_ai.conversation.id")
-                    if conv_id is not None:
-                        self._groups.setdefault(str(conv_id), []).append(parsed)
-                        continue
-                    convs, bad, _ = self._conversation([parsed])
+                    convs, bad, n = self._span(span, source, number, raw, service, trouble)
                     found += convs
                     rejected += bad
+                    read += n
         return found, rejected, read
+
+    def _span(self, span: Any, source: str, number: int, raw: bytes, service: str | None,
+              trouble: str | None) -> Found:
+        try:
+            chat = _is_chat(span)
+        except (Reject, *UNREADABLE) as exc:
+            chat, trouble = True, trouble or _why(exc)
+        if not chat:
+            self.skipped_spans += 1
+            return [], [], 0
+        self._numbers += 1
+        try:
+            item = Item(source, number, orjson.dumps(span))
+        except orjson.JSONEncodeError:  # nested past orjson's limit: keep the whole request's text
+            item = Item(source, number, raw)
+        try:
+            if trouble is not None:
+                raise Reject(trouble)
+            parsed = _read_span(span, item, self._numbers, service)
+        except (Reject, *UNREADABLE) as exc:
+            return [], [(item, f"span {_hex(span.get('spanId') if isinstance(span, dict) else None)}: {_why(exc)}")], 1
+        conv_id = parsed.attrs.get("gen_ai.conversation.id")
+        if conv_id is not None:
+            self._groups.setdefault(str(conv_id), []).append(parsed)
+            return [], [], 1
+        convs, bad, _ = self._conversation([parsed])
+        return convs, bad, 1
 
     def _conversation(self, spans: list[Span]) -> Found:
         last = spans[-1]
@@ -131,7 +159,8 @@ class Reader:
             messages += span.prompt[_shared(messages, span.prompt):] + span.completion
         try:
             messages = check_messages(messages, self.limits)
-        except Reject as exc:
+            encoded = orjson.dumps(messages).decode()
+        except (Reject, orjson.JSONEncodeError) as exc:
             which = "span" if len(spans) == 1 else f"conversation {last.attrs.get('gen_ai.conversation.id')!r}, span"
             return [], [(s.item, f"{which} {s.span_id}: {exc}") for s in spans], 0
         attrs = last.attrs
@@ -152,7 +181,7 @@ class Reader:
         conv_id = f"otel:{last.trace_id}:{last.span_id}"
         row = (  # CONVERSATION_COLUMNS
             conv_id,
-            orjson.dumps(messages).decode(),
+            encoded,
             attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model"),
             parse_time(spans[0].start / 1e9, "startTimeUnixNano") if spans[0].start else None,
             None if attrs.get("gen_ai.conversation.id") is None else str(attrs["gen_ai.conversation.id"])[:200],
@@ -160,12 +189,16 @@ class Reader:
             orjson.dumps({k: v for k, v in metadata.items() if v is not None}).decode(),
             len(messages),
         )
-        return [(Conversation(row, [], tuple(s.number for s in spans)), spans[0].item.source)], [], 0
+        return [(Conversation(row, [], tuple(s.number for s in spans)), spans[0].item.source, last.item.line)], [], 0
 
 
 def _is_chat(span: Any) -> bool:
+    """A GenAI chat span; raises Reject for a span whose attributes or events are not lists (it may be one)."""
     if not isinstance(span, dict):
         return False
+    for name in ("attributes", "events"):
+        if span.get(name) is not None and not isinstance(span[name], list):
+            raise Reject(f"'{name}' must be a list, not {_kind(span[name])}")
     keys = [a.get("key") for a in span.get("attributes") or () if isinstance(a, dict)]
     names = [e.get("name") for e in span.get("events") or () if isinstance(e, dict)]
     if not any(isinstance(k, str) and k.startswith("gen_ai.") for k in keys + names):
@@ -176,6 +209,9 @@ def _is_chat(span: Any) -> bool:
 
 def _read_span(span: dict, item: Item, number: int, service: str | None) -> Span:
     attrs = attributes(span.get("attributes"))
+    for key in USAGE_KEYS:  # token counts are summed over a conversation: whole numbers, or left out
+        if attrs.get(key) is not None:
+            attrs[key] = _count(attrs[key], key)
     try:
         start, end = int(span.get("startTimeUnixNano") or 0), int(span.get("endTimeUnixNano") or 0)
     except (TypeError, ValueError):
@@ -184,13 +220,13 @@ def _read_span(span: dict, item: Item, number: int, service: str | None) -> Span
     if not parsed.span_id:
         raise Reject("span without a spanId")
     events = [(e.get("name"), attributes(e.get("attributes"))) for e in span.get("events") or () if isinstance(e, dict)]
-    parsed.prompt = (_parts_messages(attrs.get("gen_ai.input.messages"), "gen_ai.input.messages")
-                     or _indexed(attrs, "prompt") or _event_messages(events, prompt=True))
-    instructions = _parts_messages(attrs.get("gen_ai.system_instructions"), "gen_ai.system_instructions", "system")
+    parsed.prompt = (parts_messages(attrs.get("gen_ai.input.messages"), "gen_ai.input.messages")
+                     or indexed_messages(attrs, "prompt") or event_messages(events, prompt=True))
+    instructions = parts_messages(attrs.get("gen_ai.system_instructions"), "gen_ai.system_instructions", "system")
     if instructions and not any(m["role"] == "system" for m in parsed.prompt):
         parsed.prompt = [{"role": "system", "content": "\n".join(m["content"] or "" for m in instructions)}, *parsed.prompt]
-    parsed.completion = (_parts_messages(attrs.get("gen_ai.output.messages"), "gen_ai.output.messages")
-                         or _indexed(attrs, "completion") or _event_messages(events, prompt=False))
+    parsed.completion = (parts_messages(attrs.get("gen_ai.output.messages"), "gen_ai.output.messages")
+                         or indexed_messages(attrs, "completion") or event_messages(events, prompt=False))
     reasons = attrs.get("gen_ai.response.finish_reasons")
     parsed.finish_reasons = [str(r) for r in reasons] if isinstance(reasons, list) else []
     if not parsed.prompt and not parsed.completion:
@@ -204,28 +240,78 @@ def _read_span(span: dict, item: Item, number: int, service: str | None) -> Span
     return parsed
 
 
-def attributes(items: Any) -> dict:
-    """OTLP key/value list → {key: python value}."""
+def attributes(items: Any, depth: int = 0) -> dict:
+    """OTLP key/value list → {key: python value}; raises Reject naming the key of a value that cannot be read."""
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise Reject(f"attributes must be a list of {{key, value}}, not {_kind(items)}")
     out = {}
-    for entry in items or ():
+    for entry in items:
         if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-            out[entry["key"]] = any_value(entry.get("value"))
+            try:
+                out[entry["key"]] = any_value(entry.get("value"), depth)
+            except Reject as exc:
+                raise Reject(f"attribute {entry['key'][:100]!r}: {exc}") from None
     return out
 
 
-def any_value(value: Any) -> Any:
+def any_value(value: Any, depth: int = 0) -> Any:
+    """An OTLP AnyValue as a Python value; raises Reject for one that breaks the OTLP/JSON mapping."""
     if not isinstance(value, dict) or not value:
         return None
+    if depth > MAX_DEPTH:
+        raise Reject(f"values nested deeper than {MAX_DEPTH} levels")
     kind, inner = next(iter(value.items()))
     if kind == "intValue":
-        return int(inner)
+        if isinstance(inner, bool) or not isinstance(inner, (int, str)):
+            raise Reject(f"intValue {_shown(inner)} is not an integer")
+        try:
+            return int(inner)
+        except ValueError:
+            raise Reject(f"intValue {_shown(inner)} is not an integer") from None
     if kind == "doubleValue":
-        return float(inner)
-    if kind == "arrayValue":
-        return [any_value(v) for v in (inner or {}).get("values") or ()]
-    if kind == "kvlistValue":
-        return attributes((inner or {}).get("values"))
+        if isinstance(inner, bool) or not isinstance(inner, (int, float, str)):
+            raise Reject(f"doubleValue {_shown(inner)} is not a number")
+        try:
+            return float(inner)
+        except ValueError:
+            raise Reject(f"doubleValue {_shown(inner)} is not a number") from None
+    if kind in ("arrayValue", "kvlistValue"):
+        if inner is not None and not isinstance(inner, dict):
+            raise Reject(f"{kind} must be an object with 'values', not {_kind(inner)}")
+        values = (inner or {}).get("values")
+        if kind == "kvlistValue":
+            return attributes(values, depth + 1)
+        if values is not None and not isinstance(values, list):
+            raise Reject(f"arrayValue 'values' must be a list, not {_kind(values)}")
+        return [any_value(v, depth + 1) for v in values or ()]
     return inner  # stringValue, boolValue; bytesValue stays base64 text
+
+
+def _count(value: Any, key: str) -> int:
+    """A token count: an integer, or an integer written as a string (as some instrumentations do)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise Reject(f"{key} is {_shown(value)}, not a count of tokens")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else repr(value)[:60]
+
+
+def _why(exc: BaseException) -> str:
+    """The quarantine reason for what reading a span raised."""
+    if isinstance(exc, Reject):
+        return str(exc)
+    return f"the span cannot be read ({type(exc).__name__}: {str(exc)[:160]})"
 
 
 def _hex(value: Any) -> str:
@@ -238,123 +324,6 @@ def _hex(value: Any) -> str:
         return base64.b64decode(value, validate=True).hex()
     except (binascii.Error, ValueError):
         return value[:64]
-
-
-def _json(value: Any, what: str) -> Any:
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise Reject(f"'{what}' is not valid JSON") from None
-    return value
-
-
-def _parts_messages(value: Any, what: str, role: str | None = None) -> list[dict]:
-    """The parts-based messages of the GenAI conventions (`[{role, parts: [{type, ...}], finish_reason?}]`)."""
-    if value is None:
-        return []
-    value = _json(value, what)
-    if role is not None:  # system instructions: a list of parts, not of messages
-        value = [{"role": role, "parts": value if isinstance(value, list) else [value]}]
-    if not isinstance(value, list):
-        raise Reject(f"'{what}' must be a list of messages")
-    out = []
-    for message in value:
-        if not isinstance(message, dict) or not isinstance(message.get("parts", []), list):
-            raise Reject(f"'{what}' has a message that is not {{role, parts}}")
-        texts, calls = [], []
-        for part in message.get("parts") or ():
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                texts.append(str(part.get("content") or ""))
-            elif kind == "tool_call":
-                arguments = part.get("arguments")
-                calls.append({"id": part.get("id"), "type": "function", "function": {
-                    "name": part.get("name"),
-                    "arguments": arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()}})
-            elif kind == "tool_call_response":
-                response = part.get("response", part.get("result"))
-                out.append({"role": "tool", "tool_call_id": part.get("id"),
-                            "content": response if isinstance(response, str) else orjson.dumps(response).decode()})
-            elif kind not in ("reasoning", None):
-                texts.append(f"[{kind}]")
-        if texts or calls:
-            msg: dict = {"role": message.get("role"), "content": "\n".join(texts) if texts else None}
-            if calls:
-                msg["tool_calls"] = calls
-            out.append(msg)
-    return out
-
-
-def _indexed(attrs: dict, kind: str) -> list[dict]:
-    """`gen_ai.prompt.{i}.role` / `.content` / `.tool_call_id` / `.tool_calls.{j}.{id,name,arguments}`."""
-    by_index: dict[int, dict] = {}
-    for key, value in attrs.items():
-        match = INDEXED.fullmatch(key)
-        if match is None or match[1] != kind:
-            continue
-        msg = by_index.setdefault(int(match[2]), {})
-        field_name = match[3]
-        if field_name.startswith("tool_calls."):
-            _, j, name = (field_name.split(".", 2) + [""])[:3]
-            msg.setdefault("_calls", {}).setdefault(int(j) if j.isdigit() else 0, {})[name] = value
-        else:
-            msg[field_name] = value
-    out = []
-    for _, msg in sorted(by_index.items()):
-        calls = msg.pop("_calls", None)
-        message = {"role": msg.get("role") or ("assistant" if kind == "completion" else "user"),
-                   "content": _content(msg.get("content"))}
-        if msg.get("tool_call_id") is not None:
-            message["tool_call_id"] = msg["tool_call_id"]
-        if calls:
-            message["tool_calls"] = [_tool_call(calls[j]) for j in sorted(calls)]
-        out.append(message)
-    return out
-
-
-def _event_messages(events: list[tuple[Any, dict]], prompt: bool) -> list[dict]:
-    out: list[dict] = []
-    for name, attrs in events:
-        body = _json(attrs["gen_ai.event.content"], "gen_ai.event.content") if "gen_ai.event.content" in attrs else attrs
-        body = body if isinstance(body, dict) else {"content": body}
-        if prompt and name in EVENT_ROLES:
-            message = {"role": body.get("role") or EVENT_ROLES[name], "content": _content(body.get("content"))}
-            if body.get("tool_calls"):
-                message["tool_calls"] = [_tool_call(c) for c in _json(body["tool_calls"], "tool_calls")]
-            if EVENT_ROLES[name] == "tool" and body.get("id") is not None:
-                message["tool_call_id"] = body["id"]
-            out.append(message)
-        elif not prompt and name == "gen_ai.choice":
-            message = _json(body.get("message"), "message") if body.get("message") is not None else body
-            message = message if isinstance(message, dict) else {"content": message}
-            reply = {"role": "assistant", "content": _content(message.get("content"))}
-            if message.get("tool_calls"):
-                reply["tool_calls"] = [_tool_call(c) for c in _json(message["tool_calls"], "tool_calls")]
-            out.append(reply)
-        elif name in ("gen_ai.content.prompt", "gen_ai.content.completion") and prompt == name.endswith("prompt"):
-            listed = _json(attrs.get("gen_ai.prompt" if prompt else "gen_ai.completion"), name)
-            for message in listed if isinstance(listed, list) else ():
-                if isinstance(message, dict):
-                    out.append({**message, "content": _content(message.get("content"))})
-    return out
-
-
-def _tool_call(call: Any) -> dict:
-    call = call if isinstance(call, dict) else {}
-    function = call.get("function") if isinstance(call.get("function"), dict) else call
-    arguments = function.get("arguments")
-    return {"id": call.get("id"), "type": "function", "function": {
-        "name": function.get("name"),
-        "arguments": arguments if isinstance(arguments, str) or arguments is None else orjson.dumps(arguments).decode()}}
-
-
-def _content(value: Any) -> Any:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list):  # OpenAI content parts
-        return "\n".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in value)
-    return orjson.dumps(value).decode()
 
 
 def _shared(history: list[dict], prompt: list[dict]) -> int:

@@ -97,7 +97,7 @@ class Store:
     @property
     def quarantine_dir(self) -> Path:
         path = self.home / "quarantine"
-        self.home.mkdir(parents=True, exist_ok=True)
+        ensure_home(self.home)  # a home deleted under a running process comes back private
         private_dir(path)
         return path
 
