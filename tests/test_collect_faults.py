@@ -68,7 +68,7 @@ def wait_for(check, seconds: float = 30) -> None:
 
 
 def test_a_locked_store_spools_then_drains_and_a_full_spool_answers_429(home):
-    with collecting(home, "--store-timeout", "0.2", "--max-spool", "100") as (proc, url):
+    with collecting(home, "--store-timeout", "0.2", "--max-spool", "250") as (proc, url):
         assert post(f"{url}/v1/conversations", orjson.dumps(record(0)))[0] == 200
         with locked(home):
             code, _, body = post(f"{url}/v1/conversations", orjson.dumps([record(1), record(2)]))

@@ -37,15 +37,15 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 4318, url: str | None
         raise
     settings = IngestSettings.resolve(home)
     app = App(writer, Limits(settings.max_messages, settings.max_chars, settings.user_salt), max_body=max_body)
+    app.ready = lambda: announce(f"curate collect: listening on http://{host}:{sock.getsockname()[1]} "
+                                 f"(store {'up' if writer.store_up else 'DOWN: spooling'})")
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(2048)  # before announcing: a client that reads the address may connect at once
+    sock.listen(2048)
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, server_header=False,
                             date_header=False, timeout_keep_alive=30)
     server = uvicorn.Server(config)
-    bound = sock.getsockname()[1]
-    announce(f"curate collect: listening on http://{host}:{bound} (store {'up' if writer.store_up else 'DOWN: spooling'})")
     # uvicorn re-raises the signal it stopped on once it is done; a handler of our own keeps that from killing the
     # process before the counts are reported
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -37,6 +37,7 @@ class App:
         self.limits = limits
         self.max_body = max_body
         self._numbers = itertools.count(1)  # request numbers: the "line" of a quarantined span or record
+        self.ready = lambda: None  # called once the server is up (serve() announces the address)
         self.routes = {"/v1/traces": self.traces, "/v1/conversations": self.conversations, "/v1/feedback": self.feedback}
 
     async def __call__(self, scope: dict, receive, send) -> None:
@@ -195,8 +196,9 @@ class App:
     async def _lifespan(self, receive, send) -> None:
         while True:
             message = await receive()
-            if message["type"] == "lifespan.startup":
+            if message["type"] == "lifespan.startup":  # uvicorn handles SIGTERM from here on
                 await send({"type": "lifespan.startup.complete"})
+                self.ready()
             elif message["type"] == "lifespan.shutdown":  # uvicorn has stopped accepting and answered what it had
                 self.summary = await asyncio.get_running_loop().run_in_executor(None, self.collector.close)
                 await send({"type": "lifespan.shutdown.complete"})
