@@ -261,25 +261,22 @@ class Collector:
         self.spool_bytes = self._spool_size()
 
     def _spool_files(self) -> list[Path]:
-        """Sealed files of this process and any file of a process that is gone, in every spool location."""
-        found = []
-        open_now = {path for spool in self._spools.values() for path in spool.locations}
-        for folder in [self.spool_dir, *fallback_dirs()]:
-            try:
-                paths = sorted(folder.iterdir())
-            except OSError:
-                continue
-            for path in paths:
+        """This process's sealed spool files (in any location), and the files that processes now gone left in
+        HOME/spool. Fallback folders are shared by every home, so other processes' files there are left alone."""
+        found = [p for spool in self._spools.values() for p in spool.files() if p not in spool.locations]
+        with contextlib.suppress(OSError):
+            for path in sorted(self.spool_dir.iterdir()):
                 match = SPOOL_NAME.fullmatch(path.name)
-                if match and path not in open_now and (int(match[1]) == os.getpid() or not _alive(int(match[1]))):
+                if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
                     found.append(path)
         return found
 
     def _spool_size(self) -> int:
-        total = 0
-        for path in [*(p for spool in self._spools.values() for p in spool.locations), *self._spool_files()]:
-            with contextlib.suppress(OSError):
-                total += path.stat().st_size
+        total = sum(spool.size_bytes() for spool in self._spools.values())
+        for path in self._spool_files():
+            if not path.name.startswith(f"collect-{os.getpid()}-"):  # this process's files are counted above
+                with contextlib.suppress(OSError):
+                    total += path.stat().st_size
         return total
 
 
