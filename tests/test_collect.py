@@ -24,6 +24,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from curation.ingest import ingest
 from curation.store import Store
 from curation.store.tables import conversations, feedback
 from tests.openai_server import serve
@@ -82,8 +83,8 @@ def status(url: str, token: str | None = None) -> dict:
         return orjson.loads(answer.read())
 
 
-def stored(home: Path) -> dict[str, dict]:
-    store = Store.open(home)
+def stored(home: Path, url: str | None = None) -> dict[str, dict]:
+    store = Store.open(home, url)
     try:
         with store.connect() as conn:
             rows = {r.id: r._asdict() for r in conn.execute(sa.select(conversations))}
@@ -114,7 +115,7 @@ def instrumented(monkeypatch):
         provider.shutdown()
 
 
-def test_the_sdk_exporters_protobuf_gzip_and_json_store_what_ingest_otel_stores(instrumented, home, tmp_path, cli):
+def test_the_sdk_exporters_protobuf_gzip_and_json_store_what_ingest_otel_stores(instrumented, home, tmp_path):
     proto_http = pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                                      reason="needs opentelemetry-exporter-otlp-proto-http (the dev extra)")
     json_http = pytest.importorskip("opentelemetry.exporter.otlp.json.http.trace_exporter",
@@ -145,10 +146,11 @@ def test_the_sdk_exporters_protobuf_gzip_and_json_store_what_ingest_otel_stores(
     # the same spans through `curate ingest --format otel` give the same conversations
     path = tmp_path / "traces.json"
     path.write_bytes(collector_json(spans) + b"\n")
-    other = tmp_path / "other"
-    summary = cli.json("ingest", path, "--format", "otel", "--home", other)
+    other = tmp_path / "other"  # a SQLite store of its own, whichever store the test runs on
+    url = f"sqlite:///{other / 'curate.db'}"
+    summary = ingest(Store.open(other, url), [path], fmt="otel", progress=False)
     assert summary["ingested"] == 3
-    same = stored(other)
+    same = stored(other, url)
     keep = ("messages", "model", "created_at", "session_id", "user_hash", "metadata", "n_messages")
     assert {k: [v[c] for c in keep] for k, v in got.items()} == {k: [v[c] for c in keep] for k, v in same.items()}
     texts = sorted(orjson.loads(r["messages"])[2]["content"] for r in got.values())
