@@ -11,6 +11,7 @@ import gzip
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,6 +193,11 @@ def test_json_api_with_curl_retries_are_duplicates_feedback_and_openapi(home):
 def test_tokens_loopback_and_exposure(home, cli):
     refused = cli("collect", "--host", "0.0.0.0", "--port", "0", code=1)  # refused before it binds
     assert "refusing to listen on 0.0.0.0 without a token" in refused.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = cli("collect", "--port", taken.getsockname()[1], code=1)
+    assert "Address already in use; pick another --port" in busy.stderr
     with collecting(home) as (_, url):  # no token: loopback accepts anyone
         assert post(f"{url}/v1/feedback", b'{"conversation_id": "c", "type": "flag"}')[0] == 200
     token = cli.json("collect", "token", "create", "app")["token"]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from curation.collect.auth import check_exposure
 from curation.collect.writer import Collector
 from curation.config import IngestSettings
+from curation.errors import ConfigError
 from curation.ingest.records import Limits
 
 __all__ = ["Collector", "serve"]
@@ -41,8 +42,13 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 4318, url: str | None
                                  f"(store {'up' if writer.store_up else 'DOWN: spooling'})")
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        writer.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or --host") from None
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, server_header=False,
                             date_header=False, timeout_keep_alive=30)
     server = uvicorn.Server(config)
