@@ -50,7 +50,7 @@ def serve(home: Path, host: str = "127.0.0.1", port: int = 4318, url: str | None
         writer.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port or --host") from None
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, server_header=False,
-                            date_header=False, timeout_keep_alive=30)
+                            date_header=False, timeout_keep_alive=30, timeout_graceful_shutdown=60)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it stopped on once it is done; a handler of our own keeps that from killing the
     # process before the counts are reported

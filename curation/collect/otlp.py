@@ -85,7 +85,13 @@ def _span(span) -> dict:
 
 
 def _attributes(items) -> list[dict]:
-    return [{"key": kv.key, "value": _value(kv.value)} for kv in items]
+    out = []
+    for kv in items:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # most values are scalars: no call to _value for them
+        out.append({"key": kv.key, "value": {_SCALARS[kind]: getattr(value, kind)} if kind in _SCALARS else _value(value)})
+    return out
 
 
 def _value(value) -> dict:
