@@ -56,7 +56,8 @@ def record(n: int) -> dict:
 def spooled_ids(home: Path) -> list[str]:
     ids = []
     for path in (home / "spool").glob("collect-*.jsonl"):
-        ids += [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()]  # the JSON API's records
+        with contextlib.suppress(FileNotFoundError):  # sealed or drained meanwhile
+            ids += [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()]  # the JSON API's records
     return ids
 
 
