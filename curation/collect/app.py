@@ -48,7 +48,7 @@ class App:
         headers = dict(scope["headers"])
         path, method = scope["path"].rstrip("/") or "/", scope["method"]
         count = self.collector.count
-        protobuf = path == "/v1/traces" and headers.get(b"content-type", b"").startswith(b"application/x-protobuf")
+        protobuf = path == "/v1/traces" and headers.get(b"content-type", b"").lower().startswith(b"application/x-protobuf")
         try:
             if method == "GET" and path == "/openapi.json":
                 return await _send(send, 200, orjson.dumps(SPEC), JSON)
