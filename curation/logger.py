@@ -148,7 +148,7 @@ class ConversationLogger:
                 self._outage = None
         except Exception as exc:  # the store is down, full or gone: keep the data on local disk
             self._close_store()
-            self._spool(batch, _reason(exc))
+            self._spool(batch, store_reason(exc))
 
     def _open_store(self):
         from curation.store import Store
@@ -266,7 +266,7 @@ def log_feedback(conversation_id: str, type: str, **kwargs: Any) -> None:
     default_logger().feedback(conversation_id, type, **kwargs)
 
 
-def _reason(exc: BaseException) -> str:
+def store_reason(exc: BaseException) -> str:
     """The driver's one-line reason, never the statement: SQLAlchemy's message carries the SQL and its parameters,
     which are the users' conversations."""
     cause = getattr(exc, "orig", None) or exc

@@ -5,7 +5,6 @@ password and API key, annotators' passwords) come from the environment or the co
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import socket
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from curation.collect.auth import is_loopback
 from curation.config import layered, load_config_file, resolve_home
 from curation.errors import ConfigError
 from curation.home import ensure_home, private_dir
@@ -142,15 +142,6 @@ class ServerSettings:
             "CURATE_ANNOTATE_QUEUE_ORDER": self.queue_order,
             "CURATE_ANNOTATE_PRIORITY_FIELD": self.priority_field,
         }
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -20,6 +20,7 @@ COMMANDS = [
     ("curation.cli.reward", "reward"),
     ("curation.cli.loop", "loop"),
     ("curation.cli.demo", "demo"),
+    ("curation.cli.collect", "collect"),
 ]
 
 

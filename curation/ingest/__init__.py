@@ -20,7 +20,7 @@ from curation.ingest.readers import Item, expand
 from curation.ingest.writer import COLUMNS, FB_COLUMNS
 from curation.store import Store
 
-__all__ = ["COLUMNS", "FB_COLUMNS", "ingest", "ingest_records"]
+__all__ = ["COLUMNS", "FB_COLUMNS", "IngestJob", "ingest", "ingest_records"]
 
 
 def ingest(

@@ -90,17 +90,21 @@ class IngestJob:
     def run_otel(self, sources: list[Source], on_bytes) -> dict[str, int]:
         """OTLP/JSON trace files: one record per GenAI span; returns the counts of what was skipped."""
         reader = otel.Reader(self.limits)
-        for found, rejected, n_read in reader.conversations(sources, on_bytes, self._damaged):
-            self.counts["read"] += n_read
-            for item, reason in rejected:
-                self.reject(item, reason)
-            for conv, path, line in found:
-                if len(conv.lines) == 1:  # one span: a stored id with other content is a conflict, as in other formats
-                    self._add_row(path, line, conv)
-                else:
-                    self.threads.append((conv, self._tail(path)))
-            self._maybe_flush()
+        for found in reader.conversations(sources, on_bytes, self._damaged):
+            self.take_found(*found)
         return {"skipped_spans": reader.skipped_spans, "skipped_records": reader.skipped_records}
+
+    def take_found(self, found: list[tuple[Conversation, str, int]], rejected: list[tuple[Item, str]], n_read: int) -> None:
+        """What otel.Reader found in one export request: conversations to write, spans to quarantine."""
+        self.counts["read"] += n_read
+        for item, reason in rejected:
+            self.reject(item, reason)
+        for conv, path, line in found:
+            if len(conv.lines) == 1:  # one span: a stored id with other content is a conflict, as in other formats
+                self._add_row(path, line, conv)
+            else:
+                self.threads.append((conv, self._tail(path)))
+        self._maybe_flush()
 
     def run_items(self, items: Iterable[Item], fmt: str, source: str) -> None:
         items = iter(items)
@@ -118,7 +122,7 @@ class IngestJob:
                 self._maybe_flush()
             return
         for item in items:
-            self._take(source, item.line, item.raw, *parse_item(item, fmt, self.limits))
+            self.take(source, item.line, item.raw, *parse_item(item, fmt, self.limits))
 
     def _run_parallel(self, path: str, lines, fmt: str) -> None:
         """Validate chunks of lines in worker processes while this one writes batches; at most a few chunks in flight."""
@@ -139,9 +143,9 @@ class IngestJob:
                     chunk = []
                 while window and (len(window) > 2 * self.workers or entry is None):
                     for number, raw, kind, payload in window.popleft().result():
-                        self._take(path, number, raw, kind, payload)
+                        self.take(path, number, raw, kind, payload)
 
-    def _take(self, source: str, line: int, raw: bytes | None, kind: str, payload: Any) -> None:
+    def take(self, source: str, line: int, raw: bytes | None, kind: str, payload: Any) -> None:
         self.counts["read"] += 1
         if kind == "conv":
             self._add_row(source, line, payload)
@@ -227,6 +231,12 @@ class IngestJob:
                         f"conflict: id {row[0]!r} is stored already with other content (stored content {stored}, this "
                         f"record {new}); give this record an id of its own, or leave 'id' out to use its content hash",
                         conflict={"id": row[0], "stored": stored, "new": new})
+
+    def commit(self) -> None:
+        """Write what is pending and wait until it is committed, keeping the job open (`curate collect` acknowledges
+        after this); raises what the writer raised."""
+        self.flush()
+        self._writer.wait()
 
     def finish(self) -> None:
         """Write what is pending and wait until every batch is committed; raises what the writer raised."""

@@ -40,6 +40,14 @@ class BatchWriter:
             raise self._error
         self._queue.put(batch)
 
+    def wait(self) -> None:
+        """Wait until the batches submitted so far are written; then raise the error, if any."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        if self._error is not None:
+            raise self._error
+
     def close(self, raise_error: bool = True) -> None:
         """Wait until the submitted batches are written (after an error, the rest are skipped); then raise the error."""
         if self._thread.is_alive():
@@ -53,7 +61,9 @@ class BatchWriter:
         with contextlib.ExitStack() as stack:
             conn = None
             while (batch := self._queue.get()) is not None:
-                if self._error is None:
+                if isinstance(batch, threading.Event):  # wait(): everything before it is written
+                    batch.set()
+                elif self._error is None:
                     try:
                         conn = conn or stack.enter_context(self._connect())
                         self._write(conn, batch)
