@@ -58,9 +58,10 @@ def test_judge_path_through_the_cli(cli, home, oasst_file, argilla_env, tmp_path
         assert all(s.agent.startswith("judge:sim-judge:") for s in suggested.values())
         assert {a: suggested[a].value for a in ATTRIBUTES} == {a: verdicts[cid][a] for a in ATTRIBUTES}
 
-    ratings = tmp_path / "people.jsonl"
+    ratings = tmp_path / "people.jsonl"  # a third of the labelled conversations, none of those pushed above
     labelled = write_ratings(store, ratings)
-    third = write_ratings(store, ratings, limit=labelled // 3, seed=0)
+    free = [c for c in sorted(verdicts) if c not in set(record_of.values())]
+    third = write_ratings(store, ratings, ids=free, limit=labelled // 3, seed=0)
     assert cli.json("annotate", "import", ratings, "--dataset", "people")["imported"] == third
 
     refit = cli.json("cluster")["failure_model"]
