@@ -5,7 +5,8 @@
 - `onnx`: ONNX Runtime, the graph's attention/LayerNorm/GELU fused by its transformer optimizer, then the weights
   of its matrix products quantised to int8 (`curation.embed.int8.quantise_onnx`). Its activations are quantised
   when it runs, with one scale per input: run on a batch, a text's vector depended on the other texts of the batch
-  (cosine down to 0.96 to the same text alone), so each text runs alone (`PER_TEXT`), which also pads nothing.
+  (cosine down to 0.96 to the same text alone), so each text runs alone (`PER_TEXT`), which also pads nothing,
+  on one one-thread copy of the model per core (`threads` copies).
 - `openvino`: int8 by OpenVINO's static quantisation (`export_static_quantized_openvino_model`), calibrated on the
   caller's own texts written to a local folder, because the library's default calibration set is downloaded from the
   hub and Curate never downloads what the user did not name.
