@@ -49,6 +49,7 @@ OLD_LABELS = {"onnx-int8": "its int8 scales were computed per batch, so a text's
                            "was embedded in (cosine down to 0.96 to the same text alone)"}
 # backends whose vectors depend on the other texts of a batch: they run one text at a time
 PER_TEXT = {"onnx"}
+MAX_COPIES = 16  # one copy per core up to this many (each holds its weights); above, copies get several threads
 REQUIRES = {"onnx": ("onnxruntime", "optimum.onnxruntime"), "openvino": ("openvino", "optimum.intel")}
 
 
@@ -195,7 +196,7 @@ class Embedder:
                 self.streams_ = [sentence_transformer(source)]
             else:
                 folder = self.export(backend, self.calibration_texts or first_texts)
-                copies = (self.threads or os.cpu_count() or 1) if backend in PER_TEXT else 1
+                copies = min(self._cores(), MAX_COPIES) if backend in PER_TEXT else 1
                 with quiet():  # optimum guesses aloud whether the folder was already converted
                     self.streams_ = [sentence_transformer(str(folder), backend, self._model_kwargs(backend, folder))
                                      for _ in range(copies)]
@@ -207,6 +208,9 @@ class Embedder:
                 model.max_seq_length = self.max_seq_length
         self.model_ = self.streams_[0]
         return self.model_
+
+    def _cores(self) -> int:
+        return self.threads or os.cpu_count() or 1
 
     def _model_kwargs(self, backend: str, folder: Path) -> dict:
         if backend == "openvino":
@@ -225,8 +229,8 @@ class Embedder:
         # ONNX Runtime's pool threads spin while they wait for work, which takes CPU from every other process on a
         # shared machine (periodic jobs run beside other work); sleeping costs little on batches this size
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if backend in PER_TEXT:  # `threads` one-thread copies (`_per_text`)
-            options.intra_op_num_threads = 1
+        if backend in PER_TEXT:  # `threads` cores shared by at most MAX_COPIES copies (`_per_text`)
+            options.intra_op_num_threads = max(1, self._cores() // MAX_COPIES)
         elif self.threads:
             options.intra_op_num_threads = self.threads
         return {"file_name": onnx_file(folder), "provider": "CPUExecutionProvider", "session_options": options}
