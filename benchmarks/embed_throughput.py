@@ -158,7 +158,7 @@ def part1(args, texts: list[str], cpu: dict, cache: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(source)
     counts = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
     flops = 2 * macs(counts, AutoConfig.from_pretrained(source))
-    print(f"part 1: {len(texts)} texts, {sum(counts)} tokens (mean {np.mean(counts):.0f}, max {max(counts)}), "
+    print(f"part 1 (load {load()}): {len(texts)} texts, {sum(counts)} tokens (mean {np.mean(counts):.0f}, max {max(counts)}), "
           f"{flops / len(texts) / 1e9:.2f} GOP per text; peak per core and cycle for {cpu['class']}: "
           f"{PEAK.get(cpu['class'])} at {cpu['ghz']:.2f} GHz × {cpu['cores']} cores")
     runners = {"torch fp32": Embedder(backend="torch", batch_size=args.batch_size, threads=args.threads)}
@@ -225,6 +225,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-e2e", action="store_true", help="part 1 only")
+    parser.add_argument("--cache", default=None, help="keep the exported models in this folder and reuse them")
     parser.add_argument("--tune", action="store_true", help="part 3: the settings tried, against the default")
     parser.add_argument("--tune-texts", type=int, default=100, help="texts for part 3 (default 100)")
     parser.add_argument("--tune-runs", type=int, default=1, help="runs per setting in part 3 (default 1)")
@@ -234,7 +235,7 @@ def main() -> None:
     print(f"machine: {cpu['cores']} cores, class {cpu['class']}, flags {' '.join(cpu['flags'])}, "
           f"{cpu['ghz']:.2f} GHz; load average {load()} at start (1/5/15 min; a shared machine: other work runs beside)")
     texts = message_texts()[: args.limit]
-    cache = Path(tempfile.mkdtemp(prefix="curate-bench-models-"))
+    cache = Path(args.cache or tempfile.mkdtemp(prefix="curate-bench-models-"))
     try:
         part1(args, texts, cpu, cache)
         if args.tune:
@@ -244,7 +245,8 @@ def main() -> None:
         if not args.skip_e2e:
             part2(args, cache)
     finally:
-        shutil.rmtree(cache, ignore_errors=True)  # the exported models: hundreds of MB per run
+        if not args.cache:
+            shutil.rmtree(cache, ignore_errors=True)  # the exported models: hundreds of MB per run
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; load average {load()} at end")
 
 

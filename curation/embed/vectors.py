@@ -28,7 +28,7 @@ def old_recipe_notice(store: Store, model: str, view: str, name: str) -> str | N
     for label, why in OLD_LABELS.items():
         old = find_space(store, space_name(model, view, label))
         if old is not None:
-            return (f"space {old['name']!r} was written by an old recipe whose vectors are not reliable: {why}; "
+            return (f"space {old['name']!r} was written by an old recipe, whose vectors are batch-dependent: {why}; "
                     f"`curate embed` writes {name!r} instead, which `curate cluster` reads once it is the newest; "
                     f"to re-embed with the same backend, run `curate embed --backend {label.split('-')[0]}`")
     return None
