@@ -153,8 +153,9 @@ def test_streamed_hdbscan_assigns_every_row(store, algorithm):
     assert nmi(y, labels_of(store, ids)) > 0.8
 
 
-def test_ray_tasks_assign_as_the_thread_pool_does():
+def test_ray_tasks_assign_as_the_thread_pool_does(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
+    monkeypatch.setenv("HOME", str(tmp_path))  # a local ray.init() writes ~/.ray/auth_token: not in the user's home
     from curation.cluster.stream import RayExecutor
 
     rng = np.random.default_rng(2)
