@@ -63,3 +63,29 @@ def test_a_server_port_out_of_range_from_the_environment_or_file_names_the_setti
     (tmp_path / "curate.toml").write_text(f"[annotate.server]\nport = {port if port != 'http' else repr(port)}\n")
     with pytest.raises(ConfigError, match=r"\[annotate.server\] port"):
         ServerSettings.resolve(tmp_path)
+
+
+def test_a_loop_file_embed_or_engine_key_it_does_not_set_falls_through_like_curate_embed(tmp_path, monkeypatch):
+    """One path: what the loop file leaves out of [embed]/[engine] comes from the environment, else curate.toml, else
+    the default, as for `curate embed`; what it sets wins over curate.toml (and the environment over both)."""
+    from loops.loop import steps
+    from loops.loop.config import load
+    from loops.loop.context import RunContext
+
+    for var in ("CURATE_EMBED_BACKEND", "CURATE_EMBED_VIEW", "CURATE_EMBED_MODEL", "CURATE_ENGINE_KIND"):
+        monkeypatch.delenv(var, raising=False)
+    store = Store.open(tmp_path)
+    (tmp_path / "curate.toml").write_text('[embed]\nview = "last_turn"\nbackend = "torch"\n')
+    silent, pinned = tmp_path / "silent.toml", tmp_path / "pinned.toml"
+    silent.write_text('name = "silent"\n')
+    pinned.write_text('[embed]\nbackend = "onnx"\nview = "thread"\n')
+
+    def step(path):  # the embed step on an empty store: resolves its settings and embeds nothing
+        figures = steps.embed(RunContext(store, load(path), "run"))
+        return figures["view"], figures["backend"].split("-")[0]  # e.g. onnx-int8-…: the backend, then its recipe
+
+    assert step(silent) == ("last_turn", "torch")  # curate.toml, as `curate embed` reads it
+    assert step(pinned) == ("thread", "onnx")  # the loop file's own keys, as before
+    monkeypatch.setenv("CURATE_EMBED_VIEW", "request")
+    assert step(silent)[0] == step(pinned)[0] == "request"  # the environment beats both files
+    assert (load(silent).engine.kind, load(silent).engine.address, load(silent).embed.model) == (None, None, None)

@@ -182,16 +182,16 @@ def test_curate_toml_endpoints_and_their_errors(cli, home, store, traffic):
         result = cli.json("generate", "--ids", traffic[0])
         assert result["generated"] == 3
         assert sorted(r[2]["temperature"] for r in server.requests) == [1.0, 1.0, 1.3]
-    for body, message in [
-        ('[[generate.endpoints]]\nurl = "http://x/v1"\n', "needs both url and model"),
-        ('[[generate.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\ntemprature = 1\n', "unknown key 'temprature'"),
+    for body, message, code in [  # a bad setting is a usage error (exit 2); no endpoints at all is not
+        ('[[generate.endpoints]]\nurl = "http://x/v1"\n', "needs both url and model", 2),
+        ('[[generate.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\ntemprature = 1\n', "unknown key 'temprature'", 2),
         ('[[generate.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\n[[generate.endpoints]]\nurl = "http://y/v1"\nmodel = "m"\n',
-         "both generator 'm'"),
-        ('[generate]\nconcurrency = 0\n', "'concurrency' must be at least 1"),
-        ('[generate]\n', "no generation endpoints"),
+         "both generator 'm'", 2),
+        ('[generate]\nconcurrency = 0\n', "'concurrency' must be at least 1", 2),
+        ('[generate]\n', "no generation endpoints", 1),
     ]:
         (home / "curate.toml").write_text(body)
-        assert message in cli("generate", "--ids", traffic[0], code=1).stderr
+        assert message in cli("generate", "--ids", traffic[0], code=code).stderr
     cli("generate", "--ids", traffic[0], "--url", "http://x/v1", code=2)  # --url without --model
     cli("generate", "--url", "http://x/v1", "--model", "m", code=2)  # neither --ids nor --budget
     with pytest.raises(ConfigError, match="must be an integer"):
@@ -253,3 +253,23 @@ def test_kill_9_mid_run_then_rerun_never_makes_a_second_candidate(home, store, t
     assert summary["requests"] == 40 - kept == len(server.requests) - asked_before
     rows = candidates(store)
     assert len(rows) == 40 and len({loads(r.metadata)["generated"]["from"] for r in rows}) == 40
+
+
+def test_a_bad_endpoint_setting_is_a_usage_error_naming_the_file_or_variable(cli, home, traffic, tmp_path, monkeypatch):
+    from curation.config import SettingError
+    from loops.loop.config import load
+
+    (home / "curate.toml").write_text('[generate]\ntimeout = -1\n[[generate.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\n')
+    out = cli("generate", "--ids", traffic[0], code=2).stderr
+    assert "curate.toml [generate]: 'timeout' must be 0 or more" in out and len(out.strip().splitlines()) == 1
+    (home / "curate.toml").write_text('[[generate.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\n')
+    monkeypatch.setenv("CURATE_GENERATE_CONCURRENCY", "0")  # reported as the variable, not as curate.toml
+    assert "error: CURATE_GENERATE_CONCURRENCY: 'concurrency' must be at least 1" in cli("generate", "--ids", traffic[0], code=2).stderr
+    monkeypatch.setenv("CURATE_GENERATE_CONCURRENCY", "many")
+    assert "CURATE_GENERATE_CONCURRENCY (generate concurrency)" in cli("generate", "--ids", traffic[0], code=2).stderr
+    loop_file = tmp_path / "loop.toml"
+    loop_file.write_text('[generate]\nretries = -2\n')
+    with pytest.raises(SettingError, match=r"loop.toml: \[generate\]: 'retries' must be 0 or more"):
+        load(loop_file)
+    (home / "curate.toml").write_text('[[judge.endpoints]]\nurl = "ftp://x/v1"\nmodel = "m"\n')
+    assert "must start with http://" in cli("judge", "--all", code=2).stderr

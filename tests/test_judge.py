@@ -156,14 +156,14 @@ def test_redaction_and_settings_errors(cli, store, traffic, tmp_path):
     assert all("@" not in text for text in sent[:1])
     with pytest.raises(ConfigError, match="redacts PII"):
         Judge(JudgeSettings(endpoints=[Endpoint(url="http://x/v1", model="m")]))
-    for body, message in [
-        ('[[judge.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\nn = 2\n', "n is always 1"),
-        ('[[judge.endpoints]]\nurl = "http://x/v1"\n', "needs both url and model"),
-        ('[judge]\nrubric = "missing.md"\n[[judge.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\n', "cannot read the judge rubric"),
-        ('[judge]\n', "no judge endpoints"),
+    for body, message, code in [  # a bad setting is a usage error (exit 2)
+        ('[[judge.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\nn = 2\n', "n is always 1", 2),
+        ('[[judge.endpoints]]\nurl = "http://x/v1"\n', "needs both url and model", 2),
+        ('[judge]\nrubric = "missing.md"\n[[judge.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\n', "cannot read the judge rubric", 1),
+        ('[judge]\n', "no judge endpoints", 1),
     ]:
         (cli.home / "curate.toml").write_text(body)
-        assert message in cli("judge", "--all", code=1).stderr
+        assert message in cli("judge", "--all", code=code).stderr
     (cli.home / "curate.toml").write_text('[[judge.endpoints]]\nurl = "http://x/v1"\nmodel = "m"\n')
     assert JudgeSettings.resolve(cli.home).endpoints[0].temperature == 0
     cli("judge", "--url", "http://x/v1", "--model", "m", code=2)  # none of --all, --ids, --budget

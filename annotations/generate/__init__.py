@@ -19,7 +19,6 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-import sqlalchemy as sa
 
 from annotations.generate.config import Endpoint, GenerateSettings, public_url
 from annotations.pii import Redactor
@@ -28,7 +27,7 @@ from curation.endpoints import Budget, Capped, ChatClient, Completion, EndpointE
 from curation.errors import CurateError
 from curation.ingest.records import Limits, Reject, check_messages
 from curation.messages import content_text, last_reply_index
-from curation.store import Store, dumps, existing_ids, insert_rows, loads, utcnow
+from curation.store import Store, dumps, existing_ids, insert_rows, loads, stored_messages, utcnow
 from curation.store.tables import GENERATED, conversations
 
 __all__ = ["SOURCE", "Endpoint", "GenerateSettings", "Generator", "candidate_id", "generate"]
@@ -88,10 +87,7 @@ class Generator:
         ids = list(dict.fromkeys(ids))
         rows: dict[str, Any] = {}
         with store.connect() as conn:
-            for start in range(0, len(ids), 5_000):
-                chunk = ids[start : start + 5_000]
-                rows.update(conn.execute(sa.select(conversations.c.id, conversations.c.messages)
-                                         .where(conversations.c.id.in_(chunk))).all())
+            rows.update(stored_messages(conn, ids))
         planned: list[_Job] = []
         wanted = skipped = 0
         for parent in ids:

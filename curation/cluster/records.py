@@ -7,9 +7,8 @@ import sqlalchemy as sa
 
 from curation.cluster.rank import distinct_users, prompt_of, wilson
 from curation.messages import content_text
-from curation.store import Store, dumps, loads, utcnow
+from curation.store import Store, dumps, loads, stored_messages, utcnow
 from curation.store.failure_tables import cluster_assignments, cluster_history, clusters
-from curation.store.tables import conversations
 
 WRITE_CHUNK = 50_000
 LABEL_DOCS = 60  # texts per cluster for keywords: the most central half, a seeded random half
@@ -87,11 +86,9 @@ def user_texts(store: Store, ids: list[str]) -> dict[str, str]:
     """What a conversation is about, for keywords: its user turns (the replies would add the model's own words)."""
     out = {}
     with store.connect() as conn:
-        for start in range(0, len(ids), 5_000):
-            for cid, messages in conn.execute(sa.select(conversations.c.id, conversations.c.messages)
-                                              .where(conversations.c.id.in_(ids[start : start + 5_000]))):
-                messages = loads(messages)
-                out[cid] = " ".join(content_text(m) for m in messages if m.get("role") == "user") or prompt_of(messages)
+        for cid, messages in stored_messages(conn, ids):
+            messages = loads(messages)
+            out[cid] = " ".join(content_text(m) for m in messages if m.get("role") == "user") or prompt_of(messages)
     return out
 
 

@@ -41,6 +41,14 @@ class ClusterError(CurateError):
     """Clustering cannot run on what the store holds."""
 
 
+def checked_k(k: int | str) -> int | str:
+    """`k` as `parse_k` reads it, or a ClusterError that says what k may be (checked before any work starts)."""
+    try:
+        return parse_k(k)
+    except ValueError as exc:
+        raise ClusterError(f"k {exc}") from None
+
+
 def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed: int = 0, *,
             space: str | None = None, vectors: tuple[list[str], np.ndarray] | None = None,
             clusterer: Any = None, reducer: Any = None, labeller: Any = None, refit: bool | str = "auto",
@@ -57,10 +65,7 @@ def cluster(store: Store, k: int | str = "auto", algorithm: str = "kmeans", seed
     """
     if algorithm not in ("kmeans", "hdbscan"):
         raise ClusterError(f"unknown algorithm {algorithm!r}; use kmeans or hdbscan")
-    try:
-        k = parse_k(k)
-    except ValueError as exc:
-        raise ClusterError(f"k {exc}") from None
+    k = checked_k(k)
     started = time.perf_counter()
     if score:
         score_failures(store, threshold=threshold, progress=progress)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from curation.config import convert, env_value, layered, load_config_file
+from curation.config import SettingError, config_section, convert, resolve_fields
 from curation.errors import ConfigError
 
 
@@ -95,25 +95,20 @@ class EndpointSettings:
         """Validate a section table; errors name the key and what is allowed."""
         where = where or f"curate.toml [{cls.SECTION}]"
         if not isinstance(section, dict):
-            raise ConfigError(f"{where} must be a table")
+            raise SettingError(f"{where} must be a table")
         return cls(**_typed(cls, {**section}, where))
 
     @classmethod
     def resolve(cls, home: Path, endpoints: list[Endpoint] | None = None, **overrides: Any) -> "EndpointSettings":
         """Defaults < the curate.toml section < its environment variables < overrides; `endpoints`, when given,
         replace the file's."""
-        where = f"curate.toml [{cls.SECTION}]"
-        section = load_config_file(home).get(cls.SECTION, {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"{where} must be a table")
-        # environment values are converted here, so that an error names the variable, not curate.toml
-        env = {name: convert(value, type(getattr(cls, name)), f"{var} ({cls.SECTION} {name})")
-               for name, var in cls.ENV.items() if (value := env_value(var)) is not None}
-        given = {k: v for k, v in overrides.items() if v is not None}
-        values = layered(section, cls.SECTION, [f.name for f in fields(cls)], {}, {**env, **given})
+        values, origin = resolve_fields(cls, home, cls.SECTION, cls.ENV, overrides)
+        where = config_section(home, cls.SECTION)[1]
         if endpoints is not None:
             values["endpoints"] = [_section_endpoint(cls, e, where) for e in endpoints]
-        return cls(**_typed(cls, values, where))
+        # a value out of range names where it came from: the file's section, the variable, or the argument
+        sources = {name: source for name, source in origin.items() if not source.startswith(where)}
+        return cls(**_typed(cls, values, where, sources))
 
     def require_endpoints(self) -> "EndpointSettings":
         """These settings, when they name at least one endpoint and no endpoint twice."""
@@ -133,39 +128,41 @@ def public_url(url: str) -> str:
 def check_endpoint(endpoint: Endpoint, where: str = "the endpoint") -> Endpoint:
     """Refuse an endpoint without a URL or model, or with values no server accepts."""
     if not endpoint.url or not endpoint.model:
-        raise ConfigError(f"{where}: needs both url and model")
+        raise SettingError(f"{where}: needs both url and model")
     if urllib.parse.urlsplit(endpoint.url).scheme not in ("http", "https"):
-        raise ConfigError(f"{where}: url {public_url(endpoint.url)!r} must start with http:// or https://")
+        raise SettingError(f"{where}: url {public_url(endpoint.url)!r} must start with http:// or https://")
     if endpoint.n < 1 or endpoint.max_tokens < 1 or endpoint.temperature < 0:
-        raise ConfigError(f"{where}: n and max_tokens must be at least 1 and temperature 0 or more")
+        raise SettingError(f"{where}: n and max_tokens must be at least 1 and temperature 0 or more")
     return endpoint
 
 
-def _typed(cls: type, values: dict, where: str) -> dict:
-    """Check names and types (environment strings are converted); endpoints become `Endpoint`s."""
+def _typed(cls: type, values: dict, where: str, sources: dict[str, str] | None = None) -> dict:
+    """Check names, types and ranges; endpoints become `Endpoint`s. A range error names `where`, or the value's
+    source in `sources` (field name -> the variable or argument it came from)."""
     names = {f.name: f for f in fields(cls)}
+    at = {**dict.fromkeys(names, where), **(sources or {})}
     out = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {key!r}; allowed: {', '.join(names)}")
+            raise SettingError(f"{where}: unknown key {key!r}; allowed: {', '.join(names)}")
         if key == "endpoints":
             out[key] = _endpoints(cls, value, where)
             continue
         out[key] = convert(value, type(names[key].default), f"{where}: {key!r}")
     for name in ("concurrency", "stop_after"):
         if name in out and out[name] < 1:
-            raise ConfigError(f"{where}: {name!r} must be at least 1, not {out[name]}")
+            raise SettingError(f"{at[name]}: {name!r} must be at least 1, not {out[name]}")
     for name in ("timeout", "retries", "backoff", "max_retry_after", "max_requests", "max_total_tokens"):
         if name in out and out[name] < 0:
-            raise ConfigError(f"{where}: {name!r} must be 0 or more, not {out[name]}")
+            raise SettingError(f"{at[name]}: {name!r} must be 0 or more, not {out[name]}")
     if out.get("timeout") == 0:
-        raise ConfigError(f"{where}: 'timeout' must be more than 0 seconds")
+        raise SettingError(f"{at['timeout']}: 'timeout' must be more than 0 seconds")
     return out
 
 
 def _endpoints(cls: type, value: Any, where: str) -> list[Endpoint]:
     if not isinstance(value, list):
-        raise ConfigError(f"{where}: 'endpoints' must be a list of tables ([[{cls.SECTION}.endpoints]])")
+        raise SettingError(f"{where}: 'endpoints' must be a list of tables ([[{cls.SECTION}.endpoints]])")
     out = []
     for i, item in enumerate(value):
         at = f"{where} endpoints[{i}]"
@@ -173,11 +170,11 @@ def _endpoints(cls: type, value: Any, where: str) -> list[Endpoint]:
             out.append(_section_endpoint(cls, item, at))
             continue
         if not isinstance(item, dict):
-            raise ConfigError(f"{at} must be a table with url and model")
+            raise SettingError(f"{at} must be a table with url and model")
         known = {f.name: f for f in fields(Endpoint)}
         unknown = set(item) - set(known)
         if unknown:
-            raise ConfigError(f"{at}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(known)}")
+            raise SettingError(f"{at}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(known)}")
         typed = {k: convert(v, type(known[k].default), f"{at}: {k!r}") for k, v in item.items()}
         out.append(_section_endpoint(cls, Endpoint(**{**cls.ENDPOINT_DEFAULTS, **typed}), at))
     _no_twice([e.key for e in out], where, cls.ROLE)
@@ -188,11 +185,11 @@ def _section_endpoint(cls: type, endpoint: Endpoint, where: str) -> Endpoint:
     """`endpoint`, checked, with the section's fixed keys (an explicit other value is an error)."""
     for key, value in cls.FIXED.items():
         if getattr(endpoint, key) != value:
-            raise ConfigError(f"{where}: {key} is always {value!r} in [{cls.SECTION}]; remove it")
+            raise SettingError(f"{where}: {key} is always {value!r} in [{cls.SECTION}]; remove it")
     return check_endpoint(replace(endpoint), where)
 
 
 def _no_twice(keys: list[str], where: str, role: str) -> None:
     twice = next((k for k in keys if keys.count(k) > 1), None)
     if twice is not None:
-        raise ConfigError(f"{where}: two endpoints are both {role} {twice!r}; give each a different name")
+        raise SettingError(f"{where}: two endpoints are both {role} {twice!r}; give each a different name")

@@ -26,7 +26,7 @@ from curation.judge.answer import SCHEMA, parse, transcript
 from curation.judge.config import JudgeSettings, Rubric, load_rubric
 from curation.judge.store import judged_keys, write_judgements
 from curation.messages import last_reply_index
-from curation.store import Store, loads, utcnow
+from curation.store import Store, loads, stored_messages, utcnow
 from curation.store.failure_tables import failure_scores
 from curation.store.judge_tables import ATTRIBUTES
 from curation.store.tables import conversations
@@ -204,8 +204,7 @@ def _candidates(store: Store, ids: Sequence[str] | None, by_failure: bool) -> It
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
             with store.connect() as conn:
-                rows = dict(conn.execute(sa.select(conversations.c.id, conversations.c.messages)
-                                         .where(conversations.c.id.in_(chunk))).all())
+                rows = dict(stored_messages(conn, chunk))
             yield [(cid, rows[cid]) for cid in chunk if cid in rows]
         return
     query = sa.select(conversations.c.id, conversations.c.messages)

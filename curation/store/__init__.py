@@ -372,6 +372,14 @@ def existing_ids(conn: sa.Connection, column: sa.Column, ids: list[str]) -> set[
     return found
 
 
+def stored_messages(conn: sa.Connection, ids: list[str]) -> Iterator[tuple[str, str]]:
+    """(id, stored messages) of the conversations among `ids` that exist, queried 5,000 ids at a time."""
+    conversations = tables.conversations
+    for start in range(0, len(ids), 5_000):
+        yield from conn.execute(sa.select(conversations.c.id, conversations.c.messages)
+                                .where(conversations.c.id.in_(ids[start : start + 5_000])))
+
+
 def among(column: sa.Column, values: list, conn: sa.Connection) -> sa.ColumnElement[bool]:
     """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter instead of one per value (psycopg
     converts each placeholder of a statement in Python: 5,000 of them cost more than the query)."""

@@ -20,17 +20,13 @@ def find_failures(store: Store, *, k: int | str = "auto", algorithm: str = "kmea
     `k` and the failure rule are checked before any work starts. Returns the clustering's summary; on Ray it also
     holds "engine": {"kind", "workers", "assignment_tasks"}.
     """
-    from curation.cluster import ClusterError
     from curation.cluster import cluster as run_cluster
-    from curation.config import parse_k
+    from curation.cluster.run import checked_k
     from curation.engine import assignment_executor
     from curation.signals import score_failures
     from loops.failures.fit import refresh, resolve_rule
 
-    try:
-        k = parse_k(k)
-    except ValueError as exc:
-        raise ClusterError(f"k {exc}") from None
+    k = checked_k(k)
     rule = resolve_rule(store, failure_rule) if refresh_model else None
     scoring = score_failures(store, engine=engine, address=address, progress=progress)
     with assignment_executor(store, engine, address) as executor:

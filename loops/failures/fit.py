@@ -32,10 +32,10 @@ from curation.config import SettingError, resolve_fields
 from curation.errors import ConfigError
 from curation.messages import context_key
 from curation.signals import load_scores
-from curation.store import Store, dumps, loads, utcnow
+from curation.store import Store, dumps, loads, stored_messages, utcnow
 from curation.store.failure_tables import cluster_assignments, failure_scores, rewards
 from curation.store.model_tables import failure_model_scores, failure_models
-from curation.store.tables import conversations, feedback
+from curation.store.tables import feedback
 from loops.failures.judge_features import COLUMNS as JUDGE_COLUMNS
 from loops.failures.judge_features import has_judgements, judge_columns, uses_judge
 from loops.failures.metrics import calibration_bins, lift_at
@@ -210,10 +210,8 @@ def contexts(store: Store, ids: list[str]) -> np.ndarray:
     """Each conversation's context key (the grouping of the cross-validation)."""
     keys = {}
     with store.connect() as conn:
-        for start in range(0, len(ids), 5_000):
-            for cid, messages in conn.execute(sa.select(conversations.c.id, conversations.c.messages)
-                                              .where(conversations.c.id.in_(ids[start : start + 5_000]))):
-                keys[cid] = context_key(loads(messages)) or cid
+        for cid, messages in stored_messages(conn, ids):
+            keys[cid] = context_key(loads(messages)) or cid
     return np.array([keys.get(i, i) for i in ids])
 
 

@@ -12,7 +12,8 @@ import tomllib
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from annotations.generate.config import GenerateSettings
 from annotations.server.settings import DEFAULT_WORKSPACE
@@ -36,19 +37,28 @@ class Sources:
     logged: bool = _f(True, "also take conversations the logging API wrote to the store since the last run")
 
 
+# [embed] and [engine] hold only what the loop file sets (None: not set). The steps pass them to `curate embed`'s
+# settings path (`EmbedSettings`, `EngineSettings`) as arguments, so a key left out comes from the environment, else
+# curate.toml, else the default, exactly as for `curate embed`; `load` lets the environment beat a key that is set.
+UNSET = "unset: $CURATE_{var}, else curate.toml [{section}], else {default}"
+
+
 @dataclass
 class Embed:
-    model: str = _f("", "embedding model name or path; empty = the bundled all-MiniLM-L6-v2")
-    backend: str = _f("auto", "embedding backend", ("auto", "torch", "onnx", "openvino"))
-    view: str = _f("thread", "what text is embedded", ("thread", "last_turn", "request"))
+    model: str | None = _f(None, "embedding model name or path; empty or " + UNSET.format(
+        var="EMBED_MODEL", section="embed", default="the bundled all-MiniLM-L6-v2"))
+    backend: str | None = _f(None, "embedding backend; " + UNSET.format(var="EMBED_BACKEND", section="embed", default="auto"),
+                             ("auto", "torch", "onnx", "openvino"))
+    view: str | None = _f(None, "what text is embedded; " + UNSET.format(var="EMBED_VIEW", section="embed", default="thread"),
+                          ("thread", "last_turn", "request"))
 
 
 @dataclass
 class Engine:
-    kind: str = _f("", "where embed, score and the failure scoring run: local or ray; empty = curate.toml [engine], "
-                       "else local (env CURATE_ENGINE_KIND beats this file)", ("", "local", "ray"))
-    address: str = _f("", "Ray cluster for kind = \"ray\": \"auto\" or \"ray://HOST:10001\"; empty = curate.toml "
-                          "[engine], else $RAY_ADDRESS (env CURATE_ENGINE_ADDRESS beats this file)")
+    kind: str | None = _f(None, "where embed, score and the failure scoring run: local or ray; empty or " + UNSET.format(
+        var="ENGINE_KIND", section="engine", default="local"), ("", "local", "ray"))
+    address: str | None = _f(None, "Ray cluster for kind = \"ray\": \"auto\" or \"ray://HOST:10001\"; empty or " + UNSET.format(
+        var="ENGINE_ADDRESS", section="engine", default="$RAY_ADDRESS"))
 
 
 @dataclass
@@ -224,6 +234,8 @@ RANGES: dict[str, tuple[Any, str]] = {
     "gate.clusters": (lambda v: v >= 0, "≥ 0"),
 }
 def _check(value: Any, hint: Any, f: Any, where: str, name: str) -> Any:
+    if get_origin(hint) in (Union, UnionType):  # `str | None`: a file or variable value is never None
+        hint = next(a for a in get_args(hint) if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if hint is str and isinstance(value, int) and not isinstance(value, bool) and name.endswith(".k"):

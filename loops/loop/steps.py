@@ -76,11 +76,12 @@ def embed(ctx: RunContext) -> dict:
 
     cfg = ctx.config.embed
     return run_embed(ctx.store, model=cfg.model or None, backend=cfg.backend, view=cfg.view, progress=ctx.progress,
-                     **_engine(ctx))
+                     **_engine(ctx))  # None (not set in the loop file or the environment): curate.toml, else the default
 
 
 def _engine(ctx: RunContext) -> dict:
-    """The loop file's [engine] as keyword arguments; empty values leave curate.toml and the environment to decide."""
+    """The loop file's [engine] as keyword arguments; unset or empty values leave the environment and curate.toml to
+    decide."""
     return {"engine": ctx.config.engine.kind or None, "address": ctx.config.engine.address or None}
 
 
