@@ -57,6 +57,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def ray_home(tmp_path_factory) -> Path:
+    """The one HOME of every Ray process the tests start: Ray 2.60 writes HOME/.ray/auth_token at a local
+    `ray.init()` and a driver keeps the token it read, so every Ray test of a session must see the same file (and
+    none may be left in the user's home)."""
+    return tmp_path_factory.mktemp("ray-home")
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "oasst1-en-validation").is_dir():
         pytest.fail(f"the real data is expected at {SHARED_DATA} (../shared/data beside the repo)")

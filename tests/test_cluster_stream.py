@@ -153,25 +153,6 @@ def test_streamed_hdbscan_assigns_every_row(store, algorithm):
     assert nmi(y, labels_of(store, ids)) > 0.8
 
 
-def test_ray_tasks_assign_as_the_thread_pool_does(tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
-    monkeypatch.setenv("HOME", str(tmp_path))  # a local ray.init() writes ~/.ray/auth_token: not in the user's home
-    from curation.cluster.stream import RayExecutor
-
-    rng = np.random.default_rng(2)
-    X = rng.normal(size=(3_000, 16)).astype(np.float32)
-    C = normalise_rows(X[:12])
-    radius = np.full(12, 0.2, dtype=np.float32)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        parts = [r for _, r in assign_chunks(((s, X[s : s + 500]) for s in range(0, 3_000, 500)), C, radius,
-                                             executor=RayExecutor())]
-    finally:
-        ray.shutdown()
-    whole = assign_chunk(C, radius, X)
-    assert_same_assignment(parts, whole)
-
-
 def assert_same_assignment(parts, whole):
     """Chunked results equal the one-shot ones: the same centroid and novelty for every row, exactly; the similarity
     to float32 precision, since BLAS picks its kernel by matrix shape and on some CPUs (AVX2) a 300-row product rounds

@@ -31,15 +31,13 @@ CHUNK = 16
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_home(tmp_path_factory):
-    """HOME for every Ray process these tests start: Ray 2.60 writes ~/.ray/auth_token at a local `ray.init()`,
-    and a test must leave nothing in the user's home."""
-    home = tmp_path_factory.mktemp("ray-home")
+def ray_env(ray_home):
+    """HOME for every Ray process these tests start (conftest's `ray_home`), and no auth setting from outside."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(home))
+        patch.setenv("HOME", str(ray_home))
         patch.delenv("RAY_AUTH_MODE", raising=False)
         patch.delenv("RAY_AUTH_TOKEN", raising=False)
-        yield home
+        yield ray_home
 
 
 @pytest.fixture(scope="session")
@@ -445,3 +443,18 @@ def test_embed_on_ray_gives_each_text_its_local_vector_whatever_the_batch(pair, 
     assert a.keys() == b.keys()
     cosine = [float(np.dot(np.frombuffer(a[k], "<f4"), np.frombuffer(b[k], "<f4"))) for k in a]
     assert min(cosine) >= 0.9999, (backend, min(cosine))
+
+
+def test_ray_tasks_assign_as_the_thread_pool_does(ray_cluster):
+    """The streamed assignment's Ray executor on this module's cluster (one `ray.init` per test process: a local
+    `ray.init()` before it left the cluster's actors unscheduled)."""
+    from curation.cluster.stream import RayExecutor, assign_chunk, assign_chunks
+    from tests.test_cluster_stream import assert_same_assignment, normalise_rows
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(3_000, 16)).astype(np.float32)
+    C = normalise_rows(X[:12])
+    radius = np.full(12, 0.2, dtype=np.float32)
+    parts = [r for _, r in assign_chunks(((s, X[s : s + 500]) for s in range(0, 3_000, 500)), C, radius,
+                                         executor=RayExecutor())]
+    assert_same_assignment(parts, assign_chunk(C, radius, X))

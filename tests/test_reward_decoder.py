@@ -201,7 +201,7 @@ def test_exported_backends_refuse_a_decoder(lora_runs, work):
 
 
 @pytest.fixture
-def ray_on_postgres(tmp_path, monkeypatch):
+def ray_on_postgres(tmp_path, monkeypatch, ray_home):
     """A `cli` whose home is on a fresh schema of the test PostgreSQL, and a Ray cluster of 2 one-CPU nodes (the one
     tests/test_engine_ray.py started when it ran first in this session). Like that file, it does not use the
     `database_url` fixture, so the PostgreSQL pass of `make test` does not run it again."""
@@ -223,6 +223,7 @@ def ray_on_postgres(tmp_path, monkeypatch):
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     monkeypatch.setenv("CURATE_DATABASE_URL", f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}")
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", str(ray_home))  # Ray's auth token: the session's one file, never the user's home
     cluster = None
     if not ray.is_initialized():
         from ray.cluster_utils import Cluster
