@@ -26,7 +26,7 @@ echo
 
 # The tests beside a copy of shared/: conftest.py finds the real data at ../shared/data from the tests' folder
 mkdir "$work/check"
-cp -r tests pyproject.toml "$work/check/"
+cp -r tests benchmarks pyproject.toml "$work/check/"  # tests import the benchmarks' simulated servers
 ln -s "$(realpath "$repo/../shared")" "$work/shared"
 cd "$work/check"
 export HF_HUB_OFFLINE=1 CURATE_HOME="$work/home"
