@@ -4,7 +4,7 @@
                                [--routing-noise 1.2 --routing-seeds 0 1 2 3 4] [--out figures.png|figures.md]
 
 For each set (oasst: ../shared/data/oasst1-en-validation with its review labels; sample: 1,000 conversations of
-curation.sample traffic with its planted failures), ingested, embedded and clustered once
+curation.synthetic traffic with its planted failures), ingested, embedded and clustered once
 (benchmarks/failure_learning.py `prepare`), and for each judge noise σ and seed: the simulated judge
 (benchmarks/simulated_judge.py, the judge's noise drawn with the seed) rates every conversation, its answers are
 stored as `curate judge` stores them, the failure signals are scored again (the prior then holds the judge's

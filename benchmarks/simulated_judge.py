@@ -1,14 +1,14 @@
 """A judge of known quality: an OpenAI-compatible chat-completions server on 127.0.0.1 that answers `curate judge`'s
 requests from the truth plus seeded noise. For benchmarks and tests only.
 
-    judge = SimulatedJudge.for_store(store, noise=1.0, seed=0)    # oasst1 or curation.sample traffic
+    judge = SimulatedJudge.for_store(store, noise=1.0, seed=0)    # oasst1 or curation.synthetic traffic
     with serve(judge) as base_url: ...                             # http://127.0.0.1:PORT/v1
     python benchmarks/simulated_judge.py --home HOME --noise 1.0   # a process of its own; prints its URL
 
 The truth is what people (or the generator) say about the rated reply:
 - oasst1: the review labels of the last reply, mapped to 0–4 as the simulated annotator maps them
   (benchmarks/oasst_ratings.py): helpfulness = round(4·quality), correctness = round(4·(1 − fails_task));
-- curation.sample traffic: the planted failure of the last reply (metadata.demo_truth): helpfulness and correctness
+- curation.synthetic traffic: the planted failure of the last reply (metadata.demo_truth): helpfulness and correctness
   1 for a failure, else 3, as benchmarks/failure_learning.py's simulated annotator rates it.
 Coherence follows helpfulness; complexity and verbosity are 2. An attribute without truth reads 2.
 

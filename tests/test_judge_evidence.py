@@ -15,7 +15,7 @@ from benchmarks.simulated_judge import SimulatedJudge, helpfulness_kappa, serve,
 from curation.errors import ConfigError
 from curation.ingest import ingest
 from curation.report.html import judge_section
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.signals import ConversationView, load_scores, score_failures
 from curation.signals.judge import JudgeVerdict, judge_verdicts
 from curation.store import utcnow

@@ -5,7 +5,7 @@ import secrets
 
 from annotations.push import push as manual_push
 from curation.ingest import ingest
-from curation.sample import write_jsonl
+from curation.synthetic import write_jsonl
 from curation.store import utcnow
 from loops.loop import steps
 from loops.loop.config import LoopConfig
