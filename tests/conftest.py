@@ -72,6 +72,29 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def instrumented(monkeypatch):
+    """OpenTelemetry's OpenAI instrumentation, recording message content on the spans; yields (provider, the
+    in-memory exporter). Shared by the otel ingest and collect tests."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only")
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield provider, exporter
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+@pytest.fixture
 def oasst_file(shared_data: Path) -> Path:
     return shared_data / "oasst1-en-validation" / "oasst1-en-validation.jsonl"
 

@@ -94,28 +94,6 @@ def stored(home: Path, url: str | None = None) -> dict[str, dict]:
     return rows
 
 
-@pytest.fixture
-def instrumented(monkeypatch):
-    """OpenTelemetry's OpenAI instrumentation, writing messages on the spans; yields (provider, add_exporter)."""
-    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only")
-    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    provider = TracerProvider()
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        yield provider, memory
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
-
-
 def test_the_sdk_exporters_store_what_ingest_otel_stores(instrumented, home, tmp_path):
     proto_http = pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                                      reason="needs opentelemetry-exporter-otlp-proto-http (the dev extra)")

@@ -12,7 +12,6 @@ import gzip
 
 import openai
 import orjson
-import pytest
 import sqlalchemy as sa
 
 from curation.store import loads
@@ -56,27 +55,6 @@ def export(*spans: dict, service: str = "shop-bot") -> bytes:
 
 def parts(role: str, text: str, **extra) -> dict:
     return {"role": role, "parts": [{"type": "text", "content": text}], **extra}
-
-
-@pytest.fixture
-def instrumented(monkeypatch):
-    """OpenTelemetry's OpenAI instrumentation, recording message content on the spans, into an in-memory exporter."""
-    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_only")
-    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
-        yield provider, exporter
-    finally:
-        instrumentor.uninstrument()
 
 
 def collector_json(spans) -> bytes:
