@@ -4,8 +4,6 @@ Combination (documented in docs/concepts-failures.md): failure evidence combines
 `1 − Π(1 − wᵢ·vᵢ)` over signals with positive weight, and success evidence (negative weight, e.g. a thumbs up)
 then scales it by `Π(1 − |wⱼ|·vⱼ)`. The score stays in 0..1, one strong signal is enough to make it high, and
 several weak ones add up. A conversation counts as a failure when its score is at least `threshold` (0.5).
-Once the store holds judgements, a second pass replaces that fixed-weight score by the posterior of the judge,
-feedback and the reply checks weighed by their reliability, estimated from how they agree (curation.signals.sources).
 """
 from __future__ import annotations
 
@@ -24,7 +22,6 @@ from curation.signals.base import ConversationView, Detector, Signal
 from curation.signals.feedback import feedback_detectors
 from curation.signals.judge import JudgeVerdict, judge_verdicts
 from curation.signals.response import response_detectors
-from curation.signals.sources import SourceModel, cell_of, fit_sources
 from curation.store import Store, dumps, loads, utcnow
 from curation.store.failure_tables import failure_scores, rewards
 from curation.store.tables import conversations, feedback
@@ -96,12 +93,9 @@ def score_failures(store: Store, detectors: list[Detector] | None = None, weight
                     add_counts(counts, job(store, ids))
                     bar.update(len(ids))
         scored, failures = counts.get("scored", 0), counts.get("failures", 0)
-        sources = weigh_sources(store, threshold, progress) if counts.get("signals", {}).get("judge") else None
-        if sources is not None:
-            failures = sources.pop("failures")
         summary = {"scored": scored, "failures": int(failures), "failure_rate": failures / scored if scored else 0.0,
                    "threshold": threshold, "signals": dict(sorted(counts.get("signals", {}).items())),
-                   "reward_model": job.version, "run_id": run.id, **({"sources": sources} if sources else {})}
+                   "reward_model": job.version, "run_id": run.id}
         if chosen.kind == "ray":
             summary.update(engine="ray", workers=counts["workers"])
         run.finish(summary)
@@ -137,44 +131,6 @@ class _FailureJob:
                 conn.execute(failure_scores.delete().where(failure_scores.c.conversation_id.in_(done)))
                 conn.execute(failure_scores.insert(), rows)
         return {"scored": len(rows), "failures": int(failures), "signals": counts}
-
-
-def _cells(store: Store, ids: list[str], feedback_names: frozenset[str]) -> list[tuple[str, str, float]]:
-    """(conversation_id, its sources' cell, its fixed-weight score) of the scored ones among `ids`: the score comes
-    from the stored signals, so it is the noisy-OR's even where the stored failure_score is already a posterior."""
-    scores = load_scores(store, ids)
-    verdicts = judge_verdicts(store, ids)
-    return [(c, cell_of(sig, verdicts.get(c), feedback_names),
-             combine([Signal(r["name"], r["value"], "") for r in sig], {r["name"]: r["weight"] for r in sig}))
-            for c, (_, sig) in sorted(scores.items())]
-
-
-def weigh_sources(store: Store, threshold: float = DEFAULT_THRESHOLD, progress: bool | None = None) -> dict | None:
-    """Replace the fixed-weight scores by the reliability-weighted posterior (curation.signals.sources): one pass
-    counts the sources' cells, EM fits their reliabilities on the counts, a second pass rewrites each score. Reads
-    and writes `BATCH` conversations at a time. Returns the fitted reliabilities and the new failure count, or None
-    (scores unchanged) when too few conversations were judged."""
-    feedback_names = frozenset(d.name for d in feedback_detectors())
-    cells: dict[str, list] = {}
-    for ids in id_pages(store, None, BATCH):
-        for _, cell, fixed in _cells(store, ids, feedback_names):
-            entry = cells.setdefault(cell, [0, 0.0])
-            entry[0] += 1
-            entry[1] += fixed
-    model: SourceModel | None = fit_sources({k: (n, s) for k, (n, s) in cells.items()})
-    if model is None:
-        return None
-    failures = 0
-    with tqdm(desc="weighing sources", unit="conv", disable=None if progress is None else not progress) as bar:
-        for ids in id_pages(store, None, BATCH):
-            rows = [{"cid": c, "score": model.score(cell, fixed)} for c, cell, fixed in _cells(store, ids, feedback_names)]
-            failures += sum(r["score"] >= threshold for r in rows)
-            if rows:
-                with store.begin() as conn:
-                    conn.execute(failure_scores.update().where(failure_scores.c.conversation_id == sa.bindparam("cid"))
-                                 .values(failure_score=sa.bindparam("score")), rows)
-            bar.update(len(ids))
-    return {**model.summary(), "failures": int(failures)}
 
 
 def _reward_version(store: Store, version: str | None) -> str | None:
