@@ -32,13 +32,11 @@ KS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
 def noisy_or(signals: list[dict]) -> float:
-    fail, keep = 1.0, 1.0
-    for s in signals:
-        if s["weight"] >= 0:
-            fail *= 1 - min(1.0, s["weight"] * s["value"])
-        else:
-            keep *= 1 - min(1.0, -s["weight"] * s["value"])
-    return (1 - fail) * keep
+    """The prior's combination (curation.signals.score.combine) of stored signal rows."""
+    from curation.signals.base import Signal
+    from curation.signals.score import combine
+
+    return combine([Signal(s["name"], s["value"], "") for s in signals], {s["name"]: s["weight"] for s in signals})
 
 
 def measure(home: str, judged: dict[str, float], low: dict[str, bool]) -> dict:
