@@ -62,7 +62,7 @@ class Emphasis(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         X = np.array(X, dtype=np.float64)
-        X[:, list(self.columns)] *= self.factor
+        X[:, list(getattr(self, "columns", (0,)))] *= self.factor  # a fit stored before `columns` existed: the prior's
         return X
 
 
