@@ -203,3 +203,16 @@ def test_fresh_home_import_a_third_then_cluster_refits(cli, oasst_file, tmp_path
     page = report.read_text()
     assert "Learning curve of the failure model" in page and "Which scorer ranked" in page
     assert f"<tr><td>v1</td><td>{n}</td>" in page  # the curve's row of this fit, with the ratings it saw
+
+
+def test_a_fit_stored_before_emphasis_columns_existed_still_scores():
+    """Fits are pickled in the store; an Emphasis unpickled from before `columns` scales the prior's column alone."""
+    import pickle
+
+    from loops.failures.model import Emphasis
+
+    old = Emphasis(10.0)
+    del old.columns
+    X = np.ones((2, 3))
+    assert pickle.loads(pickle.dumps(old)).transform(X).tolist() == [[10.0, 1.0, 1.0]] * 2
+    assert Emphasis(10.0, (0, 2)).transform(X).tolist() == [[10.0, 1.0, 10.0]] * 2

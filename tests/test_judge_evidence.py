@@ -157,3 +157,37 @@ def test_candidates_carry_disagreement_once_a_fit_and_judgements_exist(sample_st
     assert found.disagreement is not None and 0 <= found.disagreement.min() and found.disagreement.max() <= 1
     with sample_store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(ratings)).scalar() == 200
+
+
+
+def test_the_ratings_can_trust_a_sharp_judge_almost_fully(store, oasst_file):
+    """oasst1 with a sharp judge (κ ≈ 0.9), people rate half: the learned model ranks the other half about as well
+    as the judge alone. Its verdict's column gets the prior's weak penalty (loops.failures.fit.emphasised); under
+    the full penalty, like the other features, the same ratings leave the model well below the judge."""
+    from sklearn.metrics import average_precision_score
+
+    from loops.failures.fit import emphasised
+    from loops.failures.model import FailureModel
+
+    ingest(store, [oasst_file], progress=False)
+    judge = SimulatedJudge.for_store(store, 0.45, seed=0)
+    write_judgements(store, judge)
+    score_failures(store, progress=False)
+    ids = sorted(judge.truth)
+    rated, unrated = ids[::2], ids[1::2]
+    rate_from_truth(store, judge, rated)
+    names = build_features(store, rated).names
+    assert emphasised(names) == (0, names.index("judge"))
+    y = np.array([any(v is not None and v <= 1 for v in judge.truth[c].values()) for c in unrated])
+    alone = average_precision_score(y, [8 - judge.rate(c)["helpfulness"] - judge.rate(c)["correctness"] for c in unrated])
+
+    def learned(model=None) -> float:
+        fit_failure_model(store, model=model)
+        with store.connect() as conn:
+            p = dict(conn.execute(sa.text("SELECT conversation_id, probability FROM failure_model_scores")).all())
+        return average_precision_score(y, [p[c] for c in unrated])
+
+    trusting = learned()
+    penalised = learned(FailureModel(n_tabular=len(names), emphasised=(0,)))
+    assert trusting >= 0.97 * alone
+    assert trusting > penalised + 0.02

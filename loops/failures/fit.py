@@ -141,6 +141,14 @@ def build_features(store: Store, ids: list[str] | None = None, signal_names: lis
     return Features(ids, X, names, tab[:, 0].astype(float))
 
 
+def emphasised(names: list[str]) -> tuple[int, ...]:
+    """The columns the fit penalises least: the prior's, and the judge's verdict (its signal's column) where the
+    store holds judgements. Each is a whole source whose weight the ratings should be free to set, from "ignore it"
+    to "trust it almost fully"; the judge's five attributes and every other feature stay under the full penalty
+    and only correct them."""
+    return (0, names.index("judge")) if "judge" in signals_of(names) else (0,)
+
+
 def signals_of(names: list[str]) -> list[str]:
     """A fit's signal columns: those between the prior and the first feedback count."""
     return names[1 : names.index(f"{FEEDBACK[0]} count")]
@@ -261,7 +269,8 @@ def _fit(store: Store, rule: str, model: FailureModel | None, random_state: int,
     # one BLAS thread: the matrices are small (ratings × a few dozen), and several threads only spin and, on a
     # loaded machine, oversubscribe it (a 2,000-rating fit took 15 s with the default threads, 5 s with one)
     with threadpool_limits(limits=1):
-        model = model if model is not None else FailureModel(n_tabular=len(feats.names), random_state=random_state)
+        model = model if model is not None else FailureModel(n_tabular=len(feats.names), random_state=random_state,
+                                                             emphasised=emphasised(feats.names))
         groups = contexts(store, feats.ids)
         cv = cross_validate(model, feats.X, y, groups, feats.prior)
         fitted = clone(model).fit(feats.X, y, groups=groups)

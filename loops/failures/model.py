@@ -48,11 +48,13 @@ def smoothed_rates(cluster_train: np.ndarray, y_train: np.ndarray, strength: flo
 
 
 class Emphasis(TransformerMixin, BaseEstimator):
-    """Multiply the first column (the standardised prior) by `factor`: its L2 penalty becomes factor² weaker, so the
-    fit starts from the prior's ranking and the other features only correct it as far as the ratings support."""
+    """Multiply the `columns` (default the first, the standardised prior) by `factor`: their L2 penalty becomes
+    factor² weaker, so the fit starts from them and the other features only correct them as far as the ratings
+    support."""
 
-    def __init__(self, factor: float = 1.0):
+    def __init__(self, factor: float = 1.0, columns: tuple[int, ...] = (0,)):
         self.factor = factor
+        self.columns = columns
 
     def fit(self, X, y=None):
         self.n_features_in_ = np.shape(X)[1]
@@ -60,7 +62,7 @@ class Emphasis(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         X = np.array(X, dtype=np.float64)
-        X[:, 0] *= self.factor
+        X[:, list(getattr(self, "columns", (0,)))] *= self.factor  # a fit stored before `columns` existed: the prior's
         return X
 
 
@@ -73,12 +75,17 @@ class FailureModel(ClassifierMixin, BaseEstimator):
     rate_strength: pseudo-count pulling a cluster's observed failure rate towards the overall rate.
     n_splits: grouped folds for the out-of-fold cluster rate and for calibration.
     prior_emphasis: scale of the prior failure score's (first) column after standardising; > 1 weakens its penalty.
+    emphasised: the tabular columns that get `prior_emphasis` (default the prior's alone; the fit adds the judge's
+        verdict, a second whole source whose weight the ratings should be free to set, from "ignore it" to "trust
+        it almost fully").
     random_state: kept for scikit-learn's conventions (every step here is deterministic).
     """
 
     def __init__(self, n_tabular: int = 1, n_components: int = 8, C: float = 0.05, rate_strength: float = 5.0,
-                 n_splits: int = 3, prior_emphasis: float = 10.0, random_state: int = 0):
+                 n_splits: int = 3, prior_emphasis: float = 10.0, emphasised: tuple[int, ...] = (0,),
+                 random_state: int = 0):
         self.prior_emphasis = prior_emphasis
+        self.emphasised = emphasised
         self.n_tabular = n_tabular
         self.n_components = n_components
         self.C = C
@@ -105,7 +112,7 @@ class FailureModel(ClassifierMixin, BaseEstimator):
         k = min(self.n_components, emb.shape[1], max(len(y) - 1, 0) // 2)
         self.pca_ = PCA(n_components=k, svd_solver="covariance_eigh").fit(emb) if k > 0 else None
         Z = self._design(X, rate)
-        base = Pipeline([("scale", StandardScaler()), ("prior", Emphasis(self.prior_emphasis)), ("classifier", LogisticRegression(C=self.C, max_iter=1000))])
+        base = Pipeline([("scale", StandardScaler()), ("prior", Emphasis(self.prior_emphasis, tuple(self.emphasised))), ("classifier", LogisticRegression(C=self.C, max_iter=1000))])
         calibration = [(tr, te) for tr, te in folds if len(np.unique(y[te])) == 2]
         if len(calibration) >= 2:
             self.estimator_ = CalibratedClassifierCV(base, method="sigmoid", cv=calibration).fit(Z, y)
