@@ -146,15 +146,12 @@ class App:
             return spool, spans, found, rejected, read, reader.skipped_spans
 
         spool, spans, found, rejected, read, skipped = await self._parse(body, parse)
-        count = self.collector.count
-        count("spans", spans)
-        count("genai_spans", read)
-        count("skipped_spans", skipped)
-        count("rejected_spans", len(rejected))
+        counts = {"spans": spans, "genai_spans": read, "skipped_spans": skipped, "rejected_spans": len(rejected)}
         if found or rejected:
             await self._store(Unit(otel=True, apply=lambda job: job.take_found(found, rejected, read), spool=spool,
                                    size=len(body)))
-            count("conversations", len(found))
+            counts["conversations"] = len(found)
+        self.collector.add(counts)
         message = "; ".join(reason for _, reason in rejected[:5])[:1000]
         content = b"application/x-protobuf" if protobuf else b"application/json"
         return 200, otlp.response(protobuf, len(rejected), message), content
