@@ -259,7 +259,7 @@ def memory(args, home: Path) -> dict:
 def outages(args, home: Path) -> dict:
     texts = prompts()
     per = args.batch
-    n_bodies = args.spans // per
+    n_bodies = -(-args.spans // per)  # the last request holds the rest: exactly --spans spans in all
     server = Server(home, None, "--store-timeout", "0.5")
     gap = args.gap
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(home / "curate.db"), str(args.outages),
@@ -267,7 +267,7 @@ def outages(args, home: Path) -> dict:
 
     def bodies():
         for i in range(n_bodies):
-            yield (0.0, body(i * per, per, texts))
+            yield (0.0, body(i * per, min(per, args.spans - i * per), texts))
 
     start = time.perf_counter()
     done = []
@@ -280,8 +280,8 @@ def outages(args, home: Path) -> dict:
     again = Server(home, None)  # a new process drains whatever the first left in the spool
     again.stop()
     total, distinct = count_conversations(home, None)
-    return {"spans": n_bodies * per, "outages": locks, "seconds": round(time.perf_counter() - start, 1),
-            "conversations": total, "distinct": distinct, "exact": total == distinct == n_bodies * per,
+    return {"spans": args.spans, "outages": locks, "seconds": round(time.perf_counter() - start, 1),
+            "conversations": total, "distinct": distinct, "exact": total == distinct == args.spans,
             "acknowledged": sum(code == 200 for _, _, code in done), "requests": len(done),
             "spooled_requests": summary.get("spooled_requests", 0), "store_outages": summary.get("store_outages", 0),
             "left_in_spool": sorted(p.name for p in (home / "spool").glob("collect-*"))}

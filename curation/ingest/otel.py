@@ -20,7 +20,8 @@ Not read: GenAI events exported as log records (resourceLogs), which instrumenta
 
 One export request at a time (an OTLP receiver): `Reader(limits).read_export(request, source)` gives the
 conversations and the rejected spans with their reasons (what OTLP's `partial_success.rejected_spans` counts);
-`Reader.finish()` then gives the conversations whose spans share a `gen_ai.conversation.id`.
+`Reader.finish()` then gives the conversations whose spans share a `gen_ai.conversation.id`. The rules read a span's
+`Fields`; `json_fields` decodes them from OTLP/JSON, `curation.collect.otlp` from protobuf (then `Reader.chat_span`).
 """
 from __future__ import annotations
 
@@ -259,14 +260,11 @@ def _mentions_genai(span: Any) -> bool:
     """Whether a span that cannot be read may be a GenAI span (then it is quarantined, not skipped)."""
     if not isinstance(span, dict):
         return False
-    names = [(a.get("key") if isinstance(a, dict) else None) for a in _list(span.get("attributes"))]
-    names += [(e.get("name") if isinstance(e, dict) else None) for e in _list(span.get("events"))]
-    return any(isinstance(k, str) and k.startswith("gen_ai.") for k in names) or not all(
-        isinstance(span.get(name), (list, type(None))) for name in ("attributes", "events"))
-
-
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []
+    if not all(isinstance(span.get(name), (list, type(None))) for name in ("attributes", "events")):
+        return True
+    names = [a.get("key") for a in span.get("attributes") or () if isinstance(a, dict)]
+    names += [e.get("name") for e in span.get("events") or () if isinstance(e, dict)]
+    return any(isinstance(k, str) and k.startswith("gen_ai.") for k in names)
 
 
 def _read_span(fields: Fields, parsed: Span) -> Span:
