@@ -169,3 +169,29 @@ def test_ingest_otel_and_collect_protobuf_and_json_give_the_same_conversations(t
     assert len(reasons["file"]) == 8 and reasons["pb"] == reasons["file"] and reasons["json"] == reasons["file"]
     text = " | ".join(reasons["file"])
     assert "nested deeper than 32 levels" in text and "its resource cannot be read" in text and "rate limited" in text
+
+
+def test_protobuf_spooled_while_the_store_is_locked_is_drained_into_the_same_conversations(tmp_path, monkeypatch):
+    """The spool keeps a protobuf request in its OTLP/JSON shape (built only then), which `ingest --format otel`
+    reads back when the store returns."""
+    from tests.test_collect_faults import locked, wait_for
+
+    monkeypatch.delenv("CURATE_DATABASE_URL", raising=False)
+    sent = requests()
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in sent))
+    file_home, url = tmp_path / "file", f"sqlite:///{tmp_path / 'file' / 'curate.db'}"
+    ingest(Store.open(file_home, url), [path], fmt="otel", progress=False)
+    home = tmp_path / "home"
+    with collecting(home, "--store-timeout", "0.2") as (proc, base):
+        assert post(f"{base}/v1/traces", protobuf(sent[0]), "application/x-protobuf")[0] == 200
+        with locked(home):
+            for request in sent[1:]:
+                assert post(f"{base}/v1/traces", protobuf(request), "application/x-protobuf")[0] == 200
+            spooled = [p for p in (home / "spool").glob("collect-*-otel*.jsonl") if p.stat().st_size]
+            assert spooled, "the requests should be in the spool while the store is locked"
+        wait_for(lambda: not list((home / "spool").glob("collect-*-otel*.jsonl")))
+    conversations = {name: {k: [v[c] for c in KEEP] for k, v in stored(h, u).items()}
+                     for name, h, u in (("file", file_home, url), ("pb", home, f"sqlite:///{home / 'curate.db'}"))}
+    assert len(conversations["file"]) == 4 and conversations["pb"] == conversations["file"]
+    assert sorted(quarantined(home, f"sqlite:///{home / 'curate.db'}")) == quarantined(file_home, url)

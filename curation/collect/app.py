@@ -148,8 +148,8 @@ class App:
         spool, spans, found, rejected, read, skipped = await self._parse(body, parse)
         counts = {"spans": spans, "genai_spans": read, "skipped_spans": skipped, "rejected_spans": len(rejected)}
         if found or rejected:
-            await self._store(Unit(otel=True, apply=lambda job: job.take_found(found, rejected, read), spool=spool,
-                                   size=len(body)))
+            await self._store(Unit(otel=True, apply=lambda job: job.take_found(found, [], read), spool=spool,
+                                   size=len(body), rejected=rejected))
             counts["conversations"] = len(found)
         self.collector.add(counts)
         message = "; ".join(reason for _, reason in rejected[:5])[:1000]

@@ -45,13 +45,15 @@ class Busy(Exception):
 class Unit:
     """One request's accepted data. `apply(job)` hands it to the ingest job; `spool()` gives what the spool keeps if
     the store cannot take it (the OTLP/JSON export request for traces, ingest records for the JSON API): built only
-    then."""
+    then. `rejected` (item, reason) go to the quarantine once the rest is in the store: a spooled request is
+    quarantined by the ingest that drains it, so it must not be quarantined now too."""
 
     otel: bool
     apply: Callable[[IngestJob], None]
     spool: Callable[[], list[dict]]
     size: int
     done: Callable[[str], None] = field(default=lambda outcome: None)
+    rejected: list = field(default_factory=list)
 
 
 class Collector:
@@ -187,11 +189,22 @@ class Collector:
             outcome = "spool"
         if outcome == "spool":
             outcome = self._spool(units)
-        elif self.spool_bytes:
-            self._drain()
+        else:
+            self._quarantine(units)
+            if self.spool_bytes:
+                self._drain()
         self.count(f"acknowledged_{outcome}" if outcome in ("store", "spool") else f"refused_{outcome}", len(units))
         for unit in units:
             unit.done(outcome)
+
+    def _quarantine(self, units: list[Unit]) -> None:
+        """The rejected spans of units now in the store (a spooled unit's are quarantined when it is drained)."""
+        try:
+            for unit in units:
+                for item, reason in unit.rejected:
+                    self._job.reject(item, reason)
+        except OSError as exc:
+            log.error("curate collect: cannot write the quarantine: %s", exc)
 
     def _idle(self) -> None:
         now = time.monotonic()
