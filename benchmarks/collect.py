@@ -124,6 +124,13 @@ class Server:
 
         return psutil.Process(self.proc.pid).memory_info().rss
 
+    def cpu(self) -> float:
+        """CPU seconds the server has used (user + system), all its threads."""
+        import psutil
+
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
+
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=600)
@@ -188,13 +195,14 @@ def throughput(args, home: Path) -> dict:
     server = Server(home, args.database_url)
     warm = body(10**12, args.batch, texts)
     run_clients(server, [(0.0, warm)], 1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), server.cpu()
     done = run_clients(server, bodies, args.threads)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, server.cpu() - cpu
     summary = server.stop()
     spans = args.batches * args.batch
     assert all(code == 200 for _, _, code in done), {code for _, _, code in done}
     return {"spans": spans, "seconds": round(seconds, 2), "spans_per_s": round(spans / seconds),
+            "server_cpu_us_per_span": round(cpu / spans * 1e6, 1),
             "stored": count_conversations(home, args.database_url)[0] - args.batch, "server": summary}
 
 
@@ -204,10 +212,13 @@ def latency(args, home: Path) -> dict:
     bodies = [(i / args.rate, body(i * args.spans, args.spans, texts)) for i in range(n)]
     server = Server(home, args.database_url)
     run_clients(server, [(0.0, body(10**12, args.spans, texts))], 1)
+    cpu = server.cpu()
     done = run_clients(server, bodies, args.threads)
+    cpu = server.cpu() - cpu
     server.stop()
     waits = np.array([(ack - due) * 1000 for due, ack, _ in done])
     return {"requests": n, "rate": args.rate, "spans_per_request": args.spans,
+            "server_cpu_ms_per_request": round(cpu / n * 1e3, 3),
             "p50_ms": round(float(np.percentile(waits, 50)), 2), "p99_ms": round(float(np.percentile(waits, 99)), 2),
             "max_ms": round(float(waits.max()), 2), "errors": sum(code != 200 for _, _, code in done)}
 
@@ -248,7 +259,7 @@ def memory(args, home: Path) -> dict:
 def outages(args, home: Path) -> dict:
     texts = prompts()
     per = args.batch
-    n_bodies = args.spans // per
+    n_bodies = -(-args.spans // per)  # the last request holds the rest: exactly --spans spans in all
     server = Server(home, None, "--store-timeout", "0.5")
     gap = args.gap
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(home / "curate.db"), str(args.outages),
@@ -256,7 +267,7 @@ def outages(args, home: Path) -> dict:
 
     def bodies():
         for i in range(n_bodies):
-            yield (0.0, body(i * per, per, texts))
+            yield (0.0, body(i * per, min(per, args.spans - i * per), texts))
 
     start = time.perf_counter()
     done = []
@@ -269,8 +280,8 @@ def outages(args, home: Path) -> dict:
     again = Server(home, None)  # a new process drains whatever the first left in the spool
     again.stop()
     total, distinct = count_conversations(home, None)
-    return {"spans": n_bodies * per, "outages": locks, "seconds": round(time.perf_counter() - start, 1),
-            "conversations": total, "distinct": distinct, "exact": total == distinct == n_bodies * per,
+    return {"spans": args.spans, "outages": locks, "seconds": round(time.perf_counter() - start, 1),
+            "conversations": total, "distinct": distinct, "exact": total == distinct == args.spans,
             "acknowledged": sum(code == 200 for _, _, code in done), "requests": len(done),
             "spooled_requests": summary.get("spooled_requests", 0), "store_outages": summary.get("store_outages", 0),
             "left_in_spool": sorted(p.name for p in (home / "spool").glob("collect-*"))}

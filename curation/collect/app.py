@@ -126,28 +126,32 @@ class App:
         number = next(self._numbers)
 
         def parse() -> tuple:
-            request = otlp.parse_protobuf(body) if protobuf else otlp.parse_json(body)
-            if not isinstance(request, dict) or not isinstance(request.get("resourceSpans"), list):
-                raise BadRequest(400, "not an OTLP trace export: expected an object with 'resourceSpans'", "not_otlp")
             reader = otel.Reader(self.limits)
             try:
-                found, rejected, read = reader.read_export(request, "collect", number)
+                if protobuf:
+                    request = otlp.parse_protobuf(body)
+                    found, rejected, read = otlp.read_protobuf(reader, request, "collect", number)
+                    spans, spool = otlp.span_count(request), lambda: [otlp.to_json(request)]
+                else:
+                    request = otlp.parse_json(body)
+                    if not isinstance(request, dict) or not isinstance(request.get("resourceSpans"), list):
+                        raise BadRequest(400, "not an OTLP trace export: expected an object with 'resourceSpans'",
+                                         "not_otlp")
+                    found, rejected, read = reader.read_export(request, "collect", number)
+                    spans, spool = otlp.json_span_count(request), lambda: [request]
                 for more, bad, _ in reader.finish():
                     found, rejected = found + more, rejected + bad
             except RecursionError:
                 raise BadRequest(400, "OTLP attribute values nested too deep", "too_deep") from None
-            return request, found, rejected, read, reader.skipped_spans
+            return spool, spans, found, rejected, read, reader.skipped_spans
 
-        request, found, rejected, read, skipped = await self._parse(body, parse)
-        count = self.collector.count
-        count("spans", otlp.span_count(request))
-        count("genai_spans", read)
-        count("skipped_spans", skipped)
-        count("rejected_spans", len(rejected))
+        spool, spans, found, rejected, read, skipped = await self._parse(body, parse)
+        counts = {"spans": spans, "genai_spans": read, "skipped_spans": skipped, "rejected_spans": len(rejected)}
         if found or rejected:
-            await self._store(Unit(otel=True, apply=lambda job: job.take_found(found, rejected, read),
-                                   spool_records=[request], size=len(body)))
-            count("conversations", len(found))
+            await self._store(Unit(otel=True, apply=lambda job: job.take_found(found, [], read), spool=spool,
+                                   size=len(body), rejected=rejected))
+            counts["conversations"] = len(found)
+        self.collector.add(counts)
         message = "; ".join(reason for _, reason in rejected[:5])[:1000]
         content = b"application/x-protobuf" if protobuf else b"application/json"
         return 200, otlp.response(protobuf, len(rejected), message), content
@@ -188,8 +192,8 @@ class App:
             for raw, outcome, payload in good:
                 job.take("collect", number, raw, outcome, payload)
 
-        records = [orjson.loads(raw) for raw, _, _ in good]
-        durable = await self._store(Unit(otel=False, apply=apply, spool_records=records, size=len(body)))
+        durable = await self._store(Unit(otel=False, apply=apply, spool=lambda: [orjson.loads(raw) for raw, _, _ in good],
+                                         size=len(body)))
         self.collector.count(counter, len(good))
         return 200, orjson.dumps({"accepted": len(good), "rejected": bad, "durable": durable}), b"application/json"
 

@@ -1,16 +1,20 @@
-"""OTLP/HTTP trace requests as exporters send them: protobuf or JSON, gzip/deflate or not → the OTLP/JSON shape that
-`curation.ingest.otel` reads, and the answers OTLP expects (an ExportTraceServiceResponse, a google.rpc.Status).
+"""OTLP/HTTP trace requests as exporters send them: protobuf or JSON, gzip/deflate or not, read by the GenAI rules of
+`curation.ingest.otel`; and the answers OTLP expects (an ExportTraceServiceResponse, a google.rpc.Status).
 
-The protobuf request is turned into the JSON mapping field by field rather than with `json_format.MessageToDict`,
-which walks descriptors in Python and took most of the time per span.
+A protobuf request is read from its message objects (`read_protobuf`): each span's attributes go straight to the
+`otel.Fields` the rules read, as `otel.json_fields` gives them for the same span in OTLP/JSON. The OTLP/JSON shape of
+a request (`to_json`) is built only when it must be written down: to the spool, or for a span's quarantine entry.
 """
 from __future__ import annotations
 
 import base64
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 import orjson
+
+from curation.ingest import otel
+from curation.ingest.records import Reject
 
 _SCALARS = {"string_value": "stringValue", "bool_value": "boolValue", "int_value": "intValue",
             "double_value": "doubleValue"}
@@ -55,8 +59,8 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(400, f"malformed JSON: {reason}", "bad_json") from None
 
 
-def parse_protobuf(body: bytes) -> dict:
-    """An ExportTraceServiceRequest in protobuf → its OTLP/JSON form (hex ids, integer enums)."""
+def parse_protobuf(body: bytes):
+    """An ExportTraceServiceRequest from its protobuf encoding."""
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -65,6 +69,89 @@ def parse_protobuf(body: bytes) -> dict:
         request.ParseFromString(body)
     except (DecodeError, RecursionError) as exc:
         raise BadRequest(400, f"broken protobuf: not an ExportTraceServiceRequest ({exc})", "bad_protobuf") from None
+    return request
+
+
+def read_protobuf(reader: otel.Reader, request, source: str, number: int) -> otel.Found:
+    """`reader.read_export` for a protobuf ExportTraceServiceRequest: the same conversations and rejections."""
+    found: list = []
+    rejected: list = []
+    read = 0
+    for rs in request.resource_spans:
+        try:
+            service, trouble = _attrs(rs.resource.attributes, 0).get("service.name"), None
+        except Reject as exc:
+            service, trouble = None, f"its resource cannot be read: {exc}"
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                try:
+                    fields = _fields(span)
+                    chat, why = fields is not None, trouble
+                except Reject as exc:
+                    fields, why = None, trouble or str(exc)
+                    chat = any(kv.key.startswith("gen_ai.") for kv in span.attributes) or any(
+                        e.name.startswith("gen_ai.") for e in span.events)
+                if not chat:
+                    reader.skipped_spans += 1
+                    continue
+                convs, bad, n = reader.chat_span(fields, why, source, number, _raw(span), service, span.span_id.hex())
+                found += convs
+                rejected += bad
+                read += n
+    return found, rejected, read
+
+
+def _raw(span) -> Callable[[], bytes]:
+    return lambda: orjson.dumps(_span(span))
+
+
+def _fields(span) -> otel.Fields | None:
+    """A protobuf span's `otel.Fields` when it is a GenAI chat span (None otherwise), as `otel.json_fields`."""
+    attrs = _attrs(span.attributes, 0)
+    if not otel.is_chat(attrs, [e.name for e in span.events]):
+        return None
+    return otel.Fields(attrs, span.trace_id.hex(), span.span_id.hex(), span.start_time_unix_nano,
+                       span.end_time_unix_nano, [(e.name, _attrs(e.attributes, 0)) for e in span.events],
+                       span.status.code, span.status.message)
+
+
+def _attrs(items, depth: int) -> dict:
+    """KeyValue list → {key: python value}, as `otel.attributes` reads the same list in OTLP/JSON."""
+    out = {}
+    for kv in items:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value" and depth <= otel.MAX_DEPTH:  # most values: no call
+            out[kv.key] = value.string_value
+        else:
+            try:
+                out[kv.key] = _python(value, kind, depth)
+            except Reject as exc:
+                raise Reject(f"attribute {kv.key[:100]!r}: {exc}") from None
+    return out
+
+
+def _python(value, kind: str | None, depth: int) -> Any:
+    if kind is None:
+        return None
+    if depth > otel.MAX_DEPTH:
+        raise Reject(f"values nested deeper than {otel.MAX_DEPTH} levels")
+    if kind == "array_value":
+        return [_python(v, v.WhichOneof("value"), depth + 1) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return _attrs(value.kvlist_value.values, depth + 1)
+    if kind == "bytes_value":  # OTLP/JSON writes bytes as base64, and otel keeps that text
+        return base64.b64encode(value.bytes_value).decode()
+    return getattr(value, kind)
+
+
+def span_count(request) -> int:
+    """How many spans a protobuf request holds (what `partial_success.rejected_spans` counts against)."""
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def to_json(request) -> dict:
+    """A protobuf ExportTraceServiceRequest in its OTLP/JSON form (hex ids, integer enums), for the spool."""
     return {"resourceSpans": [{
         "resource": {"attributes": _attributes(rs.resource.attributes)},
         "scopeSpans": [{"scope": {"name": ss.scope.name, "version": ss.scope.version},
@@ -107,7 +194,7 @@ def _value(value) -> dict:
     return {}
 
 
-def span_count(request: dict) -> int:
+def json_span_count(request: dict) -> int:
     """How many spans an OTLP/JSON request holds (what `partial_success.rejected_spans` counts against)."""
     total = 0
     for resource in request.get("resourceSpans") or ():

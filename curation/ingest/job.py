@@ -34,7 +34,9 @@ class IngestJob:
     a feedback event line for one feedback row; those ask first, because a line counts once whichever row it is in.
     """
 
-    def __init__(self, store: Store, run_id: str, settings: IngestSettings):
+    def __init__(self, store: Store, run_id: str, settings: IngestSettings, writer=BatchWriter):
+        """`writer(connect, write)` runs the batches: by default in a thread of its own, so that the next batch is
+        parsed meanwhile; `curate collect`, whose parsing is elsewhere already, writes in the calling thread."""
         self.store = store
         self.run_id = run_id
         self.batch_size = settings.batch_size
@@ -53,7 +55,7 @@ class IngestJob:
         self._quarantine_lock = threading.Lock()  # the writer thread quarantines conflicts
         self.truncated: list[dict] = []
         self._tails: dict[str, tuple] = {}
-        self._writer = BatchWriter(store.bulk_connection, self._write)
+        self._writer = writer(store.bulk_connection, self._write)
 
     def _tail(self, source: str) -> tuple:
         """The values every conversation row of this batch from `source` ends with (source, run_id, ingested_at)."""

@@ -20,7 +20,8 @@ Not read: GenAI events exported as log records (resourceLogs), which instrumenta
 
 One export request at a time (an OTLP receiver): `Reader(limits).read_export(request, source)` gives the
 conversations and the rejected spans with their reasons (what OTLP's `partial_success.rejected_spans` counts);
-`Reader.finish()` then gives the conversations whose spans share a `gen_ai.conversation.id`.
+`Reader.finish()` then gives the conversations whose spans share a `gen_ai.conversation.id`. The rules read a span's
+`Fields`; `json_fields` decodes them from OTLP/JSON, `curation.collect.otlp` from protobuf (then `Reader.chat_span`).
 """
 from __future__ import annotations
 
@@ -47,12 +48,29 @@ Found = tuple[list[tuple[Conversation, str, int]], list[tuple[Item, str]], int]
 UNREADABLE = (TypeError, ValueError, AttributeError, KeyError, RecursionError)
 
 
-@dataclass
+@dataclass(slots=True)
+class Fields:
+    """What the GenAI rules read from one span, whatever its encoding: OTLP/JSON (`json_fields`) or protobuf
+    (`curation.collect.otlp`). Both decoders give the same values for the same span."""
+
+    attrs: dict  # {key: python value}, as `attributes` gives them
+    trace_id: str
+    span_id: str
+    start: int
+    end: int
+    events: list[tuple[Any, dict]]  # (name, attributes)
+    status_code: Any  # 2 / "STATUS_CODE_ERROR" is an error
+    status_message: Any
+
+
+@dataclass(slots=True)
 class Span:
     """A GenAI chat span, read: where it came from and what it says."""
 
     number: int  # unique in this ingest: what the store counts as the record's line
-    item: Item
+    source: str
+    line: int
+    raw: Callable[[], bytes]  # the span's text, for the quarantine (built only for a span that is rejected)
     trace_id: str
     span_id: str
     start: int
@@ -62,6 +80,9 @@ class Span:
     prompt: list[dict] = field(default_factory=list)
     completion: list[dict] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
+
+    def item(self) -> Item:
+        return Item(self.source, self.line, self.raw())
 
 
 class Reader:
@@ -128,23 +149,35 @@ class Reader:
     def _span(self, span: Any, source: str, number: int, raw: bytes, service: str | None,
               trouble: str | None) -> Found:
         try:
-            chat = _is_chat(span)
+            fields = json_fields(span)
+            chat = fields is not None
         except (Reject, *UNREADABLE) as exc:
-            chat, trouble = True, trouble or _why(exc)
+            fields, chat, trouble = None, _mentions_genai(span), trouble or _why(exc)
         if not chat:
             self.skipped_spans += 1
             return [], [], 0
+
+        def text() -> bytes:
+            try:
+                return orjson.dumps(span)
+            except orjson.JSONEncodeError:  # nested past orjson's limit: keep the whole request's text
+                return raw
+
+        shown = _hex(span.get("spanId")) if isinstance(span, dict) else ""
+        return self.chat_span(fields, trouble, source, number, text, service, shown)
+
+    def chat_span(self, fields: Fields | None, trouble: str | None, source: str, number: int,
+                  raw: Callable[[], bytes], service: str | None, shown: str) -> Found:
+        """One GenAI chat span, decoded (`fields`), or with the `trouble` that kept it from being decoded: its
+        conversation now, or later (`finish`) when it shares a `gen_ai.conversation.id`; or its rejection."""
         self._numbers += 1
-        try:
-            item = Item(source, number, orjson.dumps(span))
-        except orjson.JSONEncodeError:  # nested past orjson's limit: keep the whole request's text
-            item = Item(source, number, raw)
         try:
             if trouble is not None:
                 raise Reject(trouble)
-            parsed = _read_span(span, item, self._numbers, service)
+            parsed = _read_span(fields, Span(self._numbers, source, number, raw, fields.trace_id, fields.span_id,
+                                             fields.start, fields.end, service, fields.attrs))
         except (Reject, *UNREADABLE) as exc:
-            return [], [(item, f"span {_hex(span.get('spanId') if isinstance(span, dict) else None)}: {_why(exc)}")], 1
+            return [], [(Item(source, number, raw()), f"span {shown}: {_why(exc)}")], 1
         conv_id = parsed.attrs.get("gen_ai.conversation.id")
         if conv_id is not None:
             self._groups.setdefault(str(conv_id), []).append(parsed)
@@ -162,7 +195,7 @@ class Reader:
             encoded = orjson.dumps(messages).decode()
         except (Reject, orjson.JSONEncodeError) as exc:
             which = "span" if len(spans) == 1 else f"conversation {last.attrs.get('gen_ai.conversation.id')!r}, span"
-            return [], [(s.item, f"{which} {s.span_id}: {exc}") for s in spans], 0
+            return [], [(s.item(), f"{which} {s.span_id}: {exc}") for s in spans], 0
         attrs = last.attrs
         usage = {k: sum(s.attrs.get(f"gen_ai.usage.{k}") or 0 for s in spans) for k in ("input_tokens", "output_tokens")}
         metadata = {
@@ -189,37 +222,60 @@ class Reader:
             orjson.dumps({k: v for k, v in metadata.items() if v is not None}).decode(),
             len(messages),
         )
-        return [(Conversation(row, [], tuple(s.number for s in spans)), spans[0].item.source, last.item.line)], [], 0
+        return [(Conversation(row, [], tuple(s.number for s in spans)), spans[0].source, last.line)], [], 0
 
 
-def _is_chat(span: Any) -> bool:
-    """A GenAI chat span; raises Reject for a span whose attributes or events are not lists (it may be one)."""
+def json_fields(span: Any) -> Fields | None:
+    """An OTLP/JSON GenAI chat span's fields, None for any other span; raises Reject, or what UNREADABLE names, for
+    one that cannot be read. Each attribute list is read once."""
     if not isinstance(span, dict):
-        return False
+        return None
     for name in ("attributes", "events"):
         if span.get(name) is not None and not isinstance(span[name], list):
             raise Reject(f"'{name}' must be a list, not {_kind(span[name])}")
-    keys = [a.get("key") for a in span.get("attributes") or () if isinstance(a, dict)]
-    names = [e.get("name") for e in span.get("events") or () if isinstance(e, dict)]
-    if not any(isinstance(k, str) and k.startswith("gen_ai.") for k in keys + names):
-        return False
-    operation = attributes(span.get("attributes")).get("gen_ai.operation.name")
-    return operation is None or operation in CHAT_OPERATIONS
-
-
-def _read_span(span: dict, item: Item, number: int, service: str | None) -> Span:
     attrs = attributes(span.get("attributes"))
-    for key in USAGE_KEYS:  # token counts are summed over a conversation: whole numbers, or left out
-        if attrs.get(key) is not None:
-            attrs[key] = _count(attrs[key], key)
+    events = [e for e in span.get("events") or () if isinstance(e, dict)]
+    if not is_chat(attrs, [e.get("name") for e in events]):
+        return None
+    events = [(e.get("name"), attributes(e.get("attributes"))) for e in events]
     try:
         start, end = int(span.get("startTimeUnixNano") or 0), int(span.get("endTimeUnixNano") or 0)
     except (TypeError, ValueError):
         raise Reject(f"bad startTimeUnixNano/endTimeUnixNano {str(span.get('startTimeUnixNano'))[:40]!r}") from None
-    parsed = Span(number, item, _hex(span.get("traceId")), _hex(span.get("spanId")), start, end, service, attrs)
+    status = span.get("status") if isinstance(span.get("status"), dict) else {}
+    return Fields(attrs, _hex(span.get("traceId")), _hex(span.get("spanId")), start, end, events,
+                  status.get("code"), status.get("message"))
+
+
+def is_chat(attrs: dict, event_names: list) -> bool:
+    """A GenAI chat span: `gen_ai.*` attributes or events, and a chat operation (or none named)."""
+    if not (any(k.startswith("gen_ai.") for k in attrs)
+            or any(isinstance(name, str) and name.startswith("gen_ai.") for name in event_names)):
+        return False
+    operation = attrs.get("gen_ai.operation.name")
+    return operation is None or operation in CHAT_OPERATIONS
+
+
+def _mentions_genai(span: Any) -> bool:
+    """Whether a span that cannot be read may be a GenAI span (then it is quarantined, not skipped)."""
+    if not isinstance(span, dict):
+        return False
+    if not all(isinstance(span.get(name), (list, type(None))) for name in ("attributes", "events")):
+        return True
+    names = [a.get("key") for a in span.get("attributes") or () if isinstance(a, dict)]
+    names += [e.get("name") for e in span.get("events") or () if isinstance(e, dict)]
+    return any(isinstance(k, str) and k.startswith("gen_ai.") for k in names)
+
+
+def _read_span(fields: Fields, parsed: Span) -> Span:
+    """The GenAI rules: a span's messages, finish reasons and token counts; raises Reject with the reason."""
+    attrs = parsed.attrs
+    for key in USAGE_KEYS:  # token counts are summed over a conversation: whole numbers, or left out
+        if attrs.get(key) is not None:
+            attrs[key] = _count(attrs[key], key)
     if not parsed.span_id:
         raise Reject("span without a spanId")
-    events = [(e.get("name"), attributes(e.get("attributes"))) for e in span.get("events") or () if isinstance(e, dict)]
+    events = fields.events
     parsed.prompt = (parts_messages(attrs.get("gen_ai.input.messages"), "gen_ai.input.messages")
                      or indexed_messages(attrs, "prompt") or event_messages(events, prompt=True))
     instructions = parts_messages(attrs.get("gen_ai.system_instructions"), "gen_ai.system_instructions", "system")
@@ -233,9 +289,9 @@ def _read_span(span: dict, item: Item, number: int, service: str | None) -> Span
         raise Reject("GenAI span without prompt or completion content: the instrumentation did not record messages "
                      "(turn content capture on, e.g. OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)")
     if not parsed.completion:
-        status = span.get("status") if isinstance(span.get("status"), dict) else {}
-        if status.get("code") in (2, "STATUS_CODE_ERROR"):
-            raise Reject(f"the call failed (span status error: {str(status.get('message') or '')[:200]}), no completion")
+        if fields.status_code in (2, "STATUS_CODE_ERROR"):
+            message = str(fields.status_message or "")[:200]
+            raise Reject(f"the call failed (span status error: {message}), no completion")
         raise Reject("GenAI span with a prompt but no completion")
     return parsed
 
