@@ -26,7 +26,6 @@ from typing import Any, Iterable
 
 import orjson
 
-import curation
 from curation.config import resolve_home
 from curation.ingest.records import content_hash
 from curation.log_writer import LogWriter, store_reason
@@ -170,7 +169,7 @@ class ConversationLogger:
     def _start_child(self) -> subprocess.Popen | None:
         if not Path(sys.executable).name.startswith("python"):  # embedded (uwsgi, …): no interpreter to start
             return None
-        source = str(Path(curation.__file__).resolve().parent.parent)  # the child imports the same curation
+        source = str(Path(__file__).resolve().parent.parent)  # the child imports the same curation
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
         settings = {**self._settings, "log_level": logging.getLogger("curate.logger").getEffectiveLevel()}
         try:
