@@ -123,6 +123,8 @@ class ConversationLogger:
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Wait until everything queued so far is written (or spooled, or held in memory for a retry)."""
+        if self._closed:
+            return
         done = threading.Event()
         if self._child is None:
             self._writer.put(done)
@@ -254,6 +256,7 @@ class ConversationLogger:
                 if "log" in message:
                     log.log(message["log"][0], "%s", message["log"][1])
         finally:
+            self._child.stdout.close()
             self._ready.set()  # ended before it was ready: the sender finds the pipe closed and takes over
             self._received.set()
             for event in list(self._flushes.values()):
