@@ -1,8 +1,8 @@
 """The logger's writer: takes queued records, writes them to the store in batches, spools what the store refuses.
 
-`ConversationLogger` (curation/logger.py) runs a `LogWriter` in a process of its own (`python -m
-curation.log_writer`, fed JSON lines on stdin, answering on stdout), so that validating and inserting batches never
-holds the app's GIL; or, where no process can be started, in a thread of the app.
+`ConversationLogger` (curation/logger.py) runs a `LogWriter` in a process of its own (`main()`, fed JSON lines on
+stdin, answering on stdout), so that validating and inserting batches never holds the app's GIL; or, where no
+process can be started, in a thread of the app.
 
 When the store cannot be written (down, locked, full, or its SQLite file deleted or replaced under the logger), the
 batch goes to a spool (`curation.spool`: JSON lines, fsync'd, 0600 files in 0700 folders) which `curate ingest SPOOL`
