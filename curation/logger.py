@@ -64,6 +64,7 @@ class ConversationLogger:
         self._flushes: dict[int, threading.Event] = {}
         self._numbers = itertools.count()
         self._ready = threading.Event()  # the writer process started (or ended before it did)
+        self._started = False  # it said it is ready
         self._received = threading.Event()  # the writer process's output ended
         self._sent = 0  # records handed to the writer process
         self._closed = False
@@ -187,6 +188,8 @@ class ConversationLogger:
         (the write releases the GIL). Once that process is gone, what was not handed over goes to a writer here."""
         fd = self._child.stdin.fileno()
         self._ready.wait()
+        if not self._started:  # it could not start: nothing was handed over, nothing is lost
+            self._take_over([])
         while True:
             items = [self._queue.get()]
             while items[-1] is not _STOP and len(items) < 1000:
@@ -232,9 +235,14 @@ class ConversationLogger:
             self._writer = LogWriter(**self._settings)
             unconfirmed = self._sent - sum(self._counts)
             self._here[2] += unconfirmed
-            log.error("curate: the logger's writer process %d ended (exit code %s); LOST %d records it had not "
-                      "confirmed; writing from a thread of this process from now on", self._child.pid,
-                      self._child.poll(), unconfirmed)
+            self._child.wait()
+            if not self._started:
+                log.warning("curate: the logger's writer process could not start (exit code %s); writing from a "
+                            "thread of this process", self._child.returncode)
+            else:
+                log.error("curate: the logger's writer process %d ended (exit code %s); LOST %d records it had not "
+                          "confirmed; writing from a thread of this process from now on", self._child.pid,
+                          self._child.returncode, unconfirmed)
         for item in items:
             if item is not _STOP:
                 self._writer.put(item)
@@ -250,6 +258,7 @@ class ConversationLogger:
                 if "counts" in message:
                     self._counts = message["counts"]
                 if "ready" in message:
+                    self._started = True
                     self._ready.set()
                 if "flushed" in message and message["flushed"] in self._flushes:
                     self._flushes.pop(message["flushed"]).set()

@@ -122,3 +122,24 @@ def test_a_forked_worker_never_repeats_its_parents_ids():
     child = orjson.loads(os.read(read, 1 << 16))
     os.close(read)
     assert not set(parent) & set(child)
+
+
+INTERACTIVE = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})  # as a notebook does: curation found through sys.path, not PYTHONPATH
+    from curation import ConversationLogger
+    logger = ConversationLogger({home!r}, batch_size=5, flush_interval=0.05)
+    ids = [logger.log([{{"role": "user", "content": f"q{{i}}"}}, {{"role": "assistant", "content": "a"}}]) for i in range(7)]
+    logger.flush()
+    print(logger.writer_pid is not None, logger.written)
+""")
+
+
+def test_an_interactive_session_that_found_curation_on_sys_path_starts_the_writer_process(tmp_path, monkeypatch):
+    monkeypatch.delenv("CURATE_DATABASE_URL", raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = INTERACTIVE.format(repo=REPO, home=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)  # a script on stdin: no __main__ file, as in a notebook
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "7"], done.stderr
