@@ -73,7 +73,8 @@ class ConversationLogger:
         if self._child is None:
             self._writer = LogWriter(**self._settings)
         else:
-            threading.Thread(target=self._receive, name="curate-logger-reader", daemon=True).start()
+            self._reader = threading.Thread(target=self._receive, name="curate-logger-reader", daemon=True)
+            self._reader.start()
             self._sender = threading.Thread(target=self._send, name="curate-logger-sender", daemon=True)
             self._sender.start()
         atexit.register(self.close)

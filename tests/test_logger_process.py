@@ -34,22 +34,26 @@ def stored_ids(home, url=None) -> set[str]:
     return found
 
 
+def thread_cpu(*threads) -> float:
+    return sum(time.clock_gettime(time.pthread_getcpuclockid(t.ident)) for t in threads)
+
+
 def test_batches_are_written_by_another_process_and_cost_this_one_little_cpu(home, database_url):
     cpu = {}
     for process in (False, True):
         logger = ConversationLogger(home, url=database_url, batch_size=500, flush_interval=0.05, process=process)
-        started = time.process_time()
         for i in range(3000):
             logger.log(ask(i), id=f"{process}-{i}")
         logger.flush(timeout=120)
-        cpu[process] = time.process_time() - started
+        # the CPU time of the logger's own threads in this process (the app's threads do the same work either way)
+        cpu[process] = thread_cpu(logger._sender, logger._reader) if process else thread_cpu(logger._writer._thread)
         assert (logger.writer_pid not in (None, os.getpid())) is process
         logger.close()
         assert logger.written == 3000 and logger.spooled == 0 and logger.lost == 0
     assert len(stored_ids(home, database_url)) == 6000
     # in-process, validation and insert cost this process's CPU (and hold its GIL); with the writer process, only
     # serialising each record and writing it to a pipe does
-    assert cpu[True] < 0.5 * cpu[False], cpu
+    assert cpu[True] < 0.3 * cpu[False], cpu
 
 
 def test_a_writer_process_that_dies_is_replaced_by_a_thread_and_the_loss_is_counted(home, database_url, caplog):
