@@ -13,6 +13,7 @@ import orjson
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from curation.endpoints.config import public_url
 from curation.errors import InputError
 from curation.store import Store
 from curation.store.tables import conversations, feedback
@@ -68,13 +69,22 @@ def iter_rows(store: Store, batch: int = BATCH):
                     "created_at": r["created_at"],
                     "session_id": r["session_id"],
                     "user_hash": r["user_hash"],
-                    "metadata": orjson.loads(r["metadata"]) if r["metadata"] else None,
+                    "metadata": _scrubbed(orjson.loads(r["metadata"])) if r["metadata"] else None,
                 }
                 row.update({c: None for c in extra_columns})
                 row.update(extras.get(r["id"], {}))
                 row["feedback"] = row["feedback"] or []
                 yield row
             last = ids[-1]
+
+
+def _scrubbed(metadata: Any) -> Any:
+    """A generated candidate's endpoint URL without credentials: `curate generate` stored the URL's query string
+    (`?key=…`) before it dropped it, and stores written then still hold it; no export may write it out."""
+    generated = metadata.get("generated") if isinstance(metadata, dict) else None
+    if isinstance(generated, dict) and isinstance(generated.get("endpoint"), str):
+        generated["endpoint"] = public_url(generated["endpoint"])
+    return metadata
 
 
 def export_conversations(store: Store, out: str | Path, progress: bool | None = None) -> dict[str, Any]:

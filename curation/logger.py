@@ -1,11 +1,9 @@
 """Production logging: call from the app that serves the model. It never blocks the caller and never raises.
 
-Records go onto an in-memory queue; a background thread writes them to the store in batches. When the store cannot
-be written (down, locked, full, or its SQLite file deleted or replaced under the logger), the batch goes to a spool
-(`curation.spool`: JSON lines, fsync'd, 0600 files in 0700 folders) which `curate ingest SPOOL` loads later with
-nothing lost. The spool is HOME/spool/logger-PID.jsonl, else the same name in a fallback folder (see
-`curation.spool.fallback_dirs`); when no place takes a batch it waits in a bounded buffer in memory and is retried,
-and whatever is still unwritten at `close()` (or pushed out of that buffer) is counted in `lost` and logged as an error.
+Records go onto an in-memory queue. A sender thread serialises them and hands them over a pipe to a writer process
+(`curation.log_writer`), which writes them to the store in batches and spools what the store refuses; the app's
+threads only ever wait for the GIL as long as one record takes to serialise, not for a batch's validation and
+insert. Where no process can be started (`process=False`, or no Python to start), the same writer runs in a thread.
 
     logger = ConversationLogger()
     cid = logger.log(messages, model="my-model-v3", user_id=user.id)
@@ -14,63 +12,94 @@ and whatever is still unwritten at `close()` (or pushed out of that buffer) is c
 from __future__ import annotations
 
 import atexit
-import collections
 import datetime as dt
+import itertools
 import logging
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import orjson
+
 from curation.config import resolve_home
-from curation.errors import StoreError
 from curation.ingest.records import content_hash
+from curation.log_writer import LogWriter, store_reason
 from curation.spool import Spool, fallback_dirs
 
+__all__ = ["ConversationLogger", "default_logger", "log_conversation", "log_feedback", "store_reason"]
 log = logging.getLogger("curate.logger")
 _STOP = object()
+_PIPE_BYTES = 1 << 16  # what the sender hands over in one write
+_GATHER = 0.02  # seconds the sender waits between hand-overs
 
 
 class ConversationLogger:
     """Buffered, background writer of conversations and feedback events.
 
     `written`, `spooled` and `lost` count records (conversations and feedback events) that reached the store, a
-    spool file, or nowhere. `max_pending` bounds the records kept in memory while neither store nor spool takes them.
+    spool file, or nowhere; they are current after `flush()` and `close()`. `max_pending` bounds the records kept in
+    memory while neither store nor spool takes them. `process=False` writes from a thread of this process instead.
     """
 
     def __init__(self, home: str | os.PathLike | None = None, url: str | None = None, batch_size: int = 500,
                  flush_interval: float = 1.0, max_queue: int = 100_000, spool: str | os.PathLike | None = None,
                  spool_fallbacks: Iterable[str | os.PathLike] | None = None, max_pending: int = 100_000,
-                 retry_interval: float = 5.0):
+                 retry_interval: float = 5.0, process: bool = True):
         self.home = resolve_home(home)
         self.url = url
-        self.batch_size = batch_size
-        self.flush_interval = flush_interval
-        self.retry_interval = retry_interval
-        self.max_pending = max_pending
         path = Path(spool) if spool else self.home / "spool" / f"logger-{os.getpid()}.jsonl"
-        self.spool = Spool(path, fallback_dirs() if spool_fallbacks is None else spool_fallbacks)
-        self.written = 0
-        self.spooled = 0
-        self.lost = 0
+        fallbacks = [str(d) for d in (fallback_dirs() if spool_fallbacks is None else spool_fallbacks)]
+        self.spool = Spool(path, fallbacks)
+        self._settings = {"home": str(self.home), "url": url, "spool": str(path), "spool_fallbacks": fallbacks,
+                          "batch_size": batch_size, "flush_interval": flush_interval, "max_queue": max_queue,
+                          "max_pending": max_pending, "retry_interval": retry_interval}
+        self._counts = [0, 0, 0]  # written, spooled, lost: the writer process's last report
+        self._here = [0, 0, 0]  # the same, for records this process had to handle itself
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._pending: collections.deque = collections.deque()  # neither store nor spool took these yet
-        self._pending_lock = threading.Lock()
-        self._retried = 0.0
-        self._outage: str | None = None  # why the store is not being written, while it is not
-        self._fallback: Path | None = None  # the fallback spool last warned about
-        self._store = None
-        self._database: tuple[Path, int, int] | None = None  # the SQLite file the open store writes: path, dev, inode
-        self._thread = threading.Thread(target=self._run, name="curate-logger", daemon=True)
-        self._thread.start()
+        self._flushes: dict[int, threading.Event] = {}
+        self._numbers = itertools.count()
+        self._ready = threading.Event()  # the writer process started (or ended before it did)
+        self._started = False  # it said it is ready
+        self._received = threading.Event()  # the writer process's output ended
+        self._sent = 0  # records handed to the writer process
+        self._closed = False
+        self._writer: LogWriter | None = None  # the writer in this process, if there is no writer process
+        self._child = self._start_child() if process else None
+        if self._child is None:
+            self._writer = LogWriter(**self._settings)
+        else:
+            self._reader = threading.Thread(target=self._receive, name="curate-logger-reader", daemon=True)
+            self._reader.start()
+            self._sender = threading.Thread(target=self._send, name="curate-logger-sender", daemon=True)
+            self._sender.start()
         atexit.register(self.close)
 
     @property
     def spool_path(self) -> Path:
         """The spool file this logger writes first (`spool.files()` lists every file it wrote)."""
         return self.spool.path
+
+    @property
+    def written(self) -> int:
+        return self._count(0)
+
+    @property
+    def spooled(self) -> int:
+        return self._count(1)
+
+    @property
+    def lost(self) -> int:
+        return self._count(2)
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id; None when the writer runs in this process."""
+        return self._child.pid if self._child is not None and self._writer is None else None
 
     def log(self, messages: list[dict], id: str | None = None, model: str | None = None,
             user_id: str | None = None, session_id: str | None = None, metadata: dict | None = None,
@@ -96,147 +125,158 @@ class ConversationLogger:
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Wait until everything queued so far is written (or spooled, or held in memory for a retry)."""
+        if self._closed:
+            return
         done = threading.Event()
-        self._put(done)
+        if self._child is None:
+            self._writer.put(done)
+        else:
+            self._queue.put(done, timeout=timeout)
         done.wait(timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
         """Write what is queued, retry what is held in memory once more, and stop; what is still unwritten is lost."""
-        if self._thread.is_alive():
-            self._put(_STOP)
-            self._thread.join(timeout=30)
+        if self._closed:
+            return
+        self._closed = True
+        if self._child is not None:
+            self._queue.put(_STOP)
+            self._sender.join(timeout)
+            try:
+                self._child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("curate: the logger's writer process %d still writes after %g s; it goes on alone",
+                            self._child.pid, timeout)
+            self._received.wait(5)
+        if self._writer is not None:
+            self._writer.close()
 
-    def _put(self, item: Any) -> None:
+    def _count(self, index: int) -> int:
+        writer = self._writer
+        mine = (writer.written, writer.spooled, writer.lost)[index] if writer is not None else 0
+        return self._counts[index] + self._here[index] + mine
+
+    def _put(self, item: dict) -> None:
+        if self._child is None:
+            self._writer.put(item)
+            return
         try:
             self._queue.put_nowait(item)
         except queue.Full:  # the writer is far behind: spool right here rather than block or drop
-            if isinstance(item, dict):
-                self._spool([item])
+            try:
+                self.spool.append([item])
+                self._here[1] += 1
+            except Exception as exc:
+                self._here[2] += 1
+                log.error("curate: LOST 1 logged record: the logger's queue is full and the spool refused it (%s)", exc)
 
-    def _run(self) -> None:
-        batch: list[dict] = []
+    def _start_child(self) -> subprocess.Popen | None:
+        if not Path(sys.executable).name.startswith("python"):  # embedded (uwsgi, …): no interpreter to start
+            return None
+        source = str(Path(__file__).resolve().parent.parent)  # the child imports the same curation
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+        settings = {**self._settings, "log_level": logging.getLogger("curate.logger").getEffectiveLevel()}
+        try:
+            return subprocess.Popen([sys.executable, "-c", "from curation.log_writer import main; main()",
+                                     orjson.dumps(settings).decode()],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        except OSError as exc:
+            log.warning("curate: could not start the logger's writer process (%s); writing from a thread", exc)
+            return None
+
+    def _send(self) -> None:
+        """Serialise queued records, one short GIL hold each, and write them to the writer process in large pieces
+        (the write releases the GIL). Once that process is gone, what was not handed over goes to a writer here."""
+        fd = self._child.stdin.fileno()
+        self._ready.wait()
+        if not self._started:  # it could not start: nothing was handed over, nothing is lost
+            self._take_over([])
         while True:
+            items = [self._queue.get()]
+            while items[-1] is not _STOP and len(items) < 1000:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            with_records = []
+            data = []
+            for item in items:
+                if isinstance(item, dict):
+                    try:
+                        data.append(orjson.dumps(item, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+                    except TypeError as exc:  # circular, or nested past orjson's depth: no place could take it
+                        self._here[2] += 1
+                        log.error("curate: LOST 1 logged record: it cannot be written as JSON (%s)", exc)
+                        continue
+                    with_records.append(item)
+                elif isinstance(item, threading.Event):
+                    number = next(self._numbers)
+                    self._flushes[number] = item
+                    data.append(b"F%d\n" % number)
+                else:
+                    data.append(b"S\n")
             try:
-                item = self._queue.get(timeout=self.flush_interval)
-            except queue.Empty:
-                item = None
-            if isinstance(item, dict):
-                batch.append(item)
-                if len(batch) < self.batch_size:
-                    continue
-            if batch:
-                self._write(batch)
-                batch = []
-            if self._pending and (item is not None or time.monotonic() - self._retried >= self.retry_interval):
-                self._retry()
-            if isinstance(item, threading.Event):
-                item.set()
-            elif item is _STOP:
-                self._give_up()
+                if self._writer is not None:
+                    raise BrokenPipeError
+                _write_all(fd, b"".join(data))
+                self._sent += len(with_records)
+            except OSError:
+                self._take_over(items)
+            if items[-1] is _STOP:
+                if self._writer is None:
+                    self._child.stdin.close()
                 return
+            # let records gather: woken for each one, this thread would take the GIL from the app's threads
+            # hundreds of times a second, each time perhaps in the middle of a call the app is timing
+            time.sleep(_GATHER)
 
-    def _write(self, batch: list[dict]) -> None:
+    def _take_over(self, items: list[Any]) -> None:
+        """The writer process died: write from here on, and count what it took but never confirmed as lost."""
+        if self._writer is None:
+            self._writer = LogWriter(**self._settings)
+            unconfirmed = self._sent - sum(self._counts)
+            self._here[2] += unconfirmed
+            self._child.wait()
+            if not self._started:
+                log.warning("curate: the logger's writer process could not start (exit code %s); writing from a "
+                            "thread of this process", self._child.returncode)
+            else:
+                log.error("curate: the logger's writer process %d ended (exit code %s); LOST %d records it had not "
+                          "confirmed; writing from a thread of this process from now on", self._child.pid,
+                          self._child.returncode, unconfirmed)
+        for item in items:
+            if item is not _STOP:
+                self._writer.put(item)
+        for event in list(self._flushes.values()):
+            if not any(event is item for item in items):  # those wait for the writer here
+                event.set()
+        self._flushes.clear()
+
+    def _receive(self) -> None:
         try:
-            from curation.ingest import ingest_records
+            for line in self._child.stdout:
+                message = orjson.loads(line)
+                if "counts" in message:
+                    self._counts = message["counts"]
+                if "ready" in message:
+                    self._started = True
+                    self._ready.set()
+                if "flushed" in message and message["flushed"] in self._flushes:
+                    self._flushes.pop(message["flushed"]).set()
+                if "log" in message:
+                    log.log(message["log"][0], "%s", message["log"][1])
+        finally:
+            self._child.stdout.close()
+            self._ready.set()  # ended before it was ready: the sender finds the pipe closed and takes over
+            self._received.set()
+            for event in list(self._flushes.values()):
+                event.set()
 
-            ingest_records(self._open_store(), batch, source="logger")
-            self._check_database()  # deleted while the batch went in: it went into a file no one can open
-            self.written += len(batch)
-            if self._outage is not None:
-                log.warning("curate: the store is written again; records spooled meanwhile are in %s "
-                            "(`curate ingest FILE` loads them)", ", ".join(str(p) for p in self.spool.files()))
-                self._outage = None
-        except Exception as exc:  # the store is down, full or gone: keep the data on local disk
-            self._close_store()
-            self._spool(batch, store_reason(exc))
 
-    def _open_store(self):
-        from curation.store import Store
-
-        if self._store is not None:
-            try:
-                self._check_database()
-                return self._store
-            except StoreError as exc:  # deleted or replaced: what is at the path now is the store
-                log.warning("curate: %s; the logger reopens the store", exc)
-                self._close_store()
-        if self._database is not None and not self._database[0].exists():
-            # never create an empty store where the user deleted one: spool until a store is there again
-            raise StoreError(f"the database {self._database[0]} was deleted")
-        self._store = Store.open(self.home, self.url)
-        database = self._store.engine.url.database if self._store.dialect == "sqlite" else None
-        if database and database != ":memory:" and not database.startswith("file:"):
-            info = os.stat(database)
-            self._database = (Path(database), info.st_dev, info.st_ino)
-        return self._store
-
-    def _check_database(self) -> None:
-        if self._database is None:
-            return
-        path, dev, ino = self._database
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            raise StoreError(f"the database {path} was deleted while the logger wrote to it") from None
-        if (info.st_dev, info.st_ino) != (dev, ino):
-            raise StoreError(f"the database {path} was replaced by another file while the logger wrote to it")
-
-    def _close_store(self) -> None:
-        if self._store is not None:
-            try:
-                self._store.dispose()
-            except Exception:  # a store that broke may not close cleanly either
-                log.debug("curate: could not close the store", exc_info=True)
-        self._store = None
-
-    def _spool(self, batch: list[dict], reason: str | None = None) -> None:
-        try:
-            where = self.spool.append(batch)
-            self.spooled += len(batch)
-        except Exception as exc:
-            self._hold(batch, f"{reason or 'the writer is behind'}; {exc}")
-            return
-        if reason is not None and self._outage is None:  # once an outage: its end is logged too
-            log.warning("curate: store unavailable (%s); spooling %d records to %s (`curate ingest %s` loads them)",
-                        reason, len(batch), where, where)
-            self._outage = reason
-        if where != self.spool.path and where != self._fallback:
-            log.warning("curate: spooling to %s, as %s", where, "; ".join(self.spool.skipped))
-            self._fallback = where
-
-    def _hold(self, batch: list[dict], reason: str) -> None:
-        """Keep `batch` in memory for a retry; past `max_pending` the oldest records are lost, loudly."""
-        with self._pending_lock:
-            self._pending.extend(batch)
-            dropped = max(0, len(self._pending) - self.max_pending)
-            for _ in range(dropped):
-                self._pending.popleft()
-            self.lost += dropped
-            held = len(self._pending)
-        if dropped:
-            log.error("curate: LOST %d logged records: neither the store nor any spool location takes them (%s), "
-                      "and %d more wait in memory", dropped, reason, held)
-        else:
-            log.error("curate: could not store or spool %d records (%s); holding %d in memory to retry",
-                      len(batch), reason, held)
-
-    def _retry(self) -> None:
-        self._retried = time.monotonic()
-        with self._pending_lock:
-            batch = list(self._pending)
-            self._pending.clear()
-        if batch:
-            self._write(batch)
-
-    def _give_up(self) -> None:
-        self._retry()
-        with self._pending_lock:
-            left = len(self._pending)
-            self._pending.clear()
-        if left:
-            self.lost += left
-            log.error("curate: LOST %d logged records at close: neither the store nor any spool location (%s) "
-                      "took them", left, ", ".join(str(p) for p in self.spool.locations))
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:_PIPE_BYTES]):]
 
 
 def _now() -> str:
@@ -264,11 +304,3 @@ def log_conversation(messages: list[dict], **kwargs: Any) -> str:
 def log_feedback(conversation_id: str, type: str, **kwargs: Any) -> None:
     """Attach a feedback event to a conversation logged earlier."""
     default_logger().feedback(conversation_id, type, **kwargs)
-
-
-def store_reason(exc: BaseException) -> str:
-    """The driver's one-line reason, never the statement: SQLAlchemy's message carries the SQL and its parameters,
-    which are the users' conversations."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0][:200] if lines else ''}"

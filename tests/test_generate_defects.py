@@ -2,6 +2,8 @@
 failure, and replies longer than ingest allows."""
 from __future__ import annotations
 
+import uuid
+
 import orjson
 import sqlalchemy as sa
 
@@ -77,3 +79,33 @@ def test_a_reply_longer_than_ingest_allows_is_not_stored(store, home):
     assert "over the limit of 150 (ingest.max_chars)" in result["errors"]["m"]
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).where(conversations.c.source == "generated")).scalar_one() == 0
+
+
+def test_export_scrubs_an_endpoint_url_stored_with_credentials_before_the_fix(cli, store, tmp_path):
+    # a generated candidate as `curate generate` stored it before it dropped the query string
+    ingest_records(store, [{"id": "old", "messages": [{"role": "user", "content": QUESTION},
+                                                      {"role": "assistant", "content": "candidate"}],
+                            "metadata": {"generated": {"endpoint": "http://bob:pw-old@gen.example:8000/v1"
+                                                                   "?key=sk-old-secret&api-version=1#frag",
+                                                       "model": "gen-a"}}}])
+    with store.connect() as conn:  # the store still holds it: only what leaves it is scrubbed
+        assert "sk-old-secret" in conn.execute(sa.select(conversations.c.metadata)).scalar_one()
+    for name in ("export.jsonl", "export.parquet"):
+        cli("export", "conversations", "--out", tmp_path / name)
+    row = orjson.loads((tmp_path / "export.jsonl").read_bytes().splitlines()[0])
+    assert row["metadata"]["generated"] == {"endpoint": "http://gen.example:8000/v1", "model": "gen-a"}
+    for name in ("export.jsonl", "export.parquet"):
+        data = (tmp_path / name).read_bytes()
+        assert b"sk-old-secret" not in data and b"pw-old" not in data and b"bob" not in data
+
+
+def test_push_generate_takes_the_key_variable_like_generate(cli, store, argilla_env, monkeypatch):
+    one_conversation(store)
+    cli("annotate", "push", "--dataset", "keys", "--pairs", "--generate-api-key-env", "GEN_KEY", code=2)  # no URL
+    monkeypatch.setenv("GEN_KEY", "sk-from-the-variable")
+    with FaultServer(default="401") as server:
+        result = cli.json("annotate", "push", "--dataset", f"keys-{uuid.uuid4().hex[:8]}", "--budget", "1", "--pairs",
+                          "--generate-url", server.url, "--generate-model", "m", "--generate-api-key-env", "GEN_KEY")
+        assert server.requests and all(r[3]["Authorization"] == "Bearer sk-from-the-variable" for r in server.requests)
+    assert result["generation_failed"] == 1
+    assert "check the API key in $GEN_KEY" in orjson.dumps(result).decode()

@@ -27,6 +27,8 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
                    "(endpoints from curate.toml [[generate.endpoints]]).")
 @click.option("--generate-url", default=None, help="One generation endpoint's API base URL (implies --generate).")
 @click.option("--generate-model", default=None, help="The model name to request from --generate-url.")
+@click.option("--generate-api-key-env", default=None, metavar="NAME",
+              help="The environment variable holding --generate-url's API key (sent as a Bearer token; never stored).")
 @click.option("--suggestions", type=click.Choice(["judge", "reward", "none"]), default="judge", show_default=True,
               help="Pre-fill the ratings from the LLM judge where a conversation has a judgement (else the reward "
                    "model), from the reward model only, or not at all.")
@@ -34,20 +36,23 @@ workspace_option = click.option("--workspace", default=None, help="Argilla works
 @home_option
 @json_option
 @reports
-def push(dataset, budget, ids, strategy, min_submitted, pairs, use_generator, generate_url, generate_model, suggestions,
-         workspace, home, as_json):
+def push(dataset, budget, ids, strategy, min_submitted, pairs, use_generator, generate_url, generate_model,
+         generate_api_key_env, suggestions, workspace, home, as_json):
     """Send conversations to Argilla as HelpSteer2 rating tasks, PII redacted. Idempotent and resumable."""
     from annotations.push import push as run_push
     from curation.store import Store
 
     generator = None
+    if generate_api_key_env and not generate_url:
+        raise click.UsageError("--generate-api-key-env names the key variable of --generate-url; give --generate-url "
+                               "and --generate-model with it")
     if use_generator or generate_url or generate_model:
         from annotations.generate import Generator
         from curation.cli.generate import generate_settings
 
         if not pairs:
             raise click.UsageError("--generate writes response B of a pair: add --pairs")
-        generator = Generator(generate_settings(home, generate_url, generate_model))
+        generator = Generator(generate_settings(home, generate_url, generate_model, generate_api_key_env))
     wanted = [i for chunk in ids for i in chunk.split(",") if i] or None
     result = run_push(Store.open(home), dataset, budget=budget, ids=wanted,
                       strategy=strategy, workspace=workspace, min_submitted=min_submitted, pairs=pairs,

@@ -8,10 +8,12 @@ because logging must never break the serving app.
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import itertools
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -24,6 +26,24 @@ CURATE_KWARGS = ("curate_metadata", "curate_session")  # taken out of the call b
 PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "n", "stop", "presence_penalty",
           "frequency_penalty", "reasoning_effort")
 last_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("curate_last_conversation_id", default=None)
+_id_key = os.urandom(32)
+_id_counter = itertools.count()
+
+
+def new_id() -> str:
+    """A random-looking, unguessable conversation id, 32 hex digits like a uuid4's, that never releases the GIL:
+    `uuid4()` reads os.urandom, and that system call lets the app's other threads take the GIL, for milliseconds
+    when they are busy (it made the wrapper's p99 7 ms with 8 threads). A keyed hash of a counter; the key is drawn
+    again in a forked child, so two workers of one app never share ids."""
+    return hashlib.blake2b(next(_id_counter).to_bytes(8, "little"), key=_id_key, digest_size=16).hexdigest()
+
+
+def _new_id_key() -> None:
+    global _id_key
+    _id_key = os.urandom(32)
+
+
+os.register_at_fork(after_in_child=_new_id_key)
 
 
 class Call:
@@ -32,7 +52,7 @@ class Call:
     __slots__ = ("id", "messages", "model", "user", "session", "metadata", "params", "key", "started", "created")
 
     def __init__(self, kwargs: dict):
-        self.id = uuid.uuid4().hex
+        self.id = new_id()
         self.started = time.perf_counter()
         self.created = time.time()
         messages = kwargs.get("messages")
