@@ -194,13 +194,17 @@ def prepare(settings: ServerSettings) -> None:
     migrate()
     import annotations.server.search  # registers the "curate" search engine
 
-    from annotations.server import bulk, responses
+    from annotations.server import bulk, full_disk, one_hop, responses, writes
 
     cache_membership()
     cache_settings_validation()
     skip_events_without_webhooks()
     bulk.install()
     responses.install()
+    writes.install()
+    writes.shorten_response_writes()
+    one_hop.install()
+    full_disk.install()
     asyncio.run(_prepare(settings))
 
 
