@@ -23,6 +23,7 @@ from curation.errors import CurateError
 RETRIES = 6  # default; CURATE_ANNOTATE_RETRIES overrides it
 STARTING_WAIT_S = 300  # how long a client waits for the home's embedded server while it starts (rebuilding its index)
 BACKOFF_S = 0.5
+INSUFFICIENT_STORAGE = 507  # the embedded server's answer on a full disk: retrying soon does not help, the message says what does
 TIMEOUT_S = 120
 
 
@@ -69,7 +70,7 @@ class Connection:
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:
-                if response.status_code < 500:
+                if response.status_code < 500 or response.status_code == INSUFFICIENT_STORAGE:
                     _raise_for_status(response, self.url)
                     return orjson.loads(response.content) if response.content else None
                 error = f"HTTP {response.status_code}: {response.text[:200]}"

@@ -21,7 +21,8 @@ from annotations.client import AnnotationError, Connection, RefusedRequest, conn
 from annotations.push import DEFAULT_WORKSPACE
 from annotations.tables import annotation_records, annotation_sync, rating_responses, ratings
 from annotations.template import ATTRIBUTES, PREFERENCE
-from curation.errors import CurateError
+from curation.disk import disk_full_message
+from curation.errors import CurateError, StoreError
 from curation.store import Store, dumps, utcnow
 
 PAGE = 1000  # the records API's largest page
@@ -39,6 +40,7 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
     `pulled`: records with a new or changed response; `responses`: new or changed submitted responses
     (one per record per annotator); `agreement`: over all submitted responses of the dataset in the store.
     """
+    stored = [0]  # responses committed so far, for the message when the store goes away mid-pull
     try:
         with store.run("pull", {"dataset": dataset}) as run:
             run_id = run.id
@@ -56,6 +58,7 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
                     rows = _changed_rows(items, users, pushed, seen, dataset, run_id, unknown)
                     if rows:
                         _write(store, rows, dataset, run_id)
+                        stored[0] += len(rows)
                         for row in rows:
                             seen[row["id"]] = row["updated_at"]
                             changed_records.add(row["record_id"])
@@ -71,10 +74,24 @@ def pull(store: Store, dataset: str, *, workspace: str | None = None, connection
                       "unknown_records": len(unknown), "run_id": run_id}
             run.finish({k: v for k, v in result.items() if k != "agreement"})
             return result
+    except sa.exc.SQLAlchemyError as exc:  # the store, not the server (the server is only spoken to over HTTP)
+        if disk_full_message(exc) is not None:
+            raise  # the command says which disk
+        raise StoreError(store_unavailable(store, dataset, stored[0], exc)) from exc
     except Exception as exc:  # recorded as failed by store.run; its committed batches stay
         if isinstance(exc, CurateError):
             raise
         raise map_error(exc, getattr(connection, "url", "ARGILLA_API_URL")) from exc
+
+
+def store_unavailable(store: Store, dataset: str, stored: int, exc: BaseException) -> str:
+    """One line for a store that failed under a pull: which store, why, what is kept, and that a rerun finishes it.
+    Each page is one transaction, so the page being written is either all in or not at all."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+    where = store.engine.url.render_as_string(hide_password=True)
+    return (f"the Curate store at {where} failed during the pull ({reason}); the {stored} responses stored before "
+            f"it are kept and nothing of the page it was writing; run `curate annotate pull --dataset {dataset}` "
+            "again once the store is back: it stores only what is missing")
 
 
 def _pages(conn: Connection, dataset_id: str, since: datetime | None) -> Iterator[tuple[list[dict], int | None]]:

@@ -55,6 +55,7 @@ class Team:
         self.errors: dict[str, int] = defaultdict(int)
         self.acked: dict[tuple[str, str], tuple[str, float]] = {}  # (record, user) -> (status, acknowledged at)
         self.served: list[tuple[str, str, float]] = []  # (record, user, fetch started at)
+        self.server_cpu_s = 0.0  # CPU the server used while the annotators ran: a figure a busy machine stretches less
 
     def timed(self, client: httpx.Client, name: str, method: str, path: str, **kwargs) -> httpx.Response | None:
         started = time.perf_counter()
@@ -148,6 +149,15 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_team(url: str, owner_key: str, n: int, password: str) -> list[tuple[str, str]]:
     """n annotators in workspace argilla, created through the API as the owner; returns (user name, token)."""
     users = []
@@ -191,6 +201,7 @@ def run_team(server, dataset_id: str, users: list[tuple[str, str]], duration: fl
     threads = [threading.Thread(target=annotator, args=(team, server.url, token, name, dataset_id, stop, i), daemon=True)
                for i, (name, token) in enumerate(users)]
     started = time.monotonic()
+    cpu_at_start = cpu_s(server.process.pid)
     for thread in threads:
         thread.start()
     current = server
@@ -200,6 +211,8 @@ def run_team(server, dataset_id: str, users: list[tuple[str, str]], duration: fl
         if not rss or elapsed - rss[-1][0] >= rss_every:
             rss.append((round(elapsed, 1), rss_mb(current.process.pid)))
         if kill_at is not None and elapsed >= kill_at and not events:
+            team.server_cpu_s += (cpu_s(current.process.pid) or 0.0) - (cpu_at_start or 0.0)
+            cpu_at_start = 0.0
             current.kill()
             killed = time.monotonic()
             current = restart()
@@ -207,6 +220,7 @@ def run_team(server, dataset_id: str, users: list[tuple[str, str]], duration: fl
     stop.set()
     for thread in threads:
         thread.join(120)
+    team.server_cpu_s += (cpu_s(current.process.pid) or 0.0) - (cpu_at_start or 0.0)
     return team, rss, events
 
 
@@ -319,6 +333,8 @@ def main() -> None:
         "annotators": args.annotators, "records": pushed, "duration_s": args.duration, "setup_s": round(setup_s, 1),
         "responses_per_s": round(actions / seconds, 2), "requests_per_s": round(sum(map(len, team.latency.values())) / seconds, 1),
         "endpoints": {name: percentiles(samples) for name, samples in sorted(team.latency.items())},
+        "server_cpu_s": round(team.server_cpu_s, 1),
+        "server_cpu_ms_per_request": round(1000 * team.server_cpu_s / max(sum(map(len, team.latency.values())), 1), 1),
         "errors": dict(team.errors), "server_rss_mb": rss, "restarts": events, "checks": checks,
         "cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after,
     }, option=orjson.OPT_INDENT_2).decode())

@@ -194,13 +194,17 @@ def prepare(settings: ServerSettings) -> None:
     migrate()
     import annotations.server.search  # registers the "curate" search engine
 
-    from annotations.server import bulk, responses
+    from annotations.server import bulk, full_disk, one_hop, responses, writes
 
     cache_membership()
     cache_settings_validation()
     skip_events_without_webhooks()
     bulk.install()
     responses.install()
+    writes.install()
+    writes.shorten_response_writes()
+    one_hop.install()
+    full_disk.install()
     asyncio.run(_prepare(settings))
 
 
@@ -230,6 +234,7 @@ def _serve_locked(settings: ServerSettings, policy: AccessPolicy, log_level: str
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.WARNING), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     quiet_server_noise()
+    plain_lines(log_level)
     config = uvicorn.Config(guard(honour_prefer_minimal(app), policy), host=settings.host, port=settings.port, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     if announce is not None:
@@ -253,6 +258,18 @@ def quiet_server_noise() -> None:
 
     logging.getLogger("argilla").addFilter(lambda record: "default credentials" not in record.getMessage())
     warnings.filterwarnings("ignore", message=r"Object of type <Record> not in session", category=SAWarning)
+
+
+def plain_lines(log_level: str) -> None:
+    """Curate's own server messages (a full disk, a write that waited too long) as one plain line each on stderr,
+    greppable in a log file: argilla-server's rich handler would wrap them over several lines."""
+    if _LOGGER.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    _LOGGER.addHandler(handler)
+    _LOGGER.setLevel(getattr(logging, log_level.upper(), logging.WARNING))
+    _LOGGER.propagate = False
 
 
 def announcement(settings: ServerSettings) -> str:
