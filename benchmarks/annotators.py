@@ -97,6 +97,8 @@ def annotator(team: Team, url: str, token: str, user: str, dataset_id: str, stop
                 time.sleep(0.5)
                 continue
             items = found.json()["items"]
+            if not items and roll < 0.2:
+                continue  # nothing left in the score band; the unfiltered queue may still hold records
             if not items:
                 return  # nothing left for this annotator
             record = items[0]["record"]["id"]

@@ -8,6 +8,7 @@ import pytest
 
 from curation.embed import Embedder, embed, load_vectors
 from curation.embed.embedder import fastest_backend
+from curation.embed.int8 import installed
 from curation.embed.vectors import ensure_space
 from curation.embed.views import thread
 from test_embed import insert, oasst_threads
@@ -23,6 +24,8 @@ def reference(texts: list[str]) -> np.ndarray:
 
 
 @pytest.mark.smoke
+@pytest.mark.skipif(not (installed("onnxruntime") and installed("optimum.onnxruntime")),
+                    reason="the ONNX backend is in the `fast` extra: pip install 'curate[fast]'")
 def test_onnx_int8_is_exported_once_and_close_to_fp32(store, home, oasst_file, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CURATE_CACHE_DIR", str(cache))
