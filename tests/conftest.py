@@ -7,8 +7,10 @@ test that touches the store gets its own PostgreSQL schema, and tests that never
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -160,3 +162,21 @@ class Cli:
 @pytest.fixture
 def cli(home: Path) -> Cli:
     return Cli(home)
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    """A real small file system (tmpfs of `size`, e.g. "3m") mounted at `folder`, for full-disk tests; skips the
+    test where mounting is not allowed (not root, or no tmpfs)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+

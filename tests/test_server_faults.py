@@ -14,6 +14,7 @@ import uuid
 
 import httpx
 import pytest
+from conftest import tmpfs
 
 from annotations.template import ATTRIBUTES
 from benchmarks.annotators import PENDING, make_team, setup
@@ -24,17 +25,8 @@ VALUES = {attribute: {"value": 3} for attribute in ATTRIBUTES}
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "40m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(path) -> None:
